@@ -1,0 +1,35 @@
+# robopref: `make demo` sets up and runs a small end-to-end job, `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU build of torch (this pin resolves from local disk on robopref's dev machines).
+# GPU users: `make setup TORCH_SPEC=torch` (or any CUDA build) — see README.
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.robopref-installed
+
+.PHONY: setup demo test test-slow lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	MUJOCO_GL=$${MUJOCO_GL:-osmesa} $(VENV)/bin/robopref demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+lint: setup
+	$(VENV)/bin/ruff check robopref tests benchmarks
+	$(VENV)/bin/ruff format --check robopref tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

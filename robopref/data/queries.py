@@ -1,0 +1,180 @@
+"""Preference queries over trajectory segments: K-item lists with graded or soft labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from robopref.data.trajectory import DataValidationError, TrajectoryDataset, _check
+
+LabelKind = Literal["graded", "soft_pair", "none"]
+
+
+@dataclass
+class PreferenceQueries:
+    """Q queries of K items each; item (q, k) is the segment
+    ``dataset[traj_index[q, k]].slice(start[q, k], length[q, k])``.
+
+    Labels:
+        * ``label_kind == "graded"``: ``labels[q, k]`` is a score psi_k, higher is preferred;
+          equal scores are ties. Works for any K (pairs and ranked lists).
+        * ``label_kind == "soft_pair"`` (K = 2 only): ``labels[q, 0] = y = P(item 0 preferred)``
+          and ``labels[q, 1] = 1 - y``; a tie is ``y = 0.5``.
+        * ``label_kind == "none"``: not labelled yet (labels are NaN).
+
+    Attributes:
+        traj_index, start, length: ``[Q, K]`` int64.
+        labels: ``[Q, K]`` float64.
+        mask: ``[Q, K]`` bool, False for padding items of ragged lists.
+        confidence: ``[Q]`` float64 in [0, 1] (1 for a simulated oracle; the transferred mass for
+            PEARL's transferred labels; 0 means "can't tell").
+        teacher: name of who produced the labels; ``seed`` the seed they used.
+    """
+
+    traj_index: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    labels: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    label_kind: LabelKind = "none"
+    teacher: str = ""
+    seed: int = -1
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.traj_index = np.asarray(self.traj_index, dtype=np.int64)
+        self.start = np.asarray(self.start, dtype=np.int64)
+        self.length = np.broadcast_to(np.asarray(self.length, dtype=np.int64), self.traj_index.shape).copy()
+        Q = self.traj_index.shape[0] if self.traj_index.ndim == 2 else -1
+        K = self.traj_index.shape[1] if self.traj_index.ndim == 2 else -1
+        if self.labels is None:
+            self.labels = np.full((Q, K), np.nan)
+        self.labels = np.asarray(self.labels, dtype=np.float64)
+        if self.mask is None:
+            self.mask = np.ones((Q, K), dtype=bool)
+        self.mask = np.asarray(self.mask, dtype=bool)
+        if self.confidence is None:
+            self.confidence = np.ones(max(Q, 0))
+        self.confidence = np.asarray(self.confidence, dtype=np.float64)
+        self.validate()
+
+    @property
+    def num_queries(self) -> int:
+        return self.traj_index.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.traj_index.shape[1]
+
+    def __len__(self) -> int:
+        return self.num_queries
+
+    def validate(self, source: str = "PreferenceQueries", dataset: TrajectoryDataset | None = None) -> None:
+        """Check shapes, label ranges and (given ``dataset``) that every segment lies inside its
+        trajectory. Raises :class:`DataValidationError` naming the field."""
+        ti = self.traj_index
+        _check(ti.ndim == 2 and ti.shape[1] >= 2, source, "traj_index", "[Q, K] with K >= 2", f"shape {ti.shape}")
+        Q, K = ti.shape
+        for name in ("start", "length", "labels", "mask"):
+            arr = getattr(self, name)
+            _check(arr.shape == (Q, K), source, name, f"shape ({Q}, {K})", f"shape {arr.shape}")
+        _check(self.confidence.shape == (Q,), source, "confidence", f"shape ({Q},)", f"shape {self.confidence.shape}")
+        _check(
+            self.label_kind in ("graded", "soft_pair", "none"), source, "label_kind",
+            "'graded', 'soft_pair' or 'none'", repr(self.label_kind),
+        )
+        _check(bool((self.mask.sum(1) >= 2).all()) if Q else True, source, "mask", ">= 2 valid items per query",
+               f"min {int(self.mask.sum(1).min()) if Q else 0}")
+        _check(bool((self.length[self.mask] > 0).all()), source, "length", "positive segment lengths", "a length <= 0")
+        _check(bool((self.start[self.mask] >= 0).all()), source, "start", "non-negative starts", "a negative start")
+        if self.label_kind == "soft_pair":
+            _check(K == 2, source, "labels", "K = 2 for soft pair labels", f"K = {K}")
+            y = self.labels
+            _check(
+                bool(np.all((y >= 0) & (y <= 1)) and np.allclose(y.sum(1), 1.0)), source, "labels",
+                "probabilities in [0, 1] with labels[:, 0] + labels[:, 1] = 1", "values outside that",
+            )
+        elif self.label_kind == "graded":
+            _check(bool(np.isfinite(self.labels[self.mask]).all()), source, "labels", "finite graded scores", "NaN/inf")
+        if dataset is not None:
+            n = len(dataset)
+            _check(bool(((ti >= 0) & (ti < n))[self.mask].all()), source, "traj_index",
+                   f"indices in [0, {n})", f"range [{ti[self.mask].min()}, {ti[self.mask].max()}]")
+            lengths = np.array([len(t) for t in dataset.trajectories])
+            ends = self.start + self.length
+            ok = ends[self.mask] <= lengths[ti[self.mask]]
+            _check(bool(ok.all()), source, "start/length", "segments inside their trajectory",
+                   f"{int((~ok).sum())} segment(s) running past the end")
+
+    def subset(self, idx: np.ndarray) -> PreferenceQueries:
+        """Queries ``idx`` (an index or boolean array over Q) as a new object."""
+        return PreferenceQueries(
+            self.traj_index[idx], self.start[idx], self.length[idx], self.labels[idx], self.mask[idx],
+            self.confidence[idx], self.label_kind, self.teacher, self.seed, dict(self.metadata),
+        )
+
+    def preferred_index(self) -> np.ndarray:
+        """``[Q]`` index of the most preferred item of each query (first one on ties)."""
+        lab = np.where(self.mask, self.labels, -np.inf)
+        return np.argmax(lab, axis=1)
+
+    def pair_probability(self) -> np.ndarray:
+        """``[Q]`` P(item 0 preferred over item 1) for K = 2 (graded labels: 1, 0 or 0.5 on ties)."""
+        if self.k != 2:
+            raise ValueError("pair_probability needs K = 2 queries")
+        if self.label_kind == "soft_pair":
+            return self.labels[:, 0].copy()
+        d = self.labels[:, 0] - self.labels[:, 1]
+        return np.where(d > 0, 1.0, np.where(d < 0, 0.0, 0.5))
+
+
+def segment_rewards(dataset: TrajectoryDataset, queries: PreferenceQueries, key: str = "rewards") -> list[list[np.ndarray]]:
+    """Per-step arrays of each query item (``[Q][K]`` lists of ``[H]`` arrays; padding gives [])."""
+    out = []
+    for q in range(queries.num_queries):
+        row = []
+        for k in range(queries.k):
+            if not queries.mask[q, k]:
+                row.append(np.zeros(0))
+                continue
+            t = dataset[int(queries.traj_index[q, k])]
+            s, h = int(queries.start[q, k]), int(queries.length[q, k])
+            row.append(getattr(t, key)[s : s + h])
+        out.append(row)
+    return out
+
+
+def sample_queries(
+    dataset: TrajectoryDataset,
+    num_queries: int,
+    k: int = 2,
+    segment_length: int = 25,
+    rng: np.random.Generator | None = None,
+    trajectory_ids: np.ndarray | None = None,
+) -> PreferenceQueries:
+    """Uniformly sample ``num_queries`` unlabelled K-item queries of fixed-length segments.
+
+    Items of one query come from distinct trajectories when enough are available. Trajectories
+    shorter than ``segment_length`` are never used.
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    ids = np.arange(len(dataset)) if trajectory_ids is None else np.asarray(trajectory_ids)
+    lengths = np.array([len(dataset[int(i)]) for i in ids])
+    ids = ids[lengths >= segment_length]
+    lengths = lengths[lengths >= segment_length]
+    if len(ids) == 0:
+        raise DataValidationError(f"sample_queries: no trajectory has at least {segment_length} steps")
+    replace = len(ids) < k
+    traj = np.stack([rng.choice(len(ids), size=k, replace=replace) for _ in range(num_queries)])
+    starts = rng.integers(0, lengths[traj] - segment_length + 1)
+    return PreferenceQueries(ids[traj], starts, segment_length)
+
+
+def sliding_segments(trajectory_length: int, segment_length: int, stride: int = 1) -> np.ndarray:
+    """Start indices of every window of ``segment_length`` steps with the given stride."""
+    if trajectory_length < segment_length:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, trajectory_length - segment_length + 1, stride, dtype=np.int64)

@@ -1,0 +1,153 @@
+"""The one data model for simulated and real robots: ``Trajectory`` and ``TrajectoryDataset``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Observations = np.ndarray | dict[str, np.ndarray]
+
+
+class DataValidationError(ValueError):
+    """Raised when a trajectory, query set or file does not have the expected structure.
+
+    The message names the source (file or object), the field and the expected vs found
+    shape or dtype.
+    """
+
+
+def _check(cond: bool, source: str, field_name: str, expected: str, found: str) -> None:
+    if not cond:
+        raise DataValidationError(f"{source}: field '{field_name}': expected {expected}, found {found}")
+
+
+@dataclass
+class Trajectory:
+    """One episode of T steps.
+
+    Attributes:
+        observations: ``[T, obs_dim]`` array, or a dict of ``[T, ...]`` arrays (e.g. ``"state"``
+            ``[T, 39]`` and ``"image"`` ``[T, H, W, 3]`` uint8).
+        actions: ``[T, act_dim]`` float array.
+        rewards: ``[T]`` ground-truth (or learned) reward per step.
+        successes: ``[T]`` bool, the task's success flag after each step.
+        dones: ``[T]`` bool, episode end (terminal or time limit) after each step.
+        task: task name, e.g. ``"button-press-v3"``.
+        instruction: natural-language instruction (used by language-conditioned policies).
+        metadata: free-form JSON-serialisable information (collection mode, seed, ...).
+    """
+
+    observations: Observations
+    actions: np.ndarray
+    rewards: np.ndarray
+    successes: np.ndarray | None = None
+    dones: np.ndarray | None = None
+    task: str = ""
+    instruction: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.actions = np.asarray(self.actions)
+        self.rewards = np.asarray(self.rewards, dtype=np.float64)
+        T = len(self.actions)
+        if self.successes is None:
+            self.successes = np.zeros(T, dtype=bool)
+        if self.dones is None:
+            self.dones = np.zeros(T, dtype=bool)
+            if T:
+                self.dones[-1] = True
+        self.successes = np.asarray(self.successes, dtype=bool)
+        self.dones = np.asarray(self.dones, dtype=bool)
+        self.validate()
+
+    def validate(self, source: str = "Trajectory") -> None:
+        """Check shapes are consistent; raise :class:`DataValidationError` naming the field."""
+        T = len(self.actions)
+        _check(self.actions.ndim == 2, source, "actions", "[T, act_dim]", f"shape {self.actions.shape}")
+        for name, arr in (("rewards", self.rewards), ("successes", self.successes), ("dones", self.dones)):
+            _check(arr.shape == (T,), source, name, f"shape ({T},)", f"shape {arr.shape}")
+        if isinstance(self.observations, dict):
+            for key, arr in self.observations.items():
+                _check(
+                    isinstance(arr, np.ndarray) and arr.ndim >= 1 and len(arr) == T,
+                    source, f"obs/{key}", f"array with first dimension {T}", f"shape {np.shape(arr)}",
+                )
+        else:
+            self.observations = np.asarray(self.observations)
+            _check(
+                self.observations.ndim >= 2 and len(self.observations) == T,
+                source, "observations", f"[{T}, obs_dim]", f"shape {self.observations.shape}",
+            )
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @property
+    def state(self) -> np.ndarray:
+        """Vector observations ``[T, obs_dim]`` (the ``"state"`` key of dict observations)."""
+        if isinstance(self.observations, dict):
+            if "state" not in self.observations:
+                raise KeyError(f"trajectory of task '{self.task}' has no 'state' observation")
+            return self.observations["state"]
+        return self.observations
+
+    @property
+    def success(self) -> bool:
+        """Whether the task was solved at any step of the episode."""
+        return bool(self.successes.any())
+
+    @property
+    def episode_return(self) -> float:
+        return float(self.rewards.sum())
+
+    def slice(self, start: int, length: int) -> Trajectory:
+        """Return the segment ``[start, start + length)`` as a new Trajectory (views, no copy)."""
+        if start < 0 or start + length > len(self):
+            raise IndexError(f"segment [{start}, {start + length}) outside trajectory of length {len(self)}")
+        sl = slice(start, start + length)
+        obs = (
+            {k: v[sl] for k, v in self.observations.items()}
+            if isinstance(self.observations, dict)
+            else self.observations[sl]
+        )
+        return Trajectory(
+            observations=obs,
+            actions=self.actions[sl],
+            rewards=self.rewards[sl],
+            successes=self.successes[sl],
+            dones=self.dones[sl],
+            task=self.task,
+            instruction=self.instruction,
+            metadata=dict(self.metadata, segment_start=start),
+        )
+
+
+@dataclass
+class TrajectoryDataset:
+    """A list of trajectories plus, optionally, preference queries over their segments."""
+
+    trajectories: list[Trajectory] = field(default_factory=list)
+    queries: Any = None  # PreferenceQueries | None (kept untyped to avoid an import cycle)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    def __getitem__(self, i: int) -> Trajectory:
+        return self.trajectories[i]
+
+    def __iter__(self) -> Iterator[Trajectory]:
+        return iter(self.trajectories)
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted({t.task for t in self.trajectories})
+
+    def by_task(self, task: str) -> TrajectoryDataset:
+        return TrajectoryDataset([t for t in self.trajectories if t.task == task], None, dict(self.metadata))
+
+    def extend(self, trajectories: Sequence[Trajectory]) -> None:
+        self.trajectories.extend(trajectories)

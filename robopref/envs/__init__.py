@@ -1,0 +1,54 @@
+"""Meta-World v3 tasks as gymnasium envs, vector envs, scripted policies and data collection.
+
+>>> from robopref.envs import make_env, collect_dataset, CollectConfig
+>>> env = make_env("button-press-v3", seed=0, max_episode_steps=200)
+>>> ds = collect_dataset(CollectConfig(tasks=["button-press-v3"]), progress=False)
+"""
+
+from robopref.envs.collect import (
+    DEFAULT_OTHER_TASKS,
+    MODES,
+    CollectConfig,
+    EpisodeSpec,
+    collect_dataset,
+    plan_episodes,
+)
+from robopref.envs.rollout import Episode, evaluate_policy, run_episode
+from robopref.envs.tasks import (
+    ACT_DIM,
+    INSTRUCTIONS,
+    OBS_DIM,
+    MetaWorldTask,
+    ScriptedPolicy,
+    UnknownTaskError,
+    check_task,
+    instruction,
+    list_tasks,
+    make_env,
+    make_vector_env,
+    scripted_policy,
+)
+
+__all__ = [
+    "ACT_DIM",
+    "DEFAULT_OTHER_TASKS",
+    "INSTRUCTIONS",
+    "MODES",
+    "OBS_DIM",
+    "CollectConfig",
+    "Episode",
+    "EpisodeSpec",
+    "MetaWorldTask",
+    "ScriptedPolicy",
+    "UnknownTaskError",
+    "check_task",
+    "collect_dataset",
+    "evaluate_policy",
+    "instruction",
+    "list_tasks",
+    "make_env",
+    "make_vector_env",
+    "plan_episodes",
+    "run_episode",
+    "scripted_policy",
+]

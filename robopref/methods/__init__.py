@@ -1,0 +1,23 @@
+"""End-to-end recipes. Each recipe module exposes a typed ``Config`` and ``run(config, out_dir)``.
+
+A YAML config names its recipe with a top-level ``method:`` key; :func:`get_method` imports the
+module lazily so that ``robopref info`` does not pay for torch or MuJoCo start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+METHODS: dict[str, str] = {
+    "collect": "robopref.methods.collect",
+    "pearl": "robopref.methods.pearl",
+    "lm": "robopref.methods.lm",
+}
+
+
+def get_method(name: str) -> ModuleType:
+    """Return the recipe module for ``name`` (one of :data:`METHODS`)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method '{name}': expected one of {sorted(METHODS)}")
+    return importlib.import_module(METHODS[name])

@@ -1,0 +1,38 @@
+"""Reward models learned from preferences and their trainer.
+
+* :class:`MLPReward`, :class:`EnsembleReward`, :class:`GaussianReward` (PEARL's robust reward):
+  ``r(obs [..., obs_dim], act [..., act_dim]) -> [...]`` per step.
+* :class:`RewardTrainer` / :class:`RewardTrainerConfig`: fit any of them to
+  :class:`~robopref.data.PreferenceQueries` with a loss of :mod:`robopref.losses`.
+* :func:`load_reward` / :func:`save_reward`: checkpoints without pickled code.
+"""
+
+from robopref.rewards.models import (
+    REWARD_MODELS,
+    EnsembleReward,
+    GaussianReward,
+    MLPReward,
+    RewardModel,
+    gaussian_kl_regulariser,
+    load_reward,
+    register_reward_model,
+    save_reward,
+)
+from robopref.rewards.segments import SegmentTensors, gather_segments
+from robopref.rewards.trainer import RewardTrainer, RewardTrainerConfig
+
+__all__ = [
+    "REWARD_MODELS",
+    "EnsembleReward",
+    "GaussianReward",
+    "MLPReward",
+    "RewardModel",
+    "RewardTrainer",
+    "RewardTrainerConfig",
+    "SegmentTensors",
+    "gather_segments",
+    "gaussian_kl_regulariser",
+    "load_reward",
+    "register_reward_model",
+    "save_reward",
+]

@@ -1,0 +1,124 @@
+"""Tables (markdown) and plots (matplotlib) from a results store."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from robopref.bench.suite import read_results
+from robopref.utils import atomic_path
+
+DEFAULT_METRICS = ("label_accuracy", "reward_accuracy", "success_rate")
+NOT_GROUP_KEYS = {"cell", "config_hash", "wall_s", "versions", "seed"}
+
+
+def aggregate(
+    rows: list[dict],
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    group_by: tuple[str, ...] | None = None,
+) -> list[dict]:
+    """Mean and std over seeds of each metric, one entry per group of the other string columns."""
+    if group_by is None:
+        keys = sorted(
+            {
+                k
+                for r in rows
+                for k, v in r.items()
+                if isinstance(v, str) and k not in NOT_GROUP_KEYS
+            }
+        )
+        group_by = tuple(k for k in keys if k not in ("source_task", "target_task")) or tuple(keys)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r.get(k, "") for k in group_by)].append(r)
+    out = []
+    for key, members in sorted(groups.items()):
+        entry = dict(zip(group_by, key))
+        entry["n"] = len(members)
+        for m in metrics:
+            vals = np.array(
+                [r[m] for r in members if isinstance(r.get(m), (int, float))], dtype=float
+            )
+            vals = vals[np.isfinite(vals)]
+            entry[m] = (
+                (float(vals.mean()), float(vals.std()))
+                if len(vals)
+                else (float("nan"), float("nan"))
+            )
+        out.append(entry)
+    return out
+
+
+def markdown_table(agg: list[dict], metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
+    if not agg:
+        return "(no results)"
+    keys = [k for k in agg[0] if k not in metrics and k != "n"]
+    head = "| " + " | ".join([*keys, "n", *metrics]) + " |"
+    sep = "|" + "|".join("---" for _ in range(len(keys) + 1 + len(metrics))) + "|"
+    lines = [head, sep]
+    for e in agg:
+        cells = [str(e[k]) for k in keys] + [str(e["n"])]
+        cells += [f"{e[m][0]:.3f} ± {e[m][1]:.3f}" for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_metric(
+    agg: list[dict], metric: str, x_key: str, hue_key: str | None, path: str | Path
+) -> None:
+    """Grouped bar chart of ``metric`` (mean ± std) per ``x_key`` value, one bar per ``hue_key``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = sorted({e[x_key] for e in agg})
+    hues = sorted({e[hue_key] for e in agg}) if hue_key else [None]
+    width = 0.8 / len(hues)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(xs)), 4))
+    for h_i, hue in enumerate(hues):
+        means, stds = [], []
+        for x in xs:
+            match = [e for e in agg if e[x_key] == x and (hue is None or e[hue_key] == hue)]
+            means.append(match[0][metric][0] if match else np.nan)
+            stds.append(match[0][metric][1] if match else 0.0)
+        ax.bar(
+            np.arange(len(xs)) + h_i * width,
+            means,
+            width,
+            yerr=stds,
+            label=str(hue) if hue else None,
+        )
+    ax.set_xticks(np.arange(len(xs)) + width * (len(hues) - 1) / 2)
+    ax.set_xticklabels(xs, rotation=20, ha="right")
+    ax.set_ylabel(metric.replace("_", " "))
+    if hue_key:
+        ax.legend(title=hue_key)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_report(store: str | Path, metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
+    """Write ``report.md`` and one PNG per metric into ``store``; return the markdown."""
+    store = Path(store)
+    rows = read_results(store)
+    agg = aggregate(rows, metrics)
+    md = f"# Results: {store.name}\n\n{markdown_table(agg, metrics)}\n"
+    if agg:
+        keys = [k for k in agg[0] if k not in metrics and k != "n"]
+        x_key = keys[0]
+        hue_key = (
+            "variant"
+            if "variant" in keys and x_key != "variant"
+            else (keys[1] if len(keys) > 1 else None)
+        )
+        for m in metrics:
+            plot_metric(agg, m, x_key, hue_key, store / f"{m}.png")
+            md += f"\n![{m}]({m}.png)\n"
+    with atomic_path(store / "report.md") as tmp:
+        tmp.write_text(md)
+    return md

@@ -1,0 +1,212 @@
+"""The ``robopref`` command.
+
+    robopref collect [--config F] [key=value ...]        collect a Meta-World dataset (HDF5)
+    robopref label FILE [--config F] [key=value ...]     label it with a simulated teacher
+    robopref info FILE                                   what is in a dataset
+    robopref run CONFIG [key=value ...] [--out DIR]      run a recipe (method: pearl | lm | collect ...)
+    robopref lm --config F [key=value ...]               preference fine-tuning of a language policy
+    robopref bench SUITE [--jobs N] [--ray-address A]     run a suite of recipe runs (resumable)
+    robopref report STORE                                tables and plots from a results store
+    robopref demo                                        the README's small end-to-end run
+
+Overrides use dotted keys, values are parsed as YAML: ``collect.tasks=[button-press-v3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from robopref.config import ConfigError, apply_overrides, load_config
+from robopref.data import DataValidationError
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _print_summary(summary: dict) -> None:
+    from robopref.data.summary import format_summary
+
+    _console().print(format_summary(summary))
+
+
+def _default_out(method: str, config_path: str | None) -> Path:
+    stem = Path(config_path).stem if config_path else method
+    return Path("runs") / f"{method}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_config(
+    config_path: str | None, overrides: list[str], out: str | None, method: str | None = None
+) -> dict:
+    """Load a recipe config (its ``method:`` key picks the recipe), run it, return its metrics."""
+    from robopref.methods import get_method
+
+    raw: dict = {}
+    if config_path is not None:
+        try:
+            raw = yaml.safe_load(Path(config_path).read_text()) or {}
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file '{config_path}' does not exist") from e
+    raw = apply_overrides(raw, overrides)
+    name = method or raw.get("method")
+    if not name:
+        raise ConfigError(f"config '{config_path}': missing the top-level 'method:' key")
+    module = get_method(name)
+    config = load_config(module.Config, config_path, [*overrides, f"method={name}"])
+    out_dir = Path(out) if out else _default_out(name, config_path)
+    _console().print(f"[bold]robopref {name}[/bold] -> {out_dir}")
+    return module.run(config, out_dir)
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from robopref.data import save_dataset
+    from robopref.data.summary import summarize
+    from robopref.envs import CollectConfig, collect_dataset
+
+    config = load_config(CollectConfig, args.config, args.overrides)
+    dataset = collect_dataset(config, progress=True)
+    save_dataset(dataset, args.out)
+    _print_summary(summarize(dataset))
+    _console().print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from robopref.data.summary import summarize
+    from robopref.methods.collect import LabelConfig, label_file
+
+    config = load_config(LabelConfig, args.config, args.overrides)
+    dataset = label_file(args.file, config)
+    _print_summary(summarize(dataset))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from robopref.data import load_dataset
+    from robopref.data.summary import summarize
+
+    summary = summarize(load_dataset(args.file))
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    metrics = run_config(args.config, args.overrides, args.out)
+    print(json.dumps(metrics, indent=2, default=float))
+    return 0
+
+
+def cmd_lm(args: argparse.Namespace) -> int:
+    metrics = run_config(args.config, args.overrides, args.out, method="lm")
+    print(json.dumps(metrics, indent=2, default=float))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from robopref.bench import load_suite, run_suite, write_report
+
+    suite = load_suite(args.suite)
+    store = args.store or str(Path("runs") / "bench" / suite.name)
+    run_suite(suite, store, jobs=args.jobs, ray_address=args.ray_address)
+    print(write_report(store))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from robopref.bench import write_report
+
+    print(write_report(args.store))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    config = str(REPO_CONFIGS / "pearl" / "demo.yaml")
+    run_config(config, args.overrides, args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robopref", description="Learning from preferences in robotics."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("collect", help="collect a Meta-World dataset into an HDF5 file")
+    p.add_argument("--config", default=str(REPO_CONFIGS / "collect" / "default.yaml"))
+    p.add_argument("--out", default="dataset.h5", help="output HDF5 file (written atomically)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tasks=[button-press-v3]")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("label", help="label a dataset's segments with a simulated teacher")
+    p.add_argument("file")
+    p.add_argument("--config", default=str(REPO_CONFIGS / "label" / "default.yaml"))
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. teacher.name=mistake teacher.eps=0.1"
+    )
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("info", help="summarise a dataset file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("run", help="run a recipe config (its 'method:' key picks the recipe)")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument(
+        "--out", default=None, help="run directory (default runs/<method>-<config>-<time>)"
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("lm", help="preference fine-tuning of a language policy")
+    p.add_argument("--config", default=str(REPO_CONFIGS / "lm" / "tiny.yaml"))
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_lm)
+
+    p = sub.add_parser("bench", help="run every cell of a suite (resumable), then write the report")
+    p.add_argument("suite")
+    p.add_argument(
+        "--store", default=None, help="results store directory (default runs/bench/<suite name>)"
+    )
+    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes on this machine")
+    p.add_argument(
+        "--ray-address", default=None, help="run cells on Ray: 'local' or a cluster address"
+    )
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="tables and plots from a results store")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="small end-to-end PEARL run (minutes on 2 CPU cores)")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataValidationError) as e:
+        print(f"robopref: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

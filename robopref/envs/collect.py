@@ -1,0 +1,287 @@
+"""Scripted-policy data collection on Meta-World, following the IPL recipe.
+
+Per task, :func:`collect_dataset` mixes five kinds of episodes (``metadata["mode"]``):
+
+* ``"expert"``: the task's scripted policy, no noise.
+* ``"noisy_expert"``: the scripted policy with Gaussian action noise of each std in
+  ``noise_levels`` (action units; actions are then clipped to [-1, 1]).
+* ``"goal_mismatch"``: the scripted policy acting in configuration A while it *sees* the object
+  and goal positions of another configuration B of the same task (``obs + (obs_B - obs_A)`` on
+  the position slots). It competently pursues the wrong target; this works for every task,
+  including the half whose scripted policy never reads the goal entries (button, door, drawer...).
+* ``"random"``: uniform random actions in [-1, 1].
+* ``"other_task"``: another task's scripted policy run in this task's env.
+
+Every episode is a pure function of its spec (task, mode, noise, index and the config seed):
+its seed is derived from those values, not from a shared stream, so the dataset is the same
+whatever the number of worker processes or the order in which episodes run.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from robopref.config import StrictModel
+from robopref.data import Trajectory, TrajectoryDataset
+from robopref.envs.rollout import run_episode
+from robopref.envs.tasks import OBS_DIM, POSITION_SLOTS, ScriptedPolicy, check_task, instruction, make_env
+
+Mode = Literal["expert", "noisy_expert", "goal_mismatch", "random", "other_task"]
+MODES: tuple[str, ...] = ("expert", "noisy_expert", "goal_mismatch", "random", "other_task")
+
+# Policies for "other_task" episodes when the config names a single task and no other_tasks:
+# the common preference-learning tasks of METHODS.md.
+DEFAULT_OTHER_TASKS = (
+    "button-press-v3",
+    "drawer-open-v3",
+    "door-open-v3",
+    "sweep-into-v3",
+    "plate-slide-v3",
+    "window-open-v3",
+    "hammer-v3",
+    "assembly-v3",
+)
+
+
+class CollectConfig(StrictModel):
+    """What :func:`collect_dataset` collects. Episode counts are per task (and per noise level for
+    ``noisy_episodes``); the defaults give 10 + 4 x 10 + 20 + 10 + 20 = 100 episodes per task.
+    """
+
+    tasks: list[str] = Field(min_length=1)
+    expert_episodes: int = Field(10, ge=0)
+    noisy_episodes: int = Field(10, ge=0, description="per noise level")
+    noise_levels: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 1.0])
+    goal_mismatch_episodes: int = Field(20, ge=0)
+    random_episodes: int = Field(10, ge=0)
+    other_task_episodes: int = Field(20, ge=0)
+    other_tasks: list[str] | None = Field(
+        None,
+        description="policies for other_task episodes; default: the config's other tasks, or "
+        "DEFAULT_OTHER_TASKS when it has only one",
+    )
+    mismatch_noise: float = Field(
+        0.1, ge=0, description="action noise std of goal_mismatch and other_task episodes"
+    )
+    max_episode_steps: int = Field(200, ge=1)
+    goal_observable: bool = True
+    seed: int = 0
+    num_workers: int = Field(1, ge=1, description="processes; 1 runs in this process")
+
+    @field_validator("tasks", "other_tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: list[str] | None, info) -> list[str] | None:
+        for t in tasks or []:
+            check_task(t, field=info.field_name)
+        return tasks
+
+    @field_validator("noise_levels")
+    @classmethod
+    def _non_negative(cls, levels: list[float]) -> list[float]:
+        bad = [x for x in levels if not (x >= 0 and math.isfinite(x))]
+        if bad:
+            raise ValueError(f"noise_levels: expected finite values >= 0, found {bad}")
+        return levels
+
+    @model_validator(mode="after")
+    def _other_pool_not_empty(self) -> CollectConfig:
+        if self.other_tasks is not None and self.other_task_episodes > 0:
+            for task in self.tasks:
+                if not [t for t in self.other_tasks if t != task]:
+                    raise ValueError(f"other_tasks: no task other than '{task}' to take a policy from")
+        return self
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode to collect. ``seed`` resets the env (object/goal configuration) and seeds the
+    action noise (``default_rng([seed, 1])``)."""
+
+    task: str
+    mode: str
+    noise: float
+    index: int
+    seed: int
+    policy_task: str | None  # whose scripted policy acts; None for random actions
+    mismatch_seed: int | None = None  # configuration B the policy sees (goal_mismatch only)
+
+
+def _derive_seed(*values: int) -> int:
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
+
+
+def _other_pool(config: CollectConfig, task: str) -> list[str]:
+    pool = config.other_tasks if config.other_tasks is not None else config.tasks
+    pool = [t for t in pool if t != task]
+    return pool or [t for t in DEFAULT_OTHER_TASKS if t != task]
+
+
+def plan_episodes(config: CollectConfig) -> list[EpisodeSpec]:
+    """The episodes of ``config`` in dataset order (task-major, then mode, noise, index)."""
+    specs = []
+    for task in config.tasks:
+        task_key = zlib.crc32(task.encode())
+        plan: list[tuple[str, float, int, str | None]] = [("expert", 0.0, config.expert_episodes, task)]
+        plan += [("noisy_expert", n, config.noisy_episodes, task) for n in config.noise_levels]
+        plan += [("goal_mismatch", config.mismatch_noise, config.goal_mismatch_episodes, task)]
+        plan += [("random", 0.0, config.random_episodes, None)]
+        plan += [("other_task", config.mismatch_noise, config.other_task_episodes, "")]
+        pool = _other_pool(config, task)
+        for mode, noise, count, policy_task in plan:
+            mode_id, noise_key = MODES.index(mode), round(noise * 1e6)
+            for i in range(count):
+                seed = _derive_seed(config.seed, task_key, mode_id, noise_key, i)
+                specs.append(
+                    EpisodeSpec(
+                        task=task,
+                        mode=mode,
+                        noise=float(noise),
+                        index=i,
+                        seed=seed,
+                        policy_task=pool[i % len(pool)] if policy_task == "" else policy_task,
+                        mismatch_seed=_derive_seed(seed, 1) if mode == "goal_mismatch" else None,
+                    )
+                )
+    return specs
+
+
+def mismatch_offset(env: gym.Env, seed: int, mismatch_seed: int) -> np.ndarray:
+    """``[39]`` offset ``obs_B - obs_A`` on the position slots of the first observations of the
+    configurations reset with ``mismatch_seed`` (B) and ``seed`` (A); zero elsewhere."""
+    obs_b, _ = env.reset(seed=mismatch_seed)
+    obs_a, _ = env.reset(seed=seed)
+    offset = np.zeros(OBS_DIM)
+    for sl in POSITION_SLOTS:
+        offset[sl] = obs_b[sl] - obs_a[sl]
+    return offset
+
+
+class _Collector:
+    """Runs episode specs, keeping one env and one scripted policy per task."""
+
+    def __init__(self, max_episode_steps: int, goal_observable: bool):
+        self.max_episode_steps = max_episode_steps
+        self.goal_observable = goal_observable
+        self.envs: dict[str, gym.Env] = {}
+        self.policies: dict[str, ScriptedPolicy] = {}
+
+    def env(self, task: str) -> gym.Env:
+        if task not in self.envs:
+            self.envs[task] = make_env(
+                task, seed=0, max_episode_steps=self.max_episode_steps, goal_observable=self.goal_observable
+            )
+        return self.envs[task]
+
+    def policy(self, task: str | None) -> ScriptedPolicy | None:
+        if task is None:
+            return None
+        if task not in self.policies:
+            self.policies[task] = ScriptedPolicy(task)
+        return self.policies[task]
+
+    def run(self, spec: EpisodeSpec) -> Trajectory:
+        env = self.env(spec.task)
+        offset = None
+        if spec.mismatch_seed is not None:
+            offset = mismatch_offset(env, spec.seed, spec.mismatch_seed)
+        ep = run_episode(env, self.policy(spec.policy_task), seed=spec.seed, noise=spec.noise, obs_offset=offset)
+        metadata = {
+            "mode": spec.mode,
+            "noise": spec.noise,
+            "seed": spec.seed,
+            "episode_index": spec.index,
+            "policy_task": spec.policy_task,
+            "mismatch_seed": spec.mismatch_seed,
+            "rand_vec": ep.rand_vec.tolist(),
+            "final_observation": ep.final_observation.tolist(),
+            "terminated": ep.terminated,
+        }
+        return Trajectory(
+            observations=ep.observations,
+            actions=ep.actions,
+            rewards=ep.rewards,
+            successes=ep.successes,
+            dones=ep.dones,
+            task=spec.task,
+            instruction=instruction(spec.task),
+            metadata=metadata,
+        )
+
+    def close(self) -> None:
+        for env in self.envs.values():
+            env.close()
+        self.envs.clear()
+
+
+def _run_chunk(specs: list[EpisodeSpec], max_episode_steps: int, goal_observable: bool) -> list[Trajectory]:
+    collector = _Collector(max_episode_steps, goal_observable)
+    try:
+        return [collector.run(spec) for spec in specs]
+    finally:
+        collector.close()
+
+
+def _chunks(specs: list[EpisodeSpec], size: int) -> Iterable[list[EpisodeSpec]]:
+    for i in range(0, len(specs), size):
+        yield specs[i : i + size]
+
+
+def collect_dataset(config: CollectConfig, progress: bool = True) -> TrajectoryDataset:
+    """Collect the episodes of ``config`` (see the module docstring) into a dataset.
+
+    Each trajectory has ``observations [T, 39]`` float32, ``actions [T, 4]`` float32, ground-truth
+    ``rewards [T]``, ``successes [T]``, ``dones [T]``, ``task``, ``instruction`` and ``metadata``
+    with ``mode``, ``noise``, ``seed`` (replays the episode), ``episode_index``, ``policy_task``,
+    ``mismatch_seed``, ``rand_vec``, ``final_observation`` (the observation after the last action)
+    and ``terminated``. ``T = config.max_episode_steps``. The same config gives identical arrays,
+    with any ``num_workers``.
+    """
+    from tqdm.auto import tqdm
+
+    specs = plan_episodes(config)
+    args = (config.max_episode_steps, config.goal_observable)
+    bar = tqdm(total=len(specs), unit="ep", desc="collect", disable=not progress)
+    try:
+        if config.num_workers == 1 or len(specs) <= 1:
+            collector = _Collector(*args)
+            trajectories = []
+            try:
+                for spec in specs:
+                    trajectories.append(collector.run(spec))
+                    bar.update(1)
+            finally:
+                collector.close()
+        else:
+            # Small chunks of consecutive (same-task) episodes: each worker builds an env per
+            # task it meets, and the progress bar moves often. "spawn" avoids forking a parent
+            # that may hold torch/OpenMP threads.
+            size = max(1, min(25, math.ceil(len(specs) / (4 * config.num_workers))))
+            chunks = list(_chunks(specs, size))
+            results: list[list[Trajectory] | None] = [None] * len(chunks)
+            with ProcessPoolExecutor(config.num_workers, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(_run_chunk, c, *args): i for i, c in enumerate(chunks)}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update(len(chunks[futures[fut]]))
+            trajectories = [t for chunk in results for t in chunk]  # type: ignore[union-attr]
+    finally:
+        bar.close()
+    return TrajectoryDataset(
+        trajectories,
+        metadata={
+            "source": "metaworld",
+            "collect_config": config.model_dump(mode="json"),
+            "obs_dim": OBS_DIM,
+            "act_dim": 4,
+        },
+    )

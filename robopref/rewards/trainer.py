@@ -1,0 +1,340 @@
+"""Train a reward model from preference queries with any loss of the shared core.
+
+    trainer = RewardTrainer(MLPReward(obs_dim, act_dim), RewardTrainerConfig(loss="bt", epochs=50))
+    history = trainer.fit(dataset, queries)            # held-out split by val_fraction
+    trainer.accuracy(dataset, test_queries)             # top-1 agreement on non-tied queries
+
+A step: gather a minibatch of pre-padded segments, score each item by its summed reward (for an
+ensemble: per member; for a Gaussian reward: per reparameterised sample), apply
+``robopref.losses.get_loss(config.loss)`` to ``(scores [B, K], labels [B, K], mask [B, K])`` plus
+the model's regulariser, and take an AdamW step. Soft pair labels use the Bradley-Terry loss with
+``soft=True``.
+
+Checkpoints (``checkpoint_dir/last.pt``, written atomically after every epoch) hold the model,
+the optimiser, the epoch, the random-generator states, early-stopping state and the history; a
+``fit`` that finds one resumes from it and gives the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+import robopref.losses as losses
+from robopref.config import StrictModel
+from robopref.data import PreferenceQueries, TrajectoryDataset
+from robopref.rewards.models import RewardModel, model_checkpoint, model_from_checkpoint
+from robopref.rewards.segments import SegmentTensors, gather_segments
+from robopref.utils import atomic_path, resolve_device
+
+
+class RewardTrainerConfig(StrictModel):
+    """Settings of :class:`RewardTrainer`.
+
+    Attributes:
+        loss: name in the loss core (``bt``, ``slic``, ``ipo``, ``listnet``, ``plackett_luce``,
+            ``lipo_lambda``); soft pair labels need ``bt``.
+        loss_options: keyword arguments of the loss (e.g. ``{"beta": 0.1}`` for IPO).
+        lr, weight_decay: AdamW settings.
+        batch_size: queries per minibatch.
+        epochs: maximum passes over the training queries.
+        val_fraction: share of the queries held out for validation when ``fit`` gets no
+            ``val_queries`` (0 disables validation and early stopping).
+        patience: stop after this many epochs without a better held-out accuracy (ties broken
+            by a lower held-out loss); ``None`` never stops early.
+        restore_best: at the end, load the weights of the best held-out epoch.
+        seed: seeds the validation split, minibatch order and reward sampling.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``, ...
+        log_dir: TensorBoard directory (scalars per epoch), or ``None``.
+        checkpoint_dir: where ``last.pt`` is written after each epoch and resumed from.
+        use_confidence: weight each query's loss by ``PreferenceQueries.confidence``.
+        num_samples: reparameterised samples per step for a Gaussian reward.
+        grad_clip: clip the gradient norm to this value (``None``: no clipping).
+        quiet: no progress bar.
+    """
+
+    loss: str = "bt"
+    loss_options: dict[str, Any] = Field(default_factory=dict)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(100, ge=0)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    patience: int | None = Field(10, ge=1)
+    restore_best: bool = True
+    seed: int = 0
+    device: str = "auto"
+    log_dir: str | None = None
+    checkpoint_dir: str | None = None
+    use_confidence: bool = True
+    num_samples: int = Field(1, ge=1)
+    grad_clip: float | None = Field(None, gt=0)
+    quiet: bool = False
+
+    @model_validator(mode="after")
+    def _check_loss(self) -> RewardTrainerConfig:
+        if not self.loss:
+            raise ValueError("loss: expected a loss name, found ''")
+        return self
+
+
+class RewardTrainer:
+    """Fits a :class:`~robopref.rewards.models.RewardModel` to preference queries.
+
+    Attributes:
+        model: the reward model (moved to ``device``).
+        config: the :class:`RewardTrainerConfig`.
+        device: the resolved ``torch.device``.
+        history: one dict per finished epoch: ``epoch``, ``train_loss``, ``train_accuracy`` and,
+            with validation, ``val_loss``, ``val_accuracy``.
+    """
+
+    CHECKPOINT_NAME = "last.pt"
+
+    def __init__(self, model: RewardModel, config: RewardTrainerConfig | None = None) -> None:
+        self.config = config if config is not None else RewardTrainerConfig()
+        self.device = resolve_device(self.config.device)
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+        )
+        self.history: list[dict[str, float]] = []
+        self._loss_fn = losses.get_loss(self.config.loss, **self.config.loss_options)
+        self._epoch = 0
+        self._shuffle_gen = torch.Generator().manual_seed(self.config.seed)
+        self._noise_gen = torch.Generator(self.device).manual_seed(self.config.seed + 1)
+        self._best: dict[str, Any] = {"accuracy": -math.inf, "loss": math.inf, "state": None, "epoch": -1}
+        self._bad_epochs = 0
+        self._finished = False
+
+    # ------------------------------------------------------------------ data
+    def _segments(self, dataset: TrajectoryDataset, queries: PreferenceQueries, field: str) -> SegmentTensors:
+        if not isinstance(queries, PreferenceQueries):
+            raise TypeError(f"{field}: expected PreferenceQueries, found {type(queries).__name__}")
+        if queries.label_kind not in ("graded", "soft_pair"):
+            raise ValueError(f"{field}: field 'label_kind': expected 'graded' or 'soft_pair', found {queries.label_kind!r}")
+        if queries.label_kind == "soft_pair" and self.config.loss != "bt":
+            raise ValueError(
+                f"{field}: soft pair labels need loss 'bt' (soft cross-entropy), found loss {self.config.loss!r}"
+            )
+        seg = gather_segments(dataset, queries, self.model.obs_dim, self.model.act_dim)
+        if not self.config.use_confidence:
+            seg.confidence = torch.ones_like(seg.confidence)
+        return seg
+
+    def _loss(self, scores: torch.Tensor, batch: SegmentTensors, soft: bool) -> torch.Tensor:
+        """Preference loss of ``scores [B, K]`` against the batch labels."""
+        if soft:
+            return self._loss_fn(scores, batch.labels, batch.item_mask, soft=True)
+        return self._loss_fn(scores, batch.labels, batch.item_mask)
+
+    # ------------------------------------------------------------------ training
+    def _step(self, batch: SegmentTensors, soft: bool) -> tuple[float, float]:
+        scores, reg = self.model.training_terms(
+            batch.obs, batch.act, batch.step_mask, self.config.num_samples, self._noise_gen
+        )  # [S, B, K], scalar
+        S, B, K = scores.shape
+        # Confidence weighting: the gradient of query b is scaled by w_b (w = 0: the query has no
+        # effect) while the scores' values stay the same, so any loss of the core is weighted
+        # exactly as sum_b w_b * loss_b without needing per-query losses.
+        w = batch.confidence.view(1, B, 1)
+        if not bool((w == 1).all()):
+            scores = w * scores + (1 - w) * scores.detach()
+        flat = scores.reshape(S * B, K)
+        rep = batch[torch.arange(B, device=scores.device).repeat(S)] if S > 1 else batch
+        loss = self._loss(flat, rep, soft) + reg
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        with torch.no_grad():
+            correct, counted = _top1(scores.detach().mean(0), batch.labels, batch.item_mask, soft)
+        return float(loss.detach()) * B, (correct, counted)
+
+    def fit(
+        self,
+        dataset: TrajectoryDataset,
+        queries: PreferenceQueries,
+        val_queries: PreferenceQueries | None = None,
+    ) -> list[dict[str, float]]:
+        """Train on ``queries`` (segments of ``dataset``); return the per-epoch history.
+
+        Without ``val_queries`` a seeded ``val_fraction`` of ``queries`` is held out. With a
+        ``checkpoint_dir`` holding ``last.pt`` training resumes from it.
+        """
+        cfg = self.config
+        if queries.num_queries == 0:
+            raise ValueError("queries: expected at least one query, found 0")
+        if val_queries is None and cfg.val_fraction > 0 and queries.num_queries >= 2:
+            perm = np.random.default_rng(cfg.seed).permutation(queries.num_queries)
+            n_val = max(1, int(round(cfg.val_fraction * queries.num_queries)))
+            val_queries, queries = queries.subset(np.sort(perm[:n_val])), queries.subset(np.sort(perm[n_val:]))
+        soft = queries.label_kind == "soft_pair"
+        train = self._segments(dataset, queries, "queries").to(self.device)
+        val = None if val_queries is None else self._segments(dataset, val_queries, "val_queries").to(self.device)
+        val_soft = val_queries is not None and val_queries.label_kind == "soft_pair"
+
+        ckpt_path = None if cfg.checkpoint_dir is None else Path(cfg.checkpoint_dir) / self.CHECKPOINT_NAME
+        if ckpt_path is not None and ckpt_path.exists():
+            self._load_state(torch.load(ckpt_path, map_location="cpu", weights_only=True))
+
+        writer = None
+        if cfg.log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(cfg.log_dir)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(self._epoch, cfg.epochs), disable=cfg.quiet or self._finished, desc="reward", leave=False)
+        for epoch in bar:
+            if self._finished:
+                break
+            self.model.train()
+            perm = torch.randperm(len(train), generator=self._shuffle_gen).to(self.device)
+            total, correct, counted = 0.0, 0, 0
+            for i in range(0, len(train), cfg.batch_size):
+                loss_sum, (c, n) = self._step(train[perm[i : i + cfg.batch_size]], soft)
+                total, correct, counted = total + loss_sum, correct + c, counted + n
+            row = {
+                "epoch": epoch,
+                "train_loss": total / len(train),
+                "train_accuracy": correct / counted if counted else math.nan,
+            }
+            if val is not None:
+                v_loss, v_acc = self._evaluate(val, val_soft)
+                row.update(val_loss=v_loss, val_accuracy=v_acc)
+                self._track_best(row)
+            self.history.append(row)
+            self._epoch = epoch + 1
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "epoch"})
+            if ckpt_path is not None:
+                self.save(ckpt_path)
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if cfg.restore_best and self._best["state"] is not None:
+            self.model.load_state_dict(self._best["state"])
+        return self.history
+
+    def _track_best(self, row: dict[str, float]) -> None:
+        acc = row["val_accuracy"] if not math.isnan(row["val_accuracy"]) else -math.inf
+        better = acc > self._best["accuracy"] or (acc == self._best["accuracy"] and row["val_loss"] < self._best["loss"])
+        if better:
+            self._best = {
+                "accuracy": acc,
+                "loss": row["val_loss"],
+                "epoch": row["epoch"],
+                "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            }
+            self._bad_epochs = 0
+        else:
+            self._bad_epochs += 1
+            if self.config.patience is not None and self._bad_epochs >= self.config.patience:
+                self._finished = True
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def _scores(self, seg: SegmentTensors, batch_size: int = 1024) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        for i in range(0, len(seg), batch_size):
+            b = seg[i : i + batch_size].to(self.device)
+            out.append(self.model.segment_scores(b.obs, b.act, b.step_mask))
+        self.model.train(was_training)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def _evaluate(self, seg: SegmentTensors, soft: bool) -> tuple[float, float]:
+        scores = self._scores(seg)
+        seg = seg.to(self.device)
+        loss = float(self._loss(scores, seg, soft))
+        correct, counted = _top1(scores, seg.labels, seg.item_mask, soft)
+        return loss, correct / counted if counted else math.nan
+
+    def scores(self, dataset: TrajectoryDataset, queries: PreferenceQueries) -> np.ndarray:
+        """``[Q, K]`` segment returns under the model's mean reward (padding items: NaN)."""
+        seg = gather_segments(dataset, queries, self.model.obs_dim, self.model.act_dim)
+        s = self._scores(seg).cpu().numpy().astype(np.float64)
+        return np.where(queries.mask, s, np.nan)
+
+    def accuracy(self, dataset: TrajectoryDataset, queries: PreferenceQueries) -> float:
+        """Fraction of non-tied queries whose preferred item the model scores highest.
+
+        A query is tied when its top label is shared by two valid items (graded labels) or
+        ``y = 0.5`` (soft pairs); NaN when every query is tied.
+        """
+        seg = gather_segments(dataset, queries, self.model.obs_dim, self.model.act_dim)
+        correct, counted = _top1(self._scores(seg).cpu(), seg.labels, seg.item_mask, queries.label_kind == "soft_pair")
+        return correct / counted if counted else math.nan
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: model, optimiser, epoch, rng states, early stopping."""
+        state = model_checkpoint(self.model)
+        state.update(
+            trainer_config=self.config.model_dump(mode="json"),
+            optimizer_state=self.optimizer.state_dict(),
+            epoch=self._epoch,
+            history=list(self.history),
+            rng={"shuffle": self._shuffle_gen.get_state(), "noise": self._noise_gen.get_state().cpu()},
+            best=dict(self._best),
+            bad_epochs=self._bad_epochs,
+            finished=self._finished,
+        )
+        return state
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model_state"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        self._epoch = int(state["epoch"])
+        self.history = [dict(r) for r in state["history"]]
+        self._shuffle_gen.set_state(state["rng"]["shuffle"])
+        self._noise_gen.set_state(state["rng"]["noise"])
+        self._best = dict(state["best"])
+        self._bad_epochs = int(state["bad_epochs"])
+        self._finished = bool(state["finished"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the full trainer state to ``path`` atomically (readable by :func:`load_reward`)."""
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, config: RewardTrainerConfig | None = None) -> RewardTrainer:
+        """Rebuild a trainer (model, optimiser, epoch, history, rng) saved by :meth:`save`.
+
+        ``config`` overrides the saved trainer config (e.g. a different device or more epochs).
+        """
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if "trainer_config" not in state:
+            raise ValueError(f"{path}: field 'trainer_config': expected a trainer checkpoint, found a model-only one")
+        config = config if config is not None else RewardTrainerConfig.model_validate(state["trainer_config"])
+        trainer = cls(model_from_checkpoint(state), config)
+        trainer._load_state(state)
+        return trainer
+
+
+def _top1(scores: torch.Tensor, labels: torch.Tensor, item_mask: torch.Tensor, soft: bool) -> tuple[int, int]:
+    """(correct, counted) top-1 agreement over non-tied queries; ``scores`` ``[B, K]``."""
+    scores, labels, item_mask = scores.cpu(), labels.cpu(), item_mask.cpu()
+    lab = labels.masked_fill(~item_mask, -math.inf)
+    top = lab.max(dim=1, keepdim=True).values
+    untied = ((lab == top) & item_mask).sum(1) == 1
+    if soft:
+        untied = untied & (labels[:, 0] != 0.5)
+    pred = scores.masked_fill(~item_mask, -math.inf).argmax(1)
+    correct = (pred == lab.argmax(1)) & untied
+    return int(correct.sum()), int(untied.sum())

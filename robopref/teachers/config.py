@@ -1,0 +1,68 @@
+"""Typed configuration of a simulated teacher and the B-Pref named presets."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from robopref.config import StrictModel
+
+
+class TeacherConfig(StrictModel):
+    """One simulated labeller with B-Pref's composable irrationalities (Lee et al. 2021).
+
+    The teacher scores each item of a query with a utility ``u`` and ranks the items:
+
+    * ``u = sum_t gamma^(H-1-t) r_t`` (the myopic, discounted segment return; ``gamma = 1``
+      gives the plain return), plus ``V(end) - V(start)`` when ``regret`` is set (Knox et al.).
+    * ``beta = None``: perfectly rational, rank by ``u`` (exact ties give equal labels);
+      ``beta > 0``: Boltzmann-rational, sample the ranking by Plackett-Luce with scores
+      ``beta * u`` (for pairs ``P(i > j) = sigmoid(beta (u_i - u_j))``).
+    * ``eps``: with this probability per query the teacher makes a mistake: the labels of two
+      distinct, uniformly drawn items are swapped (for pairs: the label is flipped).
+    * ``skip_threshold``: drop a query when the (undiscounted) returns of all its items are
+      below this threshold.
+    * ``equal_threshold``: items whose (undiscounted) returns differ by less than this
+      threshold are labelled equally preferred (for pairs ``[0.5, 0.5]``).
+
+    ``threshold_mode = "relative"`` multiplies both thresholds by the dataset's mean segment
+    return (mean reward per step x segment length), as B-Pref does with its average return.
+
+    Units: thresholds are in reward units (absolute mode) or fractions (relative mode);
+    ``beta`` is in 1 / reward units.
+    """
+
+    name: str = "custom"
+    beta: float | None = Field(default=None, gt=0)
+    gamma: float = Field(default=1.0, gt=0, le=1)
+    eps: float = Field(default=0.0, ge=0, le=1)
+    skip_threshold: float | None = None
+    equal_threshold: float = Field(default=0.0, ge=0)
+    threshold_mode: Literal["absolute", "relative"] = "absolute"
+    regret: bool = False
+    value_key: str = "values"
+    value_gamma: float = Field(default=0.99, gt=0, le=1)
+    value_knn: int = Field(default=5, ge=1)
+    soft: bool = False
+    seed: int = 0
+
+
+#: Named presets: B-Pref's teachers plus the regret model. Thresholds of "skip" and "equal" are
+#: relative (fractions of the mean segment return), as in B-Pref's scripts.
+PRESETS: dict[str, dict[str, Any]] = {
+    "oracle": {},
+    "stochastic": {"beta": 1.0},
+    "myopic": {"gamma": 0.9},
+    "mistake": {"eps": 0.1},
+    "skip": {"skip_threshold": 0.1, "threshold_mode": "relative"},
+    "equal": {"equal_threshold": 0.1, "threshold_mode": "relative"},
+    "regret": {"regret": True, "beta": 1.0},
+}
+
+
+def preset_config(name: str, **overrides: Any) -> TeacherConfig:
+    """The preset ``name`` (one of :data:`PRESETS`) with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown teacher preset '{name}': expected one of {sorted(PRESETS)}")
+    return TeacherConfig(**{"name": name, **PRESETS[name], **overrides})

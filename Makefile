@@ -7,9 +7,17 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.robopref-installed
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup system-deps demo test test-slow lint clean
+
+# OSMesa lets MuJoCo render offscreen on a CPU (pixel observations, RAPL, GRAPE).
+system-deps:
+	@if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null; \
+	  else echo "robopref: install libosmesa6 (apt-get install libosmesa6) for CPU rendering"; fi; fi
 
 $(STAMP): pyproject.toml
+	$(MAKE) --no-print-directory system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"

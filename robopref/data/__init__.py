@@ -1,6 +1,13 @@
 """Trajectories, segments and preference queries; HDF5 storage in the robomimic layout."""
 
-from robopref.data.queries import PreferenceQueries, sample_queries, segment_rewards, sliding_segments
+from robopref.data.hdf5 import load_dataset, load_queries, save_dataset, save_queries
+from robopref.data.queries import (
+    PreferenceQueries,
+    check_segments,
+    sample_queries,
+    segment_rewards,
+    sliding_segments,
+)
 from robopref.data.trajectory import DataValidationError, Trajectory, TrajectoryDataset
 
 __all__ = [
@@ -8,7 +15,12 @@ __all__ = [
     "PreferenceQueries",
     "Trajectory",
     "TrajectoryDataset",
+    "check_segments",
+    "load_dataset",
+    "load_queries",
     "sample_queries",
+    "save_dataset",
+    "save_queries",
     "segment_rewards",
     "sliding_segments",
 ]

@@ -21,7 +21,9 @@ class DataValidationError(ValueError):
 
 def _check(cond: bool, source: str, field_name: str, expected: str, found: str) -> None:
     if not cond:
-        raise DataValidationError(f"{source}: field '{field_name}': expected {expected}, found {found}")
+        raise DataValidationError(
+            f"{source}: field '{field_name}': expected {expected}, found {found}"
+        )
 
 
 @dataclass
@@ -66,20 +68,32 @@ class Trajectory:
     def validate(self, source: str = "Trajectory") -> None:
         """Check shapes are consistent; raise :class:`DataValidationError` naming the field."""
         T = len(self.actions)
-        _check(self.actions.ndim == 2, source, "actions", "[T, act_dim]", f"shape {self.actions.shape}")
-        for name, arr in (("rewards", self.rewards), ("successes", self.successes), ("dones", self.dones)):
+        _check(
+            self.actions.ndim == 2, source, "actions", "[T, act_dim]", f"shape {self.actions.shape}"
+        )
+        for name, arr in (
+            ("rewards", self.rewards),
+            ("successes", self.successes),
+            ("dones", self.dones),
+        ):
             _check(arr.shape == (T,), source, name, f"shape ({T},)", f"shape {arr.shape}")
         if isinstance(self.observations, dict):
             for key, arr in self.observations.items():
                 _check(
                     isinstance(arr, np.ndarray) and arr.ndim >= 1 and len(arr) == T,
-                    source, f"obs/{key}", f"array with first dimension {T}", f"shape {np.shape(arr)}",
+                    source,
+                    f"obs/{key}",
+                    f"array with first dimension {T}",
+                    f"shape {np.shape(arr)}",
                 )
         else:
             self.observations = np.asarray(self.observations)
             _check(
                 self.observations.ndim >= 2 and len(self.observations) == T,
-                source, "observations", f"[{T}, obs_dim]", f"shape {self.observations.shape}",
+                source,
+                "observations",
+                f"[{T}, obs_dim]",
+                f"shape {self.observations.shape}",
             )
 
     def __len__(self) -> int:
@@ -106,7 +120,9 @@ class Trajectory:
     def slice(self, start: int, length: int) -> Trajectory:
         """Return the segment ``[start, start + length)`` as a new Trajectory (views, no copy)."""
         if start < 0 or start + length > len(self):
-            raise IndexError(f"segment [{start}, {start + length}) outside trajectory of length {len(self)}")
+            raise IndexError(
+                f"segment [{start}, {start + length}) outside trajectory of length {len(self)}"
+            )
         sl = slice(start, start + length)
         obs = (
             {k: v[sl] for k, v in self.observations.items()}
@@ -147,7 +163,80 @@ class TrajectoryDataset:
         return sorted({t.task for t in self.trajectories})
 
     def by_task(self, task: str) -> TrajectoryDataset:
-        return TrajectoryDataset([t for t in self.trajectories if t.task == task], None, dict(self.metadata))
+        return TrajectoryDataset(
+            [t for t in self.trajectories if t.task == task], None, dict(self.metadata)
+        )
 
     def extend(self, trajectories: Sequence[Trajectory]) -> None:
         self.trajectories.extend(trajectories)
+
+    def validate(self, source: str = "TrajectoryDataset") -> None:
+        """Check the dataset can be stored and used as one batch of data.
+
+        Beyond :meth:`Trajectory.validate` for each trajectory: actions and rewards are numeric
+        and finite, observations numeric (or bool) and finite, every trajectory has the same
+        ``act_dim`` and the same observation keys with the same per-step shapes, dict
+        observation keys are non-empty and contain no ``"/"``, and the queries (if any) lie
+        inside the trajectories. Raises :class:`DataValidationError` naming the trajectory and
+        the field.
+        """
+        ref: dict[str, tuple[int, ...]] | None = None
+        ref_format = None
+        for i, t in enumerate(self.trajectories):
+            where = f"{source}: trajectory {i}"
+            t.validate(where)
+            fields = {"actions": t.actions}
+            obs_format = "dict" if isinstance(t.observations, dict) else "array"
+            if obs_format == "dict":
+                for key, arr in t.observations.items():
+                    _check(
+                        isinstance(key, str) and key != "" and "/" not in key and key != ".",
+                        where,
+                        "observations",
+                        "keys that are non-empty strings without '/'",
+                        repr(key),
+                    )
+                    fields[f"obs/{key}"] = arr
+            else:
+                fields["observations"] = t.observations
+            for name, arr in fields.items():
+                numeric = _is_numeric(arr.dtype) or (name != "actions" and arr.dtype == np.bool_)
+                _check(numeric, where, name, "a numeric dtype", f"dtype {arr.dtype}")
+            fields["rewards"] = t.rewards
+            for name, arr in fields.items():
+                if np.issubdtype(arr.dtype, np.floating):
+                    bad = int(arr.size - np.isfinite(arr).sum())
+                    _check(bad == 0, where, name, "finite values", f"{bad} NaN/inf value(s)")
+            shapes = {k: v.shape[1:] for k, v in fields.items() if k != "rewards"}
+            if ref is None:
+                ref, ref_format = shapes, obs_format
+                continue
+            _check(
+                obs_format == ref_format,
+                where,
+                "observations",
+                f"{ref_format} observations as in trajectory 0",
+                f"{obs_format} observations",
+            )
+            _check(
+                shapes.keys() == ref.keys(),
+                where,
+                "observations",
+                f"keys {sorted(ref)} as in trajectory 0",
+                f"keys {sorted(shapes)}",
+            )
+            for k, shape in shapes.items():
+                _check(
+                    shape == ref[k],
+                    where,
+                    k,
+                    f"per-step shape {ref[k]} as in trajectory 0",
+                    f"shape {fields[k].shape}",
+                )
+        if self.queries is not None:
+            self.queries.validate(f"{source}: queries", self)
+
+
+def _is_numeric(dtype: np.dtype) -> bool:
+    """Integer or floating point (not bool, complex, strings or objects)."""
+    return bool(np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating))

@@ -24,7 +24,8 @@ import zlib
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
 from typing import Literal
 
 import gymnasium as gym
@@ -34,7 +35,14 @@ from pydantic import Field, field_validator, model_validator
 from robopref.config import StrictModel
 from robopref.data import Trajectory, TrajectoryDataset
 from robopref.envs.rollout import run_episode
-from robopref.envs.tasks import OBS_DIM, POSITION_SLOTS, ScriptedPolicy, check_task, instruction, make_env
+from robopref.envs.tasks import (
+    OBS_DIM,
+    POSITION_SLOTS,
+    ScriptedPolicy,
+    check_task,
+    instruction,
+    make_env,
+)
 
 Mode = Literal["expert", "noisy_expert", "goal_mismatch", "random", "other_task"]
 MODES: tuple[str, ...] = ("expert", "noisy_expert", "goal_mismatch", "random", "other_task")
@@ -77,6 +85,11 @@ class CollectConfig(StrictModel):
     goal_observable: bool = True
     seed: int = 0
     num_workers: int = Field(1, ge=1, description="processes; 1 runs in this process")
+    start_method: Literal["auto", "fork", "spawn", "forkserver"] = Field(
+        "auto",
+        description="how worker processes start; auto: fork where available (fast, no re-import), "
+        "else spawn",
+    )
 
     @field_validator("tasks", "other_tasks")
     @classmethod
@@ -98,7 +111,9 @@ class CollectConfig(StrictModel):
         if self.other_tasks is not None and self.other_task_episodes > 0:
             for task in self.tasks:
                 if not [t for t in self.other_tasks if t != task]:
-                    raise ValueError(f"other_tasks: no task other than '{task}' to take a policy from")
+                    raise ValueError(
+                        f"other_tasks: no task other than '{task}' to take a policy from"
+                    )
         return self
 
 
@@ -131,7 +146,9 @@ def plan_episodes(config: CollectConfig) -> list[EpisodeSpec]:
     specs = []
     for task in config.tasks:
         task_key = zlib.crc32(task.encode())
-        plan: list[tuple[str, float, int, str | None]] = [("expert", 0.0, config.expert_episodes, task)]
+        plan: list[tuple[str, float, int, str | None]] = [
+            ("expert", 0.0, config.expert_episodes, task)
+        ]
         plan += [("noisy_expert", n, config.noisy_episodes, task) for n in config.noise_levels]
         plan += [("goal_mismatch", config.mismatch_noise, config.goal_mismatch_episodes, task)]
         plan += [("random", 0.0, config.random_episodes, None)]
@@ -178,7 +195,10 @@ class _Collector:
     def env(self, task: str) -> gym.Env:
         if task not in self.envs:
             self.envs[task] = make_env(
-                task, seed=0, max_episode_steps=self.max_episode_steps, goal_observable=self.goal_observable
+                task,
+                seed=0,
+                max_episode_steps=self.max_episode_steps,
+                goal_observable=self.goal_observable,
             )
         return self.envs[task]
 
@@ -194,7 +214,9 @@ class _Collector:
         offset = None
         if spec.mismatch_seed is not None:
             offset = mismatch_offset(env, spec.seed, spec.mismatch_seed)
-        ep = run_episode(env, self.policy(spec.policy_task), seed=spec.seed, noise=spec.noise, obs_offset=offset)
+        ep = run_episode(
+            env, self.policy(spec.policy_task), seed=spec.seed, noise=spec.noise, obs_offset=offset
+        )
         metadata = {
             "mode": spec.mode,
             "noise": spec.noise,
@@ -223,12 +245,23 @@ class _Collector:
         self.envs.clear()
 
 
-def _run_chunk(specs: list[EpisodeSpec], max_episode_steps: int, goal_observable: bool) -> list[Trajectory]:
-    collector = _Collector(max_episode_steps, goal_observable)
-    try:
-        return [collector.run(spec) for spec in specs]
-    finally:
-        collector.close()
+_WORKER_COLLECTORS: dict[tuple[int, bool], _Collector] = {}
+
+
+def _run_chunk(
+    specs: list[EpisodeSpec], max_episode_steps: int, goal_observable: bool
+) -> list[Trajectory]:
+    """Worker-process entry point; envs are kept for the worker's next chunks."""
+    key = (max_episode_steps, goal_observable)
+    if key not in _WORKER_COLLECTORS:
+        _WORKER_COLLECTORS[key] = _Collector(max_episode_steps, goal_observable)
+    return [_WORKER_COLLECTORS[key].run(spec) for spec in specs]
+
+
+def _mp_context(start_method: str) -> BaseContext:
+    if start_method == "auto":
+        start_method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    return get_context(start_method)
 
 
 def _chunks(specs: list[EpisodeSpec], size: int) -> Iterable[list[EpisodeSpec]]:
@@ -263,12 +296,14 @@ def collect_dataset(config: CollectConfig, progress: bool = True) -> TrajectoryD
                 collector.close()
         else:
             # Small chunks of consecutive (same-task) episodes: each worker builds an env per
-            # task it meets, and the progress bar moves often. "spawn" avoids forking a parent
-            # that may hold torch/OpenMP threads.
+            # task it meets, and the progress bar moves often. Forked workers only step MuJoCo
+            # and numpy (never torch), so a parent holding torch threads is not a problem.
             size = max(1, min(25, math.ceil(len(specs) / (4 * config.num_workers))))
             chunks = list(_chunks(specs, size))
             results: list[list[Trajectory] | None] = [None] * len(chunks)
-            with ProcessPoolExecutor(config.num_workers, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(
+                config.num_workers, mp_context=_mp_context(config.start_method)
+            ) as pool:
                 futures = {pool.submit(_run_chunk, c, *args): i for i, c in enumerate(chunks)}
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()

@@ -268,7 +268,9 @@ def make_vector_env(
         return gym.vector.SyncVectorEnv(fns)
     if vectorization_mode == "async":
         return gym.vector.AsyncVectorEnv(fns)
-    raise ValueError(f"vectorization_mode: expected 'sync' or 'async', found '{vectorization_mode}'")
+    raise ValueError(
+        f"vectorization_mode: expected 'sync' or 'async', found '{vectorization_mode}'"
+    )
 
 
 class ScriptedPolicy:

@@ -83,7 +83,9 @@ class TransitionBuffer:
                 f"found {self.next_obs.shape}"
             )
         if n == 0:
-            raise DataValidationError("TransitionBuffer: field 'obs': expected N >= 1 transitions, found 0")
+            raise DataValidationError(
+                "TransitionBuffer: field 'obs': expected N >= 1 transitions, found 0"
+            )
 
     def __len__(self) -> int:
         return len(self.obs)
@@ -138,7 +140,9 @@ class TransitionBuffer:
             )
         if len(dataset) == 0:
             raise DataValidationError("TransitionBuffer.from_dataset: dataset has no trajectories")
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "act", "reward", "next_obs", "terminal")}
+        parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("obs", "act", "reward", "next_obs", "terminal")
+        }
         returns = []
         for i, traj in enumerate(dataset):
             obs = np.asarray(traj.state, dtype=np.float64)

@@ -104,7 +104,9 @@ class TwinQ(nn.Module):
 class GaussianPolicy(nn.Module):
     """``pi(a | s) = N(tanh(mlp(s)), exp(log_std)^2)``, diagonal, state-independent std."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], log_std_range=(-5.0, 2.0)):
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], log_std_range=(-5.0, 2.0)
+    ):
         super().__init__()
         self.net = mlp(obs_dim, hidden, act_dim)
         self.log_std = nn.Parameter(torch.zeros(act_dim))
@@ -228,11 +230,16 @@ class IQL:
             "v_mean": v.detach().mean(),
         }
 
-    def train(self, buffer: TransitionBuffer, steps: int | None = None, progress: bool = True) -> dict:
+    def train(
+        self, buffer: TransitionBuffer, steps: int | None = None, progress: bool = True
+    ) -> dict:
         """Train until ``steps`` total gradient steps (default ``config.steps``) are done.
 
-        When ``config.checkpoint_dir`` holds a checkpoint, training resumes from it; a checkpoint
-        is written every ``config.checkpoint_every`` steps and at the end. Returns the last step's
+        When ``config.checkpoint_dir`` holds a checkpoint further on than this agent, training
+        resumes from it (networks, optimisers, sampling generator, step); a checkpoint is written
+        every ``config.checkpoint_every`` steps and at the end. ``steps`` counts from zero, not
+        from the resume point, so an interrupted run restarted with the same call finishes
+        exactly where an uninterrupted one would. Returns the last step's
         statistics as floats (``value_loss``, ``actor_loss``, ``critic_loss``, ``adv_mean``,
         ``q_mean``, ``v_mean``) plus ``step``.
         """
@@ -245,7 +252,9 @@ class IQL:
             )
         ckpt = Path(cfg.checkpoint_dir) / CHECKPOINT_NAME if cfg.checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
-            self._load_state(torch.load(ckpt, map_location=self.device, weights_only=True))
+            state = torch.load(ckpt, map_location=self.device, weights_only=True)
+            if state.get("step", 0) > self.step:  # never roll an agent back to an older state
+                self._load_state(state)
         data = {
             k: torch.as_tensor(getattr(buffer, k), device=self.device)
             for k in ("obs", "act", "reward", "next_obs", "terminal")
@@ -267,12 +276,18 @@ class IQL:
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == steps:
                     values = {k: float(v) for k, v in stats.items()}
-                    bar.set_postfix({k: f"{values[k]:.3g}" for k in ("value_loss", "critic_loss", "actor_loss")})
+                    bar.set_postfix(
+                        {k: f"{values[k]:.3g}" for k in ("value_loss", "critic_loss", "actor_loss")}
+                    )
                     if writer is not None:
                         for k, v in values.items():
                             writer.add_scalar(f"iql/{k}", v, self.step)
-                        writer.add_scalar("iql/actor_lr", self.actor_opt.param_groups[0]["lr"], self.step)
-                if ckpt is not None and (self.step % cfg.checkpoint_every == 0 or self.step == steps):
+                        writer.add_scalar(
+                            "iql/actor_lr", self.actor_opt.param_groups[0]["lr"], self.step
+                        )
+                if ckpt is not None and (
+                    self.step % cfg.checkpoint_every == 0 or self.step == steps
+                ):
                     self.save(ckpt)
         finally:
             bar.close()
@@ -303,13 +318,23 @@ class IQL:
 
     def _load_state(self, state: dict) -> None:
         if state.get("format") != _FORMAT:
-            raise ValueError(f"IQL checkpoint: field 'format': expected {_FORMAT!r}, found {state.get('format')!r}")
+            raise ValueError(
+                f"IQL checkpoint: field 'format': expected {_FORMAT!r}, found {state.get('format')!r}"
+            )
         if (state["obs_dim"], state["act_dim"]) != (self.obs_dim, self.act_dim):
             raise ValueError(
                 f"IQL checkpoint: fields 'obs_dim'/'act_dim': expected ({self.obs_dim}, {self.act_dim}), "
                 f"found ({state['obs_dim']}, {state['act_dim']})"
             )
-        for name in ("actor", "critic", "critic_target", "value", "actor_opt", "critic_opt", "value_opt"):
+        for name in (
+            "actor",
+            "critic",
+            "critic_target",
+            "value",
+            "actor_opt",
+            "critic_opt",
+            "value_opt",
+        ):
             getattr(self, name).load_state_dict(state[name])
         self.sample_gen.set_state(state["sample_gen"])
         self.act_gen.set_state(state["act_gen"])

@@ -48,6 +48,7 @@ __all__ = [
     "token_logps",
     "sequence_logps",
     "ranking_metrics",
+    "loss_options_for",
     "LMPreferenceTrainer",
 ]
 
@@ -93,7 +94,9 @@ def parse_preference_line(obj: Any, where: str) -> PreferenceExample:
             )
     prompt, responses, scores = obj["prompt"], obj["responses"], obj["scores"]
     if not isinstance(prompt, str):
-        raise LMDataError(f"{where}: field 'prompt': expected a string, found {type(prompt).__name__}")
+        raise LMDataError(
+            f"{where}: field 'prompt': expected a string, found {type(prompt).__name__}"
+        )
     if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
         raise LMDataError(f"{where}: field 'responses': expected a list of strings")
     if len(responses) < 2:
@@ -399,6 +402,22 @@ def ranking_metrics(
 # ----------------------------------------------------------------------------------------------
 
 
+def loss_options_for(loss: str, options: dict[str, Any] | None, beta: float) -> dict[str, Any]:
+    """Options for ``get_loss``. IPO takes the trainer's beta: the scores handed to the loss are
+    ``beta * log-ratio``, so IPO gets ``beta`` and ``scores_include_beta=True`` and computes
+    TRL's ``(h_w - h_l - 1 / (2 beta))^2`` on the unscaled log-ratio h."""
+    options = dict(options or {})
+    if str(loss).lower() == "ipo":
+        clash = sorted({"beta", "scores_include_beta"} & set(options))
+        if clash:
+            raise ValueError(
+                f"loss_options: {clash} are set by the trainer for IPO (its beta is the "
+                f"trainer's beta={beta}); remove them from loss_options"
+            )
+        options.update(beta=beta, scores_include_beta=True)
+    return options
+
+
 class LMPreferenceTrainer:
     """Preference fine-tuning of a causal LM with any loss of :mod:`robopref.losses`.
 
@@ -406,7 +425,8 @@ class LMPreferenceTrainer:
         policy: a causal LM (``model(input_ids, attention_mask).logits`` [N, T, V]).
         tokenizer: anything with ``encode(text, add_special_tokens)`` and ``eos_token_id``.
         loss: registry name (``"bt"``/``"dpo"``, ``"slic"``, ``"ipo"``, ``"listnet"``,
-            ``"plackett_luce"``, ``"lipo_lambda"``); ``loss_options`` go to ``get_loss``.
+            ``"plackett_luce"``, ``"lipo_lambda"``); ``loss_options`` go to ``get_loss``
+            (e.g. ``{"margin": 1.0}`` for SLiC). For IPO the trainer's ``beta`` is IPO's beta.
         beta: scale of the implicit reward s = beta * (log pi - log pi_ref) (KL strength).
         lora: a ``peft.LoraConfig``; when given only the adapters train and the reference is the
             base model with the adapters disabled; otherwise the reference is a frozen copy.
@@ -443,7 +463,7 @@ class LMPreferenceTrainer:
         seed_everything(seed)
         self.tokenizer = tokenizer
         self.loss_name = loss
-        self.loss_fn = get_loss(loss, **(loss_options or {}))
+        self.loss_fn = get_loss(loss, **loss_options_for(loss, loss_options, beta))
         self.beta = beta
         self.batch_size = batch_size
         self.max_length = max_length

@@ -36,7 +36,9 @@ OUTPUTS = ("tanh", None)
 CHECKPOINT_FORMAT = "robopref.reward/1"
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "leaky_relu") -> nn.Sequential:
+def mlp(
+    in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "leaky_relu"
+) -> nn.Sequential:
     """``in_dim -> hidden[0] -> ... -> out_dim`` with ``activation`` between linear layers."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, found {activation!r}")
@@ -80,11 +82,17 @@ class RewardModel(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, **kwargs: Any) -> None:
         super().__init__()
         if obs_dim < 0 or act_dim < 0 or obs_dim + act_dim == 0:
-            raise ValueError(f"obs_dim/act_dim: expected non-negative sizes, not both 0, found {obs_dim}/{act_dim}")
+            raise ValueError(
+                f"obs_dim/act_dim: expected non-negative sizes, not both 0, found {obs_dim}/{act_dim}"
+            )
         self.obs_dim = int(obs_dim)
         self.act_dim = int(act_dim)
         # Constructor arguments, stored in checkpoints to rebuild the model.
-        self.init_kwargs: dict[str, Any] = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, **kwargs}
+        self.init_kwargs: dict[str, Any] = {
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            **kwargs,
+        }
 
     @property
     def device(self) -> torch.device:
@@ -110,7 +118,9 @@ class RewardModel(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def predict(self, obs: np.ndarray, act: np.ndarray | None = None, batch_size: int = 65536) -> np.ndarray:
+    def predict(
+        self, obs: np.ndarray, act: np.ndarray | None = None, batch_size: int = 65536
+    ) -> np.ndarray:
         """Rewards ``[...]`` (float32 numpy) of numpy ``obs [..., obs_dim]``, ``act [..., act_dim]``.
 
         Runs without gradients in chunks of ``batch_size`` steps, in eval mode.
@@ -175,7 +185,9 @@ class MLPReward(RewardModel):
     ) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"output: expected 'tanh' or None, found {output!r}")
-        super().__init__(obs_dim, act_dim, hidden=[int(h) for h in hidden], activation=activation, output=output)
+        super().__init__(
+            obs_dim, act_dim, hidden=[int(h) for h in hidden], activation=activation, output=output
+        )
         self.net = mlp(obs_dim + act_dim, hidden, 1, activation)
         self.output = output
 
@@ -226,7 +238,11 @@ class EnsembleReward(RewardModel):
     def training_terms(self, obs, act, step_mask, num_samples=1, generator=None):
         r = self.member_rewards(obs, act)  # [M, B, K, H]
         M, B, K, H = r.shape
-        m = None if step_mask is None else step_mask.unsqueeze(0).expand(M, B, K, H).reshape(M * B, K, H)
+        m = (
+            None
+            if step_mask is None
+            else step_mask.unsqueeze(0).expand(M, B, K, H).reshape(M * B, K, H)
+        )
         scores = losses.segment_return_scores(r.reshape(M * B, K, H), m).reshape(M, B, K)
         return scores, obs.new_zeros(())
 
@@ -236,7 +252,11 @@ class EnsembleReward(RewardModel):
         probability that item k is the preferred one; zero on padding items."""
         r = self.member_rewards(obs, act)
         M, B, K, H = r.shape
-        m = None if step_mask is None else step_mask.unsqueeze(0).expand(M, B, K, H).reshape(M * B, K, H)
+        m = (
+            None
+            if step_mask is None
+            else step_mask.unsqueeze(0).expand(M, B, K, H).reshape(M * B, K, H)
+        )
         s = losses.segment_return_scores(r.reshape(M * B, K, H), m).reshape(M, B, K)
         s = s.masked_fill(~item_mask.unsqueeze(0), float("-inf"))
         return torch.softmax(s, dim=-1)
@@ -314,13 +334,18 @@ class GaussianReward(RewardModel):
             max_logvar=float(max_logvar),
         )  # fmt: skip
         hidden = list(hidden)
-        self.trunk = mlp(obs_dim + act_dim, hidden[:-1], hidden[-1], activation) if hidden else nn.Identity()
+        self.trunk = (
+            mlp(obs_dim + act_dim, hidden[:-1], hidden[-1], activation) if hidden else nn.Identity()
+        )
         self.trunk_act = ACTIVATIONS[activation]() if hidden else nn.Identity()
         width = hidden[-1] if hidden else obs_dim + act_dim
         self.mean_head = nn.Linear(width, 1)
         self.logvar_head = nn.Linear(width, 1)
         nn.init.zeros_(self.logvar_head.weight)
-        nn.init.constant_(self.logvar_head.bias, self._inverse_bounds(2 * math.log(prior_std), min_logvar, max_logvar))
+        nn.init.constant_(
+            self.logvar_head.bias,
+            self._inverse_bounds(2 * math.log(prior_std), min_logvar, max_logvar),
+        )
         self.output = output
         self.prior_std = float(prior_std)
         self.reg_weight = float(reg_weight)
@@ -338,7 +363,9 @@ class GaussianReward(RewardModel):
         z = lo + math.log(math.expm1(y - lo))
         return hi - math.log(math.expm1(hi - z))
 
-    def mean_logvar(self, obs: torch.Tensor, act: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def mean_logvar(
+        self, obs: torch.Tensor, act: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``[...]`` and bounded log-variance ``[...]`` of the per-step reward."""
         h = self.trunk_act(self.trunk(self.inputs(obs, act)))
         mu = self.mean_head(h).squeeze(-1)
@@ -371,7 +398,9 @@ class GaussianReward(RewardModel):
         eps = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
-    def regulariser(self, logvar: torch.Tensor, step_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def regulariser(
+        self, logvar: torch.Tensor, step_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``reg_weight * gaussian_kl_regulariser(logvar, prior_std, step_mask)``."""
         return self.reg_weight * gaussian_kl_regulariser(logvar, self.prior_std, step_mask)
 
@@ -379,7 +408,11 @@ class GaussianReward(RewardModel):
         mu, logvar = self.mean_logvar(obs, act)  # [B, K, H]
         r = self._sample(mu, logvar, generator, num_samples)  # [S, B, K, H]
         S, B, K, H = r.shape
-        m = None if step_mask is None else step_mask.unsqueeze(0).expand(S, B, K, H).reshape(S * B, K, H)
+        m = (
+            None
+            if step_mask is None
+            else step_mask.unsqueeze(0).expand(S, B, K, H).reshape(S * B, K, H)
+        )
         scores = losses.segment_return_scores(r.reshape(S * B, K, H), m).reshape(S, B, K)
         return scores, self.regulariser(logvar, step_mask)
 
@@ -412,10 +445,14 @@ def model_checkpoint(model: RewardModel) -> dict[str, Any]:
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> RewardModel:
     if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint: field 'format': expected {CHECKPOINT_FORMAT!r}, found {ckpt.get('format')!r}")
+        raise ValueError(
+            f"checkpoint: field 'format': expected {CHECKPOINT_FORMAT!r}, found {ckpt.get('format')!r}"
+        )
     name = ckpt["model_class"]
     if name not in REWARD_MODELS:
-        raise ValueError(f"checkpoint: field 'model_class': expected one of {sorted(REWARD_MODELS)}, found {name!r}")
+        raise ValueError(
+            f"checkpoint: field 'model_class': expected one of {sorted(REWARD_MODELS)}, found {name!r}"
+        )
     model = REWARD_MODELS[name](**ckpt["model_kwargs"])
     model.load_state_dict(ckpt["model_state"])
     return model.to(device)

@@ -51,10 +51,14 @@ class SegmentTensors:
 
 
 def gather_segments(
-    dataset: TrajectoryDataset, queries: PreferenceQueries, obs_dim: int | None = None, act_dim: int | None = None
+    dataset: TrajectoryDataset,
+    queries: PreferenceQueries,
+    obs_dim: int | None = None,
+    act_dim: int | None = None,
 ) -> SegmentTensors:
     """Gather every item of ``queries`` from ``dataset`` into padded CPU tensors.
 
+    ``act_dim = 0`` (a state-only reward) gathers no actions (``act`` is ``[Q, K, H, 0]``).
     ``obs_dim`` / ``act_dim``, when given, are checked against the data and a mismatch raises a
     :class:`~robopref.data.DataValidationError` naming the field.
     """
@@ -71,19 +75,23 @@ def gather_segments(
                 f"trajectory {int(i)}: field 'state': expected [T, obs_dim], found shape {s.shape}"
             )
         states.append(s)
-        actions.append(np.asarray(traj.actions))
+        # act_dim = 0: a state-only reward, actions are not gathered.
+        actions.append(np.asarray(traj.actions) if act_dim != 0 else np.zeros((len(s), 0)))
     for name, arrs, want in (("state", states, obs_dim), ("actions", actions, act_dim)):
         dims = {a.shape[1] for a in arrs}
         if len(dims) > 1:
-            raise DataValidationError(f"dataset: field '{name}': expected one feature size, found {sorted(dims)}")
+            raise DataValidationError(
+                f"dataset: field '{name}': expected one feature size, found {sorted(dims)}"
+            )
         found = dims.pop() if dims else want
         if want is not None and found != want:
             label = "obs_dim" if name == "state" else "act_dim"
             raise DataValidationError(
                 f"dataset: field '{name}': expected {label} = {want} (the reward model's), found {found}"
             )
-    obs_flat = np.concatenate(states).astype(np.float32) if states else np.zeros((1, obs_dim or 0), np.float32)
-    act_flat = np.concatenate(actions).astype(np.float32) if actions else np.zeros((1, act_dim or 0), np.float32)
+    # One flat float32 array per field with a trailing zero row that padding steps point to.
+    obs_flat = _stack(states, obs_dim)
+    act_flat = _stack(actions, act_dim)
     offsets = np.zeros(int(ti.max(initial=0)) + 1, dtype=np.int64)
     offsets[used] = np.cumsum([0] + [len(s) for s in states])[:-1]
 
@@ -91,9 +99,8 @@ def gather_segments(
     steps = np.arange(H)
     step_mask = mask[..., None] & (steps < length[..., None])  # [Q, K, H]
     idx = offsets[np.where(mask, ti, 0)][..., None] + start[..., None] + steps
-    idx = np.where(step_mask, idx, 0)
-    obs = obs_flat[idx] * step_mask[..., None]
-    act = act_flat[idx] * step_mask[..., None]
+    idx = np.where(step_mask, idx, len(obs_flat) - 1)
+    obs, act = obs_flat[idx], act_flat[idx]
     labels = np.where(mask, np.nan_to_num(queries.labels, nan=0.0), 0.0)
     return SegmentTensors(
         obs=torch.from_numpy(obs),
@@ -103,3 +110,13 @@ def gather_segments(
         labels=torch.from_numpy(labels.astype(np.float32)),
         confidence=torch.from_numpy(queries.confidence.astype(np.float32)),
     )
+
+
+def _stack(arrays: list[np.ndarray], dim: int | None) -> np.ndarray:
+    """``[sum T + 1, D]`` float32: the arrays one after another, then a row of zeros."""
+    d = arrays[0].shape[1] if arrays else (dim or 0)
+    out = np.empty((sum(len(a) for a in arrays) + 1, d), dtype=np.float32)
+    if arrays:
+        np.concatenate(arrays, out=out[:-1])
+    out[-1] = 0.0
+    return out

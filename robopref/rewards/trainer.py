@@ -17,7 +17,6 @@ the optimiser, the epoch, the random-generator states, early-stopping state and 
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from pathlib import Path
@@ -80,9 +79,13 @@ class RewardTrainerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_loss(self) -> RewardTrainerConfig:
-        if not self.loss:
-            raise ValueError("loss: expected a loss name, found ''")
+        losses.get_loss(self.loss, **self.loss_options)  # unknown name or option: a clear error
         return self
+
+    @property
+    def soft_capable(self) -> bool:
+        """Whether ``loss`` is the Bradley-Terry loss (the one that takes soft pair labels)."""
+        return losses.LOSSES[self.loss.lower().replace("-", "_")] is losses.pairwise_logistic_loss
 
 
 class RewardTrainer:
@@ -110,17 +113,27 @@ class RewardTrainer:
         self._epoch = 0
         self._shuffle_gen = torch.Generator().manual_seed(self.config.seed)
         self._noise_gen = torch.Generator(self.device).manual_seed(self.config.seed + 1)
-        self._best: dict[str, Any] = {"accuracy": -math.inf, "loss": math.inf, "state": None, "epoch": -1}
+        self._best: dict[str, Any] = {
+            "accuracy": -math.inf,
+            "loss": math.inf,
+            "state": None,
+            "epoch": -1,
+        }
         self._bad_epochs = 0
         self._finished = False
+        self._num_train = -1
 
     # ------------------------------------------------------------------ data
-    def _segments(self, dataset: TrajectoryDataset, queries: PreferenceQueries, field: str) -> SegmentTensors:
+    def _segments(
+        self, dataset: TrajectoryDataset, queries: PreferenceQueries, field: str
+    ) -> SegmentTensors:
         if not isinstance(queries, PreferenceQueries):
             raise TypeError(f"{field}: expected PreferenceQueries, found {type(queries).__name__}")
         if queries.label_kind not in ("graded", "soft_pair"):
-            raise ValueError(f"{field}: field 'label_kind': expected 'graded' or 'soft_pair', found {queries.label_kind!r}")
-        if queries.label_kind == "soft_pair" and self.config.loss != "bt":
+            raise ValueError(
+                f"{field}: field 'label_kind': expected 'graded' or 'soft_pair', found {queries.label_kind!r}"
+            )
+        if queries.label_kind == "soft_pair" and not self.config.soft_capable:
             raise ValueError(
                 f"{field}: soft pair labels need loss 'bt' (soft cross-entropy), found loss {self.config.loss!r}"
             )
@@ -136,7 +149,7 @@ class RewardTrainer:
         return self._loss_fn(scores, batch.labels, batch.item_mask)
 
     # ------------------------------------------------------------------ training
-    def _step(self, batch: SegmentTensors, soft: bool) -> tuple[float, float]:
+    def _step(self, batch: SegmentTensors, soft: bool) -> tuple[float, tuple[int, int]]:
         scores, reg = self.model.training_terms(
             batch.obs, batch.act, batch.step_mask, self.config.num_samples, self._noise_gen
         )  # [S, B, K], scalar
@@ -168,7 +181,12 @@ class RewardTrainer:
         """Train on ``queries`` (segments of ``dataset``); return the per-epoch history.
 
         Without ``val_queries`` a seeded ``val_fraction`` of ``queries`` is held out. With a
-        ``checkpoint_dir`` holding ``last.pt`` training resumes from it.
+        ``checkpoint_dir`` holding ``last.pt`` training resumes from it (the checkpoint must come
+        from the same model architecture, number of training queries and the config fields in
+        :attr:`RESUME_FIELDS`, else a ``ValueError`` says which differs). Training runs from the
+        trainer's current epoch to ``config.epochs``: a second ``fit`` on the same trainer does
+        not start over. The reported ``train_loss`` is the batch-size weighted mean of the
+        minibatch objectives (preference loss, not confidence-weighted, plus regulariser).
         """
         cfg = self.config
         if queries.num_queries == 0:
@@ -176,15 +194,27 @@ class RewardTrainer:
         if val_queries is None and cfg.val_fraction > 0 and queries.num_queries >= 2:
             perm = np.random.default_rng(cfg.seed).permutation(queries.num_queries)
             n_val = max(1, int(round(cfg.val_fraction * queries.num_queries)))
-            val_queries, queries = queries.subset(np.sort(perm[:n_val])), queries.subset(np.sort(perm[n_val:]))
+            val_queries, queries = (
+                queries.subset(np.sort(perm[:n_val])),
+                queries.subset(np.sort(perm[n_val:])),
+            )
         soft = queries.label_kind == "soft_pair"
         train = self._segments(dataset, queries, "queries").to(self.device)
-        val = None if val_queries is None else self._segments(dataset, val_queries, "val_queries").to(self.device)
+        self._num_train = len(train)
+        val = (
+            None
+            if val_queries is None
+            else self._segments(dataset, val_queries, "val_queries").to(self.device)
+        )
         val_soft = val_queries is not None and val_queries.label_kind == "soft_pair"
 
-        ckpt_path = None if cfg.checkpoint_dir is None else Path(cfg.checkpoint_dir) / self.CHECKPOINT_NAME
+        ckpt_path = (
+            None if cfg.checkpoint_dir is None else Path(cfg.checkpoint_dir) / self.CHECKPOINT_NAME
+        )
         if ckpt_path is not None and ckpt_path.exists():
-            self._load_state(torch.load(ckpt_path, map_location="cpu", weights_only=True))
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            self._check_resumable(state, ckpt_path, len(train))
+            self._load_state(state)
 
         writer = None
         if cfg.log_dir is not None:
@@ -193,7 +223,12 @@ class RewardTrainer:
             writer = SummaryWriter(cfg.log_dir)
         from tqdm.auto import tqdm
 
-        bar = tqdm(range(self._epoch, cfg.epochs), disable=cfg.quiet or self._finished, desc="reward", leave=False)
+        bar = tqdm(
+            range(self._epoch, cfg.epochs),
+            disable=cfg.quiet or self._finished,
+            desc="reward",
+            leave=False,
+        )
         for epoch in bar:
             if self._finished:
                 break
@@ -230,7 +265,9 @@ class RewardTrainer:
 
     def _track_best(self, row: dict[str, float]) -> None:
         acc = row["val_accuracy"] if not math.isnan(row["val_accuracy"]) else -math.inf
-        better = acc > self._best["accuracy"] or (acc == self._best["accuracy"] and row["val_loss"] < self._best["loss"])
+        better = acc > self._best["accuracy"] or (
+            acc == self._best["accuracy"] and row["val_loss"] < self._best["loss"]
+        )
         if better:
             self._best = {
                 "accuracy": acc,
@@ -277,7 +314,9 @@ class RewardTrainer:
         ``y = 0.5`` (soft pairs); NaN when every query is tied.
         """
         seg = gather_segments(dataset, queries, self.model.obs_dim, self.model.act_dim)
-        correct, counted = _top1(self._scores(seg).cpu(), seg.labels, seg.item_mask, queries.label_kind == "soft_pair")
+        correct, counted = _top1(
+            self._scores(seg).cpu(), seg.labels, seg.item_mask, queries.label_kind == "soft_pair"
+        )
         return correct / counted if counted else math.nan
 
     # ------------------------------------------------------------------ checkpoints
@@ -289,12 +328,44 @@ class RewardTrainer:
             optimizer_state=self.optimizer.state_dict(),
             epoch=self._epoch,
             history=list(self.history),
-            rng={"shuffle": self._shuffle_gen.get_state(), "noise": self._noise_gen.get_state().cpu()},
+            rng={
+                "shuffle": self._shuffle_gen.get_state(),
+                "noise": self._noise_gen.get_state().cpu(),
+                "noise_device": self.device.type,
+            },
+            num_train_queries=self._num_train,
             best=dict(self._best),
             bad_epochs=self._bad_epochs,
             finished=self._finished,
         )
         return state
+
+    # Config fields that change what training computes: a checkpoint written with other values
+    # is not resumed (epochs, device, logging and checkpoint paths may change).
+    RESUME_FIELDS = (
+        "loss", "loss_options", "lr", "weight_decay", "batch_size", "val_fraction", "seed",
+        "use_confidence", "num_samples", "grad_clip",
+    )  # fmt: skip
+
+    def _check_resumable(self, state: dict[str, Any], path: Path, num_train: int) -> None:
+        for key in ("model_class", "model_kwargs"):
+            mine = model_checkpoint(self.model)[key]
+            if state.get(key) != mine:
+                raise ValueError(
+                    f"{path}: field '{key}': expected {mine!r} (this trainer's model), found {state.get(key)!r}"
+                )
+        saved = state.get("trainer_config", {})
+        mine = self.config.model_dump(mode="json")
+        for key in self.RESUME_FIELDS:
+            if saved.get(key) != mine[key]:
+                raise ValueError(
+                    f"{path}: config field '{key}': expected {mine[key]!r} (this trainer's), found {saved.get(key)!r}; "
+                    "use another checkpoint_dir to start afresh"
+                )
+        if state.get("num_train_queries") != num_train:
+            raise ValueError(
+                f"{path}: field 'num_train_queries': expected {num_train} (this fit's), found {state.get('num_train_queries')}"
+            )
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model_state"])
@@ -302,9 +373,13 @@ class RewardTrainer:
         self._epoch = int(state["epoch"])
         self.history = [dict(r) for r in state["history"]]
         self._shuffle_gen.set_state(state["rng"]["shuffle"])
-        self._noise_gen.set_state(state["rng"]["noise"])
+        if state["rng"].get("noise_device") == self.device.type:
+            self._noise_gen.set_state(state["rng"]["noise"])
+        else:  # e.g. saved on CUDA, resumed on CPU: the generator kinds differ, reseed instead
+            self._noise_gen.manual_seed(self.config.seed + 1 + self._epoch)
         self._best = dict(state["best"])
         self._bad_epochs = int(state["bad_epochs"])
+        self._num_train = int(state.get("num_train_queries", -1))
         self._finished = bool(state["finished"])
 
     def save(self, path: str | os.PathLike) -> None:
@@ -313,21 +388,31 @@ class RewardTrainer:
             torch.save(self.state_dict(), tmp)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, config: RewardTrainerConfig | None = None) -> RewardTrainer:
+    def load(
+        cls, path: str | os.PathLike, config: RewardTrainerConfig | None = None
+    ) -> RewardTrainer:
         """Rebuild a trainer (model, optimiser, epoch, history, rng) saved by :meth:`save`.
 
         ``config`` overrides the saved trainer config (e.g. a different device or more epochs).
         """
         state = torch.load(path, map_location="cpu", weights_only=True)
         if "trainer_config" not in state:
-            raise ValueError(f"{path}: field 'trainer_config': expected a trainer checkpoint, found a model-only one")
-        config = config if config is not None else RewardTrainerConfig.model_validate(state["trainer_config"])
+            raise ValueError(
+                f"{path}: field 'trainer_config': expected a trainer checkpoint, found a model-only one"
+            )
+        config = (
+            config
+            if config is not None
+            else RewardTrainerConfig.model_validate(state["trainer_config"])
+        )
         trainer = cls(model_from_checkpoint(state), config)
         trainer._load_state(state)
         return trainer
 
 
-def _top1(scores: torch.Tensor, labels: torch.Tensor, item_mask: torch.Tensor, soft: bool) -> tuple[int, int]:
+def _top1(
+    scores: torch.Tensor, labels: torch.Tensor, item_mask: torch.Tensor, soft: bool
+) -> tuple[int, int]:
     """(correct, counted) top-1 agreement over non-tied queries; ``scores`` ``[B, K]``."""
     scores, labels, item_mask = scores.cpu(), labels.cpu(), item_mask.cpu()
     lab = labels.masked_fill(~item_mask, -math.inf)

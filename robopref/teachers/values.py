@@ -124,8 +124,17 @@ def knn_values(
         g = ref_returns[ri]
         kk = min(k, len(ri))
         for c in range(0, len(qi), chunk):
-            x = query[qi[c : c + chunk]].astype(np.float32)
-            d2 = (x * x).sum(1)[:, None] - 2.0 * x @ y.T + y2[None, :]
-            nn = np.argpartition(d2, kk - 1, axis=1)[:, :kk]
-            out[qi[c : c + chunk]] = g[nn].max(1)
+            rows = qi[c : c + chunk]
+            # |x - y|^2 - |x|^2 = |y|^2 - 2 x.y ranks the neighbours of x; k rounds of argmin
+            # are much faster than argpartition for small k.
+            d = query[rows].astype(np.float32) @ y.T
+            d *= -2.0
+            d += y2
+            best = np.full(len(rows), -np.inf)
+            r = np.arange(len(rows))
+            for _ in range(kk):
+                j = d.argmin(1)
+                best = np.maximum(best, g[j])
+                d[r, j] = np.inf
+            out[rows] = best
     return out

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from robopref.data import PreferenceQueries, Trajectory, TrajectoryDataset, sample_queries, segment_rewards
+
+from robopref.data import (
+    PreferenceQueries,
+    Trajectory,
+    TrajectoryDataset,
+    sample_queries,
+    segment_rewards,
+)
 
 OBS_DIM, ACT_DIM, T = 4, 2, 40
 W = np.array([1.0, -0.5, 0.3, 0.0])
@@ -14,7 +21,9 @@ def linear_reward(obs: np.ndarray) -> np.ndarray:
 
 
 def nonlinear_reward(obs: np.ndarray) -> np.ndarray:
-    return -np.linalg.norm(obs[..., :2] - np.array([0.5, -0.5]), axis=-1) + 0.5 * np.sin(2 * obs[..., 2])
+    return -np.linalg.norm(obs[..., :2] - np.array([0.5, -0.5]), axis=-1) + 0.5 * np.sin(
+        2 * obs[..., 2]
+    )
 
 
 def make_dataset(reward=linear_reward, n: int = 120, seed: int = 0) -> TrajectoryDataset:
@@ -38,15 +47,22 @@ def oracle(dataset, queries: PreferenceQueries, kind: str = "graded") -> Prefere
     else:
         labels = ret.argsort(1).argsort(1).astype(float)
     return PreferenceQueries(
-        queries.traj_index, queries.start, queries.length, labels, queries.mask, label_kind=kind, teacher="oracle"
+        queries.traj_index,
+        queries.start,
+        queries.length,
+        labels,
+        queries.mask,
+        label_kind=kind,
+        teacher="oracle",
     )
 
 
 def make_queries(dataset, n, k=2, ids=None, kind="graded", seed=0, segment_length=10):
-    q = sample_queries(dataset, n, k, segment_length, np.random.default_rng(seed), trajectory_ids=ids)
+    q = sample_queries(
+        dataset, n, k, segment_length, np.random.default_rng(seed), trajectory_ids=ids
+    )
     return oracle(dataset, q, kind)
 
 
 TRAIN_IDS = np.arange(0, 80)
 TEST_IDS = np.arange(80, 120)
-

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from robopref.config import ConfigError, load_config, save_config
-from robopref.data import DataValidationError, PreferenceQueries, Trajectory, TrajectoryDataset
-from robopref.data import segment_rewards
+from robopref.data import (
+    DataValidationError,
+    PreferenceQueries,
+    Trajectory,
+    TrajectoryDataset,
+    segment_rewards,
+)
 from robopref.teachers import (
     PRESETS,
     Teacher,
@@ -61,7 +66,9 @@ def test_myopic_flips_oracle_decisions():
     np.testing.assert_allclose(u, [[2.0, 1.458], [3.439, 3.5]])
     np.testing.assert_allclose(R, [[2.0, 2.0], [4.0, 3.5]])
     np.testing.assert_array_equal(teacher.label(DATA, q).labels, [[1, 0], [0, 1]])
-    np.testing.assert_array_equal(make_teacher("oracle").label(DATA, q).labels, [[0.5, 0.5], [1, 0]])
+    np.testing.assert_array_equal(
+        make_teacher("oracle").label(DATA, q).labels, [[0.5, 0.5], [1, 0]]
+    )
 
 
 def test_stochastic_and_mistake_soft_labels():
@@ -80,17 +87,17 @@ def test_stochastic_and_mistake_soft_labels():
 
 def test_skip_threshold_is_exact():
     data = TrajectoryDataset([traj([0.5] * 4), traj([0.25] * 4), traj([1.0, 1.0, -0.5, 0.25])])
-    # max returns: q0 = 2.0 (kept: >= threshold), q1 = 1.75 (dropped), q2 = max(1.75, 1.0) dropped
-    q = pairs([[0, 0, 1, 0, 4], [2, 0, 1, 0, 4], [2, 0, 1, 0, 4]])
-    q.length[2] = [4, 4]
-    q.length[2, 0] = 2
-    q.length[2, 1] = 4
+    # max returns: q0 = max(2.0, 1.0) (kept: >= threshold), q1 = max(1.75, 1.0) dropped,
+    # q2 = max([1, -0.5] -> 0.5, 1.0) dropped
+    q = PreferenceQueries(
+        [[0, 1], [2, 1], [2, 1]], [[0, 0], [0, 0], [1, 0]], [[4, 4], [4, 4], [2, 4]]
+    )
     out = make_teacher("oracle", skip_threshold=2.0).label(data, q)
     np.testing.assert_array_equal(out.metadata["kept_index"], [0])
     assert out.num_queries == 1 and out.metadata["num_skipped"] == 2
     np.testing.assert_array_equal(out.labels, [[1, 0]])
     out = make_teacher("oracle", skip_threshold=1.75).label(data, q)
-    assert out.metadata["kept_index"] == [0, 1, 2]
+    assert out.metadata["kept_index"] == [0, 1]  # 1.75 >= 1.75 kept, q2 (1.0) dropped
     none = make_teacher("oracle", skip_threshold=10.0).label(data, q)
     assert none.num_queries == 0 and none.labels.shape == (0, 2)
 
@@ -197,7 +204,9 @@ def test_regret_default_knn_values():
         d = ((ref[same] - qs[i]) ** 2).sum(1)
         np.testing.assert_allclose(got[i], g[same[np.argsort(d)[:3]]].max(), rtol=1e-12)
     # With k = 1 and distinct states, V(s) = its own discounted reward-to-go.
-    data = TrajectoryDataset([traj([1, 1, 1, 1]), traj([2, 2, 2, 2], states=np.arange(4)[:, None] + 0.5)])
+    data = TrajectoryDataset(
+        [traj([1, 1, 1, 1]), traj([2, 2, 2, 2], states=np.arange(4)[:, None] + 0.5)]
+    )
     t = make_teacher("regret", beta=None, value_knn=1, value_gamma=0.5)
     g_a = reward_to_go(np.ones(4), 0.5)  # [1.875, 1.75, 1.5, 1]
     g_b = 2 * g_a
@@ -210,7 +219,9 @@ def test_segment_gather_matches_segment_rewards():
     rng = np.random.default_rng(1)
     data = TrajectoryDataset([traj(rng.normal(size=n)) for n in (5, 9, 12)])
     q = PreferenceQueries(
-        [[0, 1, 2], [2, 2, 1]], [[0, 3, 7], [1, 0, 2]], [[5, 6, 5], [3, 12, 7]],
+        [[0, 1, 2], [2, 2, 1]],
+        [[0, 3, 7], [1, 0, 2]],
+        [[5, 6, 5], [3, 12, 7]],
         mask=[[1, 1, 1], [1, 1, 0]],
     )
     steps, valid = _segment_steps(data, q)
@@ -244,3 +255,25 @@ def test_bad_queries_raise_clear_errors():
     q = pairs([[0, 2, 1, 0, 4]])  # segment [2, 6) runs past a 4-step trajectory
     with pytest.raises(DataValidationError, match="start/length"):
         make_teacher("oracle").label(DATA, q)
+
+
+@pytest.mark.parametrize("preset", ["oracle", "stochastic", "myopic", "mistake", "equal"])
+def test_graded_label_invariants_on_random_lists(preset):
+    rng = np.random.default_rng(sum(map(ord, preset)))
+    data = TrajectoryDataset([traj(np.round(rng.normal(size=6), 1)) for _ in range(12)])
+    Q, K = 500, 5
+    mask = rng.random((Q, K)) < 0.8
+    mask[:, :2] = True
+    q = PreferenceQueries(rng.integers(0, 12, (Q, K)), rng.integers(0, 3, (Q, K)), 3, mask=mask)
+    out = make_teacher(preset, seed=1).label(data, q)
+    n = mask.sum(1)
+    # fractional grades of n items always sum to n (n - 1) / 2, lie in [0, n - 1], 0 on padding
+    np.testing.assert_allclose(out.labels.sum(1), n * (n - 1) / 2)
+    assert (out.labels <= (n - 1)[:, None]).all() and (out.labels >= 0).all()
+    assert (out.labels[~mask] == 0).all()
+    if preset in ("oracle", "equal"):  # rational teachers never invert the return order
+        R = make_teacher("oracle").returns(data, q)[0]
+        inverted = (R[:, :, None] > R[:, None, :]) & (
+            out.labels[:, :, None] < out.labels[:, None, :]
+        )
+        assert not (inverted & mask[:, :, None] & mask[:, None, :]).any()

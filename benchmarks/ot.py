@@ -1,0 +1,247 @@
+"""robopref.ot vs POT, side by side in one process on identical inputs.
+
+CPU section (always):
+  * entropic GW, square loss: POT ``ot.gromov.entropic_gromov_wasserstein`` (numpy, PGD, default
+    inner Sinkhorn) for ``--outer`` outer iterations vs robopref (Numba engine, same outer map,
+    same eps, same init p q^T, same ``--outer`` cap). Reported: POT time and objective, our time
+    to first reach POT's objective (within ``--rtol``) and our time for the full run, the
+    ratios, and the marginal violations of both couplings.
+  * Sinkhorn: POT ``ot.sinkhorn`` (``sinkhorn_knopp`` and ``sinkhorn_log``) vs robopref to the
+    same marginal tolerance.
+GPU section (only when CUDA is available): torch engine vs POT with the torch backend on CUDA,
+and batched GW (``--batch`` problems of size ``--batch-n``).
+
+Instance: two Gaussian point clouds (2-D and 3-D), Euclidean distances divided by their max,
+uniform weights, seed 0.
+
+    python benchmarks/ot.py                      # n = 128 256, a few minutes on 2 cores
+    python benchmarks/ot.py --sizes 128 256 512 1024 2048 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# this file is called ot.py: keep its folder off sys.path so that `import ot` finds POT
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+
+def _parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="n for the CPU GW table")
+    ap.add_argument("--eps", type=float, default=5e-3, help="entropic regularisation (GW)")
+    ap.add_argument("--outer", type=int, default=100, help="outer GW iterations (POT and cap for us)")
+    ap.add_argument("--rtol", type=float, default=1e-5, help="'same objective' relative tolerance")
+    ap.add_argument("--sinkhorn-eps", type=float, default=1e-2, help="eps for the Sinkhorn table")
+    ap.add_argument("--threads", type=int, default=0, help="BLAS/Numba threads (0: library default)")
+    ap.add_argument("--no-sinkhorn", action="store_true", help="skip the Sinkhorn table")
+    ap.add_argument("--gpu-sizes", type=int, nargs="+", default=[256, 512, 1024])
+    ap.add_argument("--batch", type=int, default=256, help="GPU batched GW: number of problems")
+    ap.add_argument("--batch-n", type=int, default=128, help="GPU batched GW: size of each")
+    ap.add_argument("--skip-pot-gpu-above", type=int, default=4096, help="skip slow POT GPU runs")
+    return ap.parse_args()
+
+
+ARGS = _parse()
+if ARGS.threads > 0:  # must be set before numpy / numba are imported
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(ARGS.threads)
+
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+import ot  # noqa: E402
+
+import robopref.ot as rot  # noqa: E402
+
+
+def instance(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X, Y = rng.normal(size=(n, 2)), rng.normal(size=(n, 3))
+    C1 = ot.dist(X, X, metric="euclidean")
+    C2 = ot.dist(Y, Y, metric="euclidean")
+    return C1 / C1.max(), C2 / C2.max(), ot.unif(n), ot.unif(n)
+
+
+def marg_err(T, p, q) -> float:
+    return float(np.abs(T.sum(1) - p).sum() + np.abs(T.sum(0) - q).sum())
+
+
+def time_to_target(log: dict, target: float, rtol: float):
+    for obj, t in zip(log["obj_hist"], log["time_hist"]):
+        if obj <= target * (1 + rtol):
+            return t
+    return None
+
+
+def cpu_gw() -> list[str]:
+    rows = [
+        "| n | POT time (s) | POT objective | POT marg. err | ours: time to POT objective (s) "
+        "| ratio | ours full run (s) | ratio full | ours objective | ours marg. err | outer it. "
+        "| inner it. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(rows), flush=True)
+    for n in ARGS.sizes:
+        C1, C2, p, q = instance(n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            T_pot, log_pot = ot.gromov.entropic_gromov_wasserstein(
+                C1, C2, p, q, "square_loss", epsilon=ARGS.eps, max_iter=ARGS.outer, tol=0.0,
+                log=True,
+            )  # fmt: skip
+            t_pot = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            T, log = rot.entropic_gromov_wasserstein(
+                C1, C2, p, q, ARGS.eps, max_iter=ARGS.outer, tol=1e-9, log=True
+            )
+            t_full = time.perf_counter() - t0
+        obj_pot = float(log_pot["gw_dist"])
+        t_hit = time_to_target(log, obj_pot, ARGS.rtol)
+        hit = f"{t_hit:.3f}" if t_hit is not None else "not reached"
+        ratio = f"{t_pot / t_hit:.1f}x" if t_hit else "-"
+        rows.append(
+            f"| {n} | {t_pot:.3f} | {obj_pot:.7f} | {marg_err(T_pot, p, q):.1e} | {hit} | {ratio} "
+            f"| {t_full:.3f} | {t_pot / t_full:.1f}x | {log['gw_dist']:.7f} "
+            f"| {marg_err(T, p, q):.1e} | {log['n_iter']} | {log['inner_iter']} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def cpu_sinkhorn() -> list[str]:
+    rows = [
+        "| n | eps | POT sinkhorn_knopp (s) | POT sinkhorn_log (s) | ours (s) | ratio vs knopp "
+        "| ratio vs log | ours iters | max plan diff / max plan |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(rows), flush=True)
+    for n in ARGS.sizes:
+        C1, C2, p, q = instance(n)
+        rng = np.random.default_rng(1)
+        M = ot.dist(rng.normal(size=(n, 2)), rng.normal(size=(n, 2)))
+        M /= M.max()
+        eps, tol = ARGS.sinkhorn_eps, 1e-9
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            ot.sinkhorn(p, q, M, eps, numItermax=100000, stopThr=tol)
+            t_k = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            P_log = ot.sinkhorn(p, q, M, eps, method="sinkhorn_log", numItermax=100000, stopThr=tol)
+            t_l = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            P, log = rot.sinkhorn(p, q, M, eps, max_iter=100000, tol=tol, log=True)
+            t_o = time.perf_counter() - t0
+        diff = np.abs(P - P_log).max() / P_log.max()
+        rows.append(
+            f"| {n} | {eps:g} | {t_k:.4f} | {t_l:.4f} | {t_o:.4f} | {t_k / t_o:.1f}x "
+            f"| {t_l / t_o:.1f}x | {int(log['n_iter'])} | {diff:.1e} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def gpu() -> list[str]:
+    import torch
+
+    dev = torch.device("cuda")
+    rows = [
+        f"GPU: {torch.cuda.get_device_name(0)}",
+        "",
+        "| n | POT-torch CUDA time (s) | POT objective | ours: time to POT objective (s) | ratio "
+        "| ours full run (s) | ours objective |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(rows), flush=True)
+
+    def sync_time(fn):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        return out, time.perf_counter() - t0
+
+    C1, C2, p, q = (torch.as_tensor(x, device=dev) for x in instance(64))
+    rot.entropic_gromov_wasserstein(C1, C2, p, q, ARGS.eps, max_iter=3)  # CUDA warm-up
+    for n in ARGS.gpu_sizes:
+        C1, C2, p, q = (torch.as_tensor(x, device=dev) for x in instance(n))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if n <= ARGS.skip_pot_gpu_above:
+                (T_pot, log_pot), t_pot = sync_time(
+                    lambda: ot.gromov.entropic_gromov_wasserstein(
+                        C1, C2, p, q, "square_loss", epsilon=ARGS.eps, max_iter=ARGS.outer,
+                        tol=0.0, log=True,
+                    )
+                )  # fmt: skip
+                obj_pot = float(log_pot["gw_dist"])
+            else:
+                t_pot, obj_pot = float("nan"), float("nan")
+            (T, log), t_full = sync_time(
+                lambda: rot.entropic_gromov_wasserstein(
+                    C1, C2, p, q, ARGS.eps, max_iter=ARGS.outer, tol=1e-9, log=True
+                )
+            )
+        objs = [float(o) for o in log["obj_hist"]]
+        t_hit = time_to_target({"obj_hist": objs, "time_hist": log["time_hist"]}, obj_pot, ARGS.rtol)
+        hit = f"{t_hit:.3f}" if t_hit is not None else "not reached"
+        ratio = f"{t_pot / t_hit:.1f}x" if t_hit else "-"
+        rows.append(
+            f"| {n} | {t_pot:.3f} | {obj_pot:.7f} | {hit} | {ratio} | {t_full:.3f} "
+            f"| {float(log['gw_dist']):.7f} |"
+        )
+        print(rows[-1], flush=True)
+
+    B, n = ARGS.batch, ARGS.batch_n
+    rng = np.random.default_rng(0)
+    X = torch.as_tensor(rng.normal(size=(B, n, 2)), device=dev)
+    Y = torch.as_tensor(rng.normal(size=(B, n, 3)), device=dev)
+    C1, C2 = torch.cdist(X, X), torch.cdist(Y, Y)
+    C1 = C1 / C1.amax((-1, -2), keepdim=True)
+    C2 = C2 / C2.amax((-1, -2), keepdim=True)
+    for dtype in (torch.float64, torch.float32):
+        (T, log), t_b = sync_time(
+            lambda dtype=dtype: rot.entropic_gromov_wasserstein_batched(
+                C1.to(dtype), C2.to(dtype), None, None, 0.05, max_iter=ARGS.outer, tol=1e-6,
+                inner_tol=1e-6, log=True,
+            )
+        )  # fmt: skip
+        rows.append(
+            f"\nBatched GW ({dtype}): {B} problems of n = {n}, eps = 0.05, tol = 1e-6: "
+            f"{t_b:.3f} s, {log['n_iter']} outer / {log['inner_iter']} inner iterations"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    t = rot.warmup()
+    print(f"# robopref.ot benchmark  (numba warm-up {t:.1f} s)")
+    print("command: python " + " ".join(sys.argv))
+    print(f"POT {ot.__version__}, numpy {np.__version__}, threads={ARGS.threads or 'default'}\n")
+    print(f"## Entropic GW, square loss, eps = {ARGS.eps}, {ARGS.outer} outer iterations\n")
+    cpu_gw()
+    if not ARGS.no_sinkhorn:
+        print(f"\n## Sinkhorn, eps = {ARGS.sinkhorn_eps}, tol 1e-9 (L1 marginal)\n")
+        cpu_sinkhorn()
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_cuda = False
+    if has_cuda:
+        print("\n## GPU: torch engine vs POT (torch backend) on CUDA\n")
+        gpu()
+    else:
+        print("\n(no CUDA device: GPU section skipped)")
+
+
+if __name__ == "__main__":
+    main()

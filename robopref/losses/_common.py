@@ -1,0 +1,108 @@
+"""Input checks, pair construction and reductions shared by every loss of the core.
+
+Conventions (all losses):
+    scores: ``[B, K]`` float tensor, one score per item (higher = the model prefers the item).
+    labels: ``[B, K]`` graded labels psi (higher = preferred, equal = tie); values under a
+        ``False`` mask entry are ignored (they may be NaN).
+    mask: ``[B, K]`` bool (``False`` = padding item) or ``None`` (every item is valid).
+
+Masked items are removed *exactly*: their scores and labels are replaced by 0 before any
+arithmetic (so NaN/inf padding cannot leak into values or gradients), and every pair, rank and
+normaliser is computed over valid items only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Reduction = Literal["mean", "sum", "none"]
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"{x.dtype} tensor of shape {list(x.shape)}"
+    return f"{type(x).__name__}"
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, found {reduction!r}")
+
+
+def check_inputs(
+    scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validate shapes and return ``(scores, labels, mask)`` with masked entries set to 0.
+
+    ``labels`` is cast to the dtype and device of ``scores``; ``mask`` becomes a bool tensor
+    (all ``True`` when ``None``).
+    """
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or not scores.is_floating_point():
+        raise ValueError(
+            f"scores: expected a float tensor of shape [B, K], found {_describe(scores)}"
+        )
+    shape = list(scores.shape)
+    if not isinstance(labels, torch.Tensor):
+        labels = torch.as_tensor(labels)
+    if list(labels.shape) != shape:
+        raise ValueError(
+            f"labels: expected shape {shape} (the shape of scores [B, K]), found {list(labels.shape)}"
+        )
+    labels = labels.to(device=scores.device, dtype=scores.dtype)
+    if mask is None:
+        return scores, labels, torch.ones(shape, dtype=torch.bool, device=scores.device)
+    if not isinstance(mask, torch.Tensor):
+        mask = torch.as_tensor(mask)
+    if list(mask.shape) != shape:
+        raise ValueError(
+            f"mask: expected shape {shape} (the shape of scores [B, K]), found {list(mask.shape)}"
+        )
+    mask = mask.to(scores.device)
+    mask = mask if mask.dtype == torch.bool else mask != 0
+    zero = scores.new_zeros(())
+    return torch.where(mask, scores, zero), torch.where(mask, labels, zero), mask
+
+
+def pair_differences(scores: torch.Tensor) -> torch.Tensor:
+    """``[B, K, K]`` with ``d[b, i, j] = s[b, i] - s[b, j]``."""
+    return scores[:, :, None] - scores[:, None, :]
+
+
+def preferred_pairs(labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, K, K]`` bool, True where both items are valid and ``psi_i > psi_j`` (ties excluded)."""
+    both = mask[:, :, None] & mask[:, None, :]
+    return (labels[:, :, None] > labels[:, None, :]) & both
+
+
+def reduce_pairs(terms: torch.Tensor, valid: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Reduce per-pair terms ``[B, K, K]`` (or per-pair ``[B]`` for K = 2) over ``valid`` pairs.
+
+    ``mean``: sum over valid pairs / number of valid pairs, pooled over the batch (Rax's
+    ``reduce_fn=jnp.mean``); 0 when there is no valid pair. ``sum``: sum over valid pairs.
+    ``none``: ``[B]`` per-list sums.
+    """
+    terms = torch.where(valid, terms, terms.new_zeros(()))
+    if reduction == "none":
+        return terms.reshape(terms.shape[0], -1).sum(1)
+    total = terms.sum()
+    if reduction == "sum":
+        return total
+    return total / valid.sum().clamp(min=1).to(terms.dtype)
+
+
+def reduce_lists(per_list: torch.Tensor, counted: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Reduce per-list losses ``[B]`` over the lists marked ``counted`` ``[B]`` bool.
+
+    ``mean``: mean over counted lists (0 when none is); ``sum``: their sum; ``none``: ``[B]``
+    with 0 for lists that are not counted.
+    """
+    per_list = torch.where(counted, per_list, per_list.new_zeros(()))
+    if reduction == "none":
+        return per_list
+    total = per_list.sum()
+    if reduction == "sum":
+        return total
+    return total / counted.sum().clamp(min=1).to(per_list.dtype)

@@ -1,0 +1,134 @@
+"""Pairwise preference losses: Bradley-Terry / DPO, hinge / SLiC and IPO.
+
+Every loss takes ``scores [B, K]``, graded ``labels [B, K]`` and ``mask [B, K]`` (see
+:mod:`robopref.losses._common`) and sums a per-pair term over the *preferred pairs* of each list,
+``P_b = {(i, j): psi_i > psi_j, both valid}``; tied pairs and padding items contribute nothing.
+With ``d_ij = s_i - s_j``:
+
+========================  ===================================================================
+``pairwise_logistic``     ``log(1 + exp(-d_ij))`` = ``softplus(-d_ij)`` (Bradley-Terry 1952;
+                          Christiano et al. 2017; DPO, Rafailov et al. 2023, with
+                          ``s = beta * log-ratio``)
+``pairwise_hinge``        ``max(0, margin - d_ij)`` (SLiC-HF, Zhao et al. 2023; Rax
+                          ``pairwise_hinge_loss``)
+``ipo``                   ``(d_ij - 1 / (2 beta))^2`` (IPO, Azar et al. 2023; TRL
+                          ``loss_type="ipo"``)
+========================  ===================================================================
+
+Reduction (``reduction=``): ``"mean"`` (default) divides the sum of the terms over every
+preferred pair of the batch by the number of such pairs (pooled over the batch, as Rax's
+``reduce_fn=jnp.mean``; 0 when the batch holds no preferred pair), so for K = 2 it is the usual
+mean over the batch; ``"sum"`` is that sum; ``"none"`` gives ``[B]`` per-list sums.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from robopref.losses._common import (
+    Reduction,
+    check_inputs,
+    check_reduction,
+    pair_differences,
+    preferred_pairs,
+    reduce_pairs,
+)
+
+
+def pairwise_logistic_loss(
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    soft: bool = False,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Bradley-Terry / DPO loss ``sum_{psi_i > psi_j} log(1 + exp(-(s_i - s_j)))``.
+
+    Args:
+        scores: ``[B, K]`` item scores (reward: segment return; DPO: ``beta * log-ratio``).
+        labels: ``[B, K]`` graded labels. With ``soft=True`` (K = 2 only): ``labels[:, 0] = y =
+            P(item 0 preferred)`` and ``labels[:, 1] = 1 - y``.
+        mask: ``[B, K]`` bool or ``None``.
+        soft: soft pair labels: the cross-entropy ``-y log sig(d) - (1 - y) log sig(-d)`` with
+            ``d = s_0 - s_1`` for every pair whose two items are valid (a tie ``y = 0.5`` then
+            contributes ``log 2`` at ``d = 0``, unlike a graded tie, which is skipped).
+        reduction: ``"mean"`` over preferred pairs (soft: over valid pairs), ``"sum"``,
+            ``"none"`` (``[B]``).
+
+    Returns:
+        Scalar loss (``[B]`` for ``reduction="none"``), in nats.
+    """
+    check_reduction(reduction)
+    s, y, m = check_inputs(scores, labels, mask)
+    if not soft:
+        valid = preferred_pairs(y, m)
+        return reduce_pairs(F.softplus(-pair_differences(s)), valid, reduction)
+    if s.shape[1] != 2:
+        raise ValueError(f"labels: soft pair labels need K = 2 items, found K = {s.shape[1]}")
+    valid = m[:, 0] & m[:, 1]
+    p, q = y[:, 0], y[:, 1]
+    if bool((valid & ((p < 0) | (p > 1) | ((p + q - 1).abs() > 1e-4))).any()):
+        raise ValueError(
+            "labels: soft pair labels must be probabilities with labels[:, 0] in [0, 1] and "
+            "labels[:, 1] = 1 - labels[:, 0]; found values outside that"
+        )
+    d = s[:, 0] - s[:, 1]
+    terms = p * F.softplus(-d) + (1 - p) * F.softplus(d)
+    return reduce_pairs(terms, valid, reduction)
+
+
+def pairwise_hinge_loss(
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    margin: float = 1.0,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """SLiC / pairwise hinge loss ``sum_{psi_i > psi_j} max(0, margin - (s_i - s_j))``.
+
+    Args:
+        scores, labels, mask: see :func:`pairwise_logistic_loss`.
+        margin: required score gap delta (SLiC-HF uses 1).
+        reduction: ``"mean"`` over preferred pairs, ``"sum"``, ``"none"`` (``[B]``).
+    """
+    check_reduction(reduction)
+    s, y, m = check_inputs(scores, labels, mask)
+    valid = preferred_pairs(y, m)
+    return reduce_pairs(F.relu(margin - pair_differences(s)), valid, reduction)
+
+
+def ipo_loss(
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    beta: float = 0.1,
+    scores_include_beta: bool = False,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """IPO loss ``sum_{psi_i > psi_j} (h_i - h_j - 1 / (2 beta))^2`` (Azar et al. 2023).
+
+    ``h`` is the *unscaled* log-ratio ``log pi - log pi_ref`` summed over the item, as in TRL's
+    ``loss_type="ipo"`` (``(logits - 1 / (2 beta))^2`` with ``logits`` free of beta).
+
+    Args:
+        scores, labels, mask: see :func:`pairwise_logistic_loss`.
+        beta: IPO's regularisation strength (target gap ``1 / (2 beta)``), > 0.
+        scores_include_beta: ``False`` (default): ``scores`` are ``h`` (e.g.
+            ``log_ratio_scores(..., beta=1)``). ``True``: ``scores = beta * h`` (e.g. the DPO-style
+            scores of ``log_ratio_scores(..., beta=beta)``) and are divided by ``beta`` first, so
+            that both settings give TRL's value for the same model.
+        reduction: ``"mean"`` over preferred pairs, ``"sum"``, ``"none"`` (``[B]``).
+    """
+    check_reduction(reduction)
+    if not beta > 0:
+        raise ValueError(f"beta: expected a positive number, found {beta}")
+    s, y, m = check_inputs(scores, labels, mask)
+    valid = preferred_pairs(y, m)
+    d = pair_differences(s)
+    if scores_include_beta:
+        d = d / beta
+    return reduce_pairs((d - 1.0 / (2.0 * beta)) ** 2, valid, reduction)

@@ -1,0 +1,84 @@
+"""Vision-language-action (VLA) policies with tokenised actions, LoRA and TPO (GRAPE).
+
+>>> from robopref.policies.vla import build_tiny_vla, sft_train, apply_lora, tpo_train
+>>> policy = build_tiny_vla(["press the button"], obs_mode="state")
+>>> actions = policy.act(states, ["press the button"] * len(states))   # [N, 4] in [-1, 1]
+
+Actions: 256 uniform bins per dimension over [-1, 1], bins = the last 256 ids of the LM
+vocabulary (:class:`ActionTokenizer`). Observations: ``obs_mode`` ``"state"`` (39-d vector),
+``"image"`` or ``"image+state"`` (:class:`ObsEncoder`). Design notes: docs/parts/grape.md.
+"""
+
+from robopref.policies.vla.model import (
+    ATTENTION_TARGETS,
+    DEFAULT_TEMPLATE,
+    OBS_MODES,
+    ObsEncoder,
+    VLAPolicy,
+    apply_lora,
+    batch_token_logprobs,
+    build_tiny_vla,
+    load_adapters,
+    load_policy,
+    load_pretrained_vla,
+    save_adapters,
+    save_policy,
+    trainable_parameters,
+    trajectory_logprob,
+    trajectory_observations,
+)
+from robopref.policies.vla.preferences import (
+    KEYPOINTS,
+    SCORE_TERMS,
+    Stage,
+    build_lists,
+    build_pairs,
+    external_reward,
+    guided_scores,
+    keypoints_from_states,
+    stage_costs,
+)
+from robopref.policies.vla.tokenizer import ActionTokenizer, WordTokenizer, split_words
+from robopref.policies.vla.train import (
+    flatten_steps,
+    pair_margins,
+    reference_logprobs,
+    sft_train,
+    tpo_train,
+)
+
+__all__ = [
+    "ATTENTION_TARGETS",
+    "DEFAULT_TEMPLATE",
+    "KEYPOINTS",
+    "OBS_MODES",
+    "SCORE_TERMS",
+    "ActionTokenizer",
+    "ObsEncoder",
+    "Stage",
+    "VLAPolicy",
+    "WordTokenizer",
+    "apply_lora",
+    "batch_token_logprobs",
+    "build_lists",
+    "build_pairs",
+    "build_tiny_vla",
+    "external_reward",
+    "flatten_steps",
+    "guided_scores",
+    "keypoints_from_states",
+    "load_adapters",
+    "load_policy",
+    "load_pretrained_vla",
+    "pair_margins",
+    "reference_logprobs",
+    "save_adapters",
+    "save_policy",
+    "sft_train",
+    "split_words",
+    "stage_costs",
+    "tpo_train",
+    "trainable_parameters",
+    "trajectory_logprob",
+    "trajectory_observations",
+]

@@ -1,0 +1,260 @@
+"""Training of VLA policies: supervised fine-tuning (behaviour cloning on action tokens) and
+Trajectory-wise Preference Optimisation (TPO, GRAPE) through the shared loss core.
+
+TPO scores a trajectory by ``s = beta * sum_{t, d} [log pi(a_{t,d} | .) - log pi_ref(a_{t,d} | .)]``
+(:func:`robopref.losses.log_ratio_scores` over the action tokens of all its steps) and minimises a
+loss of :mod:`robopref.losses` over groups of trajectories with graded labels: a chosen/rejected
+pair (labels ``[1, 0]``) gives GRAPE's TPO loss ``-log sigmoid(s_w - s_l)`` with ``"dpo"``;
+ranked lists with ``"plackett_luce"``, ``"lipo_lambda"``, ... extend it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from robopref.losses import get_loss, log_ratio_scores
+from robopref.policies.vla.model import (
+    VLAPolicy,
+    batch_token_logprobs,
+    trainable_parameters,
+    trajectory_observations,
+)
+
+Group = tuple[Sequence[int], Sequence[float]]
+"""Trajectory indices ``[K]`` and graded labels ``[K]`` (higher = preferred)."""
+
+
+def _progress(total: int, description: str, enabled: bool):
+    from rich.progress import Progress
+
+    progress = Progress(disable=not enabled, transient=True)
+    return progress, progress.add_task(description, total=total)
+
+
+def flatten_steps(policy: VLAPolicy, trajectories: Sequence[Any]):
+    """All steps of ``trajectories``: observations (dict of ``[N, ...]`` arrays), instructions
+    ``[N]`` and action tokens ``[N, act_dim]``."""
+    obs: dict[str, list[np.ndarray]] = {}
+    instructions: list[str] = []
+    tokens = []
+    for i, traj in enumerate(trajectories):
+        if not traj.instruction:
+            raise ValueError(f"trajectories[{i}].instruction: expected a non-empty string")
+        for key, arr in trajectory_observations(traj).items():
+            obs.setdefault(key, []).append(np.asarray(arr))
+        tokens.append(policy.action_tokenizer.encode(traj.actions))
+        instructions += [traj.instruction] * len(traj.actions)
+    return (
+        {k: np.concatenate(v) for k, v in obs.items()},
+        instructions,
+        torch.as_tensor(np.concatenate(tokens)),
+    )
+
+
+def sft_train(
+    policy: VLAPolicy,
+    trajectories: Sequence[Any],
+    epochs: int = 10,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 1.0,
+    seed: int = 0,
+    fit_normalization: bool = True,
+    writer: Any = None,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Behaviour cloning: minimise the cross-entropy of the demonstrated action tokens (under the
+    constrained action-token distribution) over every step of ``trajectories``.
+
+    Trains every parameter with ``requires_grad`` (the whole policy unless LoRA was applied).
+    ``fit_normalization`` first sets the state standardisation from the demonstrations.
+
+    Returns:
+        Per-epoch ``{"epoch", "loss" (nats per token), "token_accuracy" (greedy bin = demo bin)}``.
+    """
+    obs, instructions, tokens = flatten_steps(policy, trajectories)
+    if fit_normalization and "state" in obs and policy.obs_encoder.uses_state:
+        policy.obs_encoder.set_state_normalization(obs["state"].mean(0), obs["state"].std(0))
+    params = list(trainable_parameters(policy).values())
+    optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    n = len(tokens)
+    history = []
+    policy.train()
+    progress, task = _progress(epochs, "SFT", progress)
+    with progress:
+        for epoch in range(epochs):
+            order = rng.permutation(n)
+            total_loss = total_acc = 0.0
+            for s in range(0, n, batch_size):
+                idx = order[s : s + batch_size]
+                batch_obs = policy.to_obs({k: v[idx] for k, v in obs.items()}, len(idx))
+                batch_tokens = tokens[idx].to(policy.device)
+                logits = policy.action_logits(
+                    batch_obs, [instructions[i] for i in idx], batch_tokens[:, :-1]
+                )
+                bins = batch_tokens - policy.action_tokenizer.start
+                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), bins.flatten())
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                if max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                optim.step()
+                total_loss += float(loss) * len(idx)
+                total_acc += float((logits.argmax(-1) == bins).float().mean()) * len(idx)
+            row = {"epoch": epoch, "loss": total_loss / n, "token_accuracy": total_acc / n}
+            history.append(row)
+            if writer is not None:
+                writer.add_scalar("sft/loss", row["loss"], epoch)
+                writer.add_scalar("sft/token_accuracy", row["token_accuracy"], epoch)
+            progress.update(task, advance=1, description=f"SFT loss {row['loss']:.3f}")
+    policy.eval()
+    return history
+
+
+@torch.no_grad()
+def reference_logprobs(
+    policy: VLAPolicy, trajectories: Sequence[Any], batch_size: int = 16
+) -> list[torch.Tensor]:
+    """Per-token log-probabilities ``[T_i * act_dim]`` of each trajectory under the reference
+    (the policy with its adapters disabled, see :meth:`VLAPolicy.reference`)."""
+    out = []
+    with policy.reference():
+        for s in range(0, len(trajectories), batch_size):
+            chunk = trajectories[s : s + batch_size]
+            logp, mask = batch_token_logprobs(policy, chunk)
+            out += [logp[i][mask[i]].cpu() for i in range(len(chunk))]
+    return out
+
+
+def _group_scores(
+    policy: VLAPolicy,
+    trajectories: Sequence[Any],
+    ref: Sequence[torch.Tensor],
+    groups: Sequence[Group],
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores ``[B, K]`` (beta * summed log-ratios), labels ``[B, K]`` and item mask ``[B, K]``."""
+    unique = list(dict.fromkeys(int(i) for idx, _ in groups for i in idx))
+    where = {t: j for j, t in enumerate(unique)}
+    logp, mask = batch_token_logprobs(policy, [trajectories[t] for t in unique])
+    K = max(len(idx) for idx, _ in groups)
+    B, W = len(groups), logp.shape[1]
+    dev = logp.device
+    lp = logp.new_zeros((B, K, W))
+    rf = logp.new_zeros((B, K, W))
+    tm = torch.zeros((B, K, W), dtype=torch.bool, device=dev)
+    labels = torch.zeros((B, K), device=dev)
+    items = torch.zeros((B, K), dtype=torch.bool, device=dev)
+    for b, (idx, lab) in enumerate(groups):
+        for k, (t, y) in enumerate(zip(idx, lab, strict=True)):
+            j = where[int(t)]
+            lp[b, k] = logp[j]
+            tm[b, k] = mask[j]
+            r = ref[int(t)].to(dev)
+            rf[b, k, : len(r)] = r
+            labels[b, k] = float(y)
+            items[b, k] = True
+    return log_ratio_scores(lp, rf, tm, beta=beta), labels, items
+
+
+def pair_margins(
+    policy: VLAPolicy,
+    trajectories: Sequence[Any],
+    pairs: Sequence[tuple[int, int]],
+    ref: Sequence[torch.Tensor] | None = None,
+) -> np.ndarray:
+    """Log-ratio margins ``[P]``: ``[log pi(w) - log pi_ref(w)] - [log pi(l) - log pi_ref(l)]``
+    (nats) of each ``(chosen, rejected)`` pair under the current policy."""
+    ref = ref if ref is not None else reference_logprobs(policy, trajectories)
+    with torch.no_grad():
+        scores, _, _ = _group_scores(
+            policy, trajectories, ref, [((w, l), (1.0, 0.0)) for w, l in pairs], beta=1.0
+        )
+    return (scores[:, 0] - scores[:, 1]).cpu().numpy()
+
+
+def tpo_train(
+    policy: VLAPolicy,
+    trajectories: Sequence[Any],
+    groups: Sequence[Group],
+    loss: str = "dpo",
+    loss_options: dict[str, Any] | None = None,
+    beta: float = 0.1,
+    epochs: int = 1,
+    batch_size: int = 4,
+    lr: float = 5e-4,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 1.0,
+    seed: int = 0,
+    ref: Sequence[torch.Tensor] | None = None,
+    writer: Any = None,
+    step_offset: int = 0,
+    log_prefix: str = "tpo",
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Trajectory-wise preference optimisation against the frozen reference.
+
+    Args:
+        trajectories: the rollouts (actions in [-1, 1], one instruction each).
+        groups: ``(indices [K], labels [K])`` per preference item: a pair ``((w, l), (1, 0))``
+            or a ranked list with graded labels.
+        loss, loss_options: a loss of :mod:`robopref.losses` (``"dpo"`` = GRAPE's TPO).
+        beta: DPO's beta (scales the summed log-ratio into the score).
+        ref: reference per-token log-probabilities (default: computed with
+            :func:`reference_logprobs`).
+
+    Returns:
+        Per-epoch ``{"epoch", "loss", "margin" (mean of s_best - s_worst / beta, nats),
+        "accuracy" (fraction of groups whose best-labelled item has the highest score)}``.
+    """
+    if not groups:
+        return []
+    loss_fn: Callable = get_loss(loss, **(loss_options or {}))
+    ref = ref if ref is not None else reference_logprobs(policy, trajectories)
+    params = list(trainable_parameters(policy).values())
+    if not params:
+        raise ValueError("tpo_train: the policy has no trainable parameters")
+    optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    history = []
+    policy.train()
+    progress_bar, task = _progress(epochs, "TPO", progress)
+    step = step_offset
+    with progress_bar:
+        for epoch in range(epochs):
+            order = rng.permutation(len(groups))
+            sums = {"loss": 0.0, "margin": 0.0, "accuracy": 0.0}
+            for s in range(0, len(groups), batch_size):
+                batch = [groups[i] for i in order[s : s + batch_size]]
+                scores, labels, items = _group_scores(policy, trajectories, ref, batch, beta)
+                value = loss_fn(scores, labels, items)
+                optim.zero_grad(set_to_none=True)
+                value.backward()
+                if max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                optim.step()
+                with torch.no_grad():
+                    masked_hi = torch.where(items, labels, labels.new_full((), -np.inf))
+                    masked_lo = torch.where(items, labels, labels.new_full((), np.inf))
+                    best, worst = masked_hi.argmax(1), masked_lo.argmin(1)
+                    s_best = scores.gather(1, best[:, None]).squeeze(1)
+                    s_worst = scores.gather(1, worst[:, None]).squeeze(1)
+                    top = torch.where(items, scores, scores.new_full((), -np.inf)).argmax(1)
+                n = len(batch)
+                sums["loss"] += float(value) * n
+                sums["margin"] += float((s_best - s_worst).sum()) / beta
+                sums["accuracy"] += float((top == best).float().sum())
+                if writer is not None:
+                    writer.add_scalar(f"{log_prefix}/loss", float(value), step)
+                step += 1
+            row = {"epoch": epoch, **{k: v / len(groups) for k, v in sums.items()}}
+            history.append(row)
+            progress_bar.update(task, advance=1, description=f"TPO loss {row['loss']:.3f}")
+    policy.eval()
+    return history

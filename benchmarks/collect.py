@@ -3,17 +3,21 @@
 Rows, all on the same Meta-World tasks and episode length, in this process unless noted:
 
 * ``gymnasium MT1, random actions``: ``gymnasium.make("Meta-World/MT1", env_name=...)``, stepping
-  ``action_space.sample()`` — the ceiling (simulation + Meta-World's reward, nothing else).
+  ``action_space.sample()`` — simulation + Meta-World's reward and nothing else (random arms
+  rarely touch anything, so contacts are fewer and MuJoCo steps are cheaper).
 * ``gymnasium MT1 + scripted policy``: the same env driven by Meta-World's scripted policy — what
-  a hand-written collection loop costs.
+  a hand-written collection loop costs. **The peer**: same work as the next two rows.
 * ``robopref run_episode, scripted expert``: :func:`robopref.envs.run_episode` with the scripted
-  policy — the same work as the row above plus recording the arrays (apples to apples).
+  policy, recording the arrays.
 * ``robopref collect_dataset, W proc``: :func:`robopref.envs.collect_dataset` with the default mode
-  mix (expert, noisy, goal-mismatch, random, other-task), building the Trajectory dataset;
-  env construction is included, process start-up too for W > 1.
+  mix (10% expert, 40% noisy over 4 levels, 20% goal-mismatch, 10% random, 20% other-task) into a
+  Trajectory dataset; env construction included (excluded from the rows above), and process
+  start-up for W > 1.
 
-Each row is timed ``--repeats`` times and the best (shortest) time is kept: on a shared machine
-the minimum is the least disturbed measurement.
+Two rates per row: steps per wall-clock second, and steps per CPU second (this process plus its
+finished children, ``resource.getrusage``). On a shared machine the CPU rate is the stable
+measure of per-step cost; the wall rate is what W > 1 processes improve. Each row is timed
+``--repeats`` times and the run with the least CPU time is kept.
 
 Usage (defaults are small; the machine is shared)::
 
@@ -25,8 +29,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import time
 import warnings
+from collections.abc import Callable
 
 import gymnasium as gym
 import metaworld  # noqa: F401  (registers Meta-World/MT1)
@@ -36,43 +42,48 @@ from metaworld.policies import ENV_POLICY_MAP
 from robopref.envs import CollectConfig, ScriptedPolicy, collect_dataset, make_env, run_episode
 
 
-def raw_gym(task: str, episodes: int, steps: int, scripted: bool) -> tuple[int, float]:
-    env = gym.make("Meta-World/MT1", env_name=task, seed=0, max_episode_steps=steps)
-    policy = ENV_POLICY_MAP[task]() if scripted else None
-    env.action_space.seed(0)
-    n, t0 = 0, time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU time of this process and its waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn: Callable[[], int]) -> tuple[int, float, float]:
+    """(steps, wall seconds, CPU seconds) of ``fn()``, which returns its number of env steps."""
+    w0, c0 = time.perf_counter(), cpu_seconds()
+    n = fn()
+    return n, time.perf_counter() - w0, cpu_seconds() - c0
+
+
+def raw_gym(envs: dict[str, gym.Env], episodes: int, scripted: bool) -> int:
+    n = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for ep in range(episodes):
-            obs, _ = env.reset(seed=ep)
-            done = False
-            while not done:
-                action = policy.get_action(obs) if scripted else env.action_space.sample()
-                obs, _, term, trunc, _ = env.step(np.clip(action, -1, 1))
-                done = term or trunc
-                n += 1
-    dt = time.perf_counter() - t0
-    env.close()
-    return n, dt
+        for task, env in envs.items():
+            policy = ENV_POLICY_MAP[task]() if scripted else None
+            env.action_space.seed(0)
+            for ep in range(episodes):
+                obs, _ = env.reset(seed=ep)
+                done = False
+                while not done:
+                    action = policy.get_action(obs) if scripted else env.action_space.sample()
+                    obs, _, term, trunc, _ = env.step(np.clip(action, -1, 1))
+                    done = term or trunc
+                    n += 1
+    return n
 
 
-def robopref_episodes(task: str, episodes: int, steps: int) -> tuple[int, float]:
-    env = make_env(task, seed=0, max_episode_steps=steps)
-    policy = ScriptedPolicy(task)
-    n, t0 = 0, time.perf_counter()
-    for ep in range(episodes):
-        n += len(run_episode(env, policy, seed=ep).actions)
-    dt = time.perf_counter() - t0
-    env.close()
-    return n, dt
+def robopref_episodes(envs: dict[str, gym.Env], episodes: int) -> int:
+    n = 0
+    for task, env in envs.items():
+        policy = ScriptedPolicy(task)
+        n += sum(len(run_episode(env, policy, seed=ep).actions) for ep in range(episodes))
+    return n
 
 
-def robopref_collect(
-    tasks: list[str], episodes: int, steps: int, workers: int
-) -> tuple[int, float]:
-    # The default mode mix, scaled so that each task gets `episodes` episodes (10% expert,
-    # 40% noisy over 4 levels, 20% goal-mismatch, 10% random, 20% other-task).
-    unit = max(1, episodes // 10)
+def robopref_collect(tasks: list[str], episodes: int, steps: int, workers: int) -> int:
+    unit = max(1, episodes // 10)  # the default mode mix, `episodes` per task (10 at least)
     cfg = CollectConfig(
         tasks=tasks,
         expert_episodes=unit,
@@ -83,10 +94,7 @@ def robopref_collect(
         max_episode_steps=steps,
         num_workers=workers,
     )
-    t0 = time.perf_counter()
-    ds = collect_dataset(cfg, progress=False)
-    dt = time.perf_counter() - t0
-    return sum(len(t) for t in ds), dt
+    return sum(len(t) for t in collect_dataset(cfg, progress=False))
 
 
 def main() -> None:
@@ -97,48 +105,42 @@ def main() -> None:
     p.add_argument("--tasks", nargs="+", default=["drawer-open-v3", "button-press-v3"])
     p.add_argument("--episodes", type=int, default=20, help="episodes per task and row")
     p.add_argument("--steps", type=int, default=200, help="max_episode_steps")
-    p.add_argument(
-        "--workers", type=int, nargs="*", default=[2], help="extra rows with W processes"
-    )
-    p.add_argument("--repeats", type=int, default=3, help="timings per row; the best is kept")
+    p.add_argument("--workers", type=int, nargs="*", default=[2], help="rows with W processes")
+    p.add_argument("--repeats", type=int, default=3, help="timings per row; least CPU is kept")
     args = p.parse_args()
+    e, s, tasks = args.episodes, args.steps, args.tasks
 
-    def best(fn) -> tuple[int, float]:
-        runs = [fn() for _ in range(args.repeats)]
-        return min(runs, key=lambda r: r[1])
+    def best(fn: Callable[[], int]) -> tuple[int, float, float]:
+        return min((timed(fn) for _ in range(args.repeats)), key=lambda r: r[2])
 
-    def over_tasks(fn) -> tuple[int, float]:
-        parts = [fn(task) for task in args.tasks]
-        return sum(p[0] for p in parts), sum(p[1] for p in parts)
-
-    e, s = args.episodes, args.steps
+    # Env construction is outside the timings of the in-process rows (MT1 resets 50 times to
+    # pre-sample its goals); collect_dataset's rows include it.
+    mt1 = {t: gym.make("Meta-World/MT1", env_name=t, seed=0, max_episode_steps=s) for t in tasks}
+    ours = {t: make_env(t, seed=0, max_episode_steps=s) for t in tasks}
     rows = [
-        (
-            "gymnasium MT1, random actions",
-            *best(lambda: over_tasks(lambda t: raw_gym(t, e, s, False))),
-        ),
-        (
-            "gymnasium MT1 + scripted policy",
-            *best(lambda: over_tasks(lambda t: raw_gym(t, e, s, True))),
-        ),
-        (
-            "robopref run_episode, scripted expert",
-            *best(lambda: over_tasks(lambda t: robopref_episodes(t, e, s))),
-        ),
+        ("gymnasium MT1, random actions", best(lambda: raw_gym(mt1, e, scripted=False))),
+        ("gymnasium MT1 + scripted policy", best(lambda: raw_gym(mt1, e, scripted=True))),
+        ("robopref run_episode, scripted expert", best(lambda: robopref_episodes(ours, e))),
     ]
     for w in [1, *args.workers]:
-        n, dt = best(lambda w=w: robopref_collect(args.tasks, e, s, w))
-        rows.append((f"robopref collect_dataset, {w} proc", n, dt))
+        rows.append(
+            (
+                f"robopref collect_dataset, {w} proc",
+                best(lambda w=w: robopref_collect(tasks, e, s, w)),
+            )
+        )
 
-    base = rows[0][1] / rows[0][2]
-    print(f"tasks={args.tasks} episodes/task={args.episodes} steps={args.steps}")
-    print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}"
-    )
-    print(f"best of {args.repeats} runs per row")
-    print(f"{'row':38s} {'steps':>8s} {'seconds':>8s} {'steps/s':>8s} {'vs raw':>7s}")
-    for name, n, dt in rows:
-        print(f"{name:38s} {int(n):8d} {dt:8.2f} {n / dt:8.0f} {n / dt / base:7.2f}")
+    peer = rows[1][1][0] / rows[1][1][2]
+    print(f"tasks={tasks} episodes/task={e} max_episode_steps={s} repeats={args.repeats}")
+    cpu = platform.processor() or platform.machine()
+    print(f"{cpu}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}")
+    print(f"| {'row':38s} | steps | wall s | steps/s | CPU s | steps/CPU-s | vs peer (CPU) |")
+    print(f"|{'-' * 40}|------:|-------:|--------:|------:|------------:|--------------:|")
+    for name, (n, wall, cpu_s) in rows:
+        print(
+            f"| {name:38s} | {n:5d} | {wall:6.2f} | {n / wall:7.0f} | {cpu_s:5.2f} | "
+            f"{n / cpu_s:11.0f} | {n / cpu_s / peer:13.2f} |"
+        )
 
 
 if __name__ == "__main__":

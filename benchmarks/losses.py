@@ -4,19 +4,21 @@
     python benchmarks/losses.py --repeats 20 --loop-repeats 3 --device cuda
 
 Peers for the pairwise logistic (Bradley-Terry / DPO) loss, all giving the same value:
-    * ``core``: ``robopref.losses.pairwise_logistic_loss`` (one [B, K, K] kernel);
+    * ``core``: ``robopref.losses.pairwise_logistic_loss`` (the K(K-1)/2 pairs gathered into [B, P]
+      tensors, a few elementwise kernels);
     * ``pair loop``: a Python loop over the K(K-1)/2 item pairs, each batched over B (how
       per-pair code is usually written: chosen/rejected tensors per pair);
     * ``scalar loop``: a Python loop over every (list, pair), scalar torch ops (the naive form);
-    * ``trl``: TRL's DPO sigmoid loss for K = 2 when ``import trl`` works (not installed here).
-The other losses of the core are timed too (no loop peer). Times are medians in milliseconds
+    * ``trl-form``: for K = 2, TRL's DPO sigmoid-loss arithmetic written out (chosen/rejected
+      ``-logsigmoid``; without ties, so it is timed on tie-free labels). The script reports
+      whether ``import trl`` works; TRL's loss itself is a trainer method, not a function.
+The other losses of the core are timed too (no loop peer). Times are the best of the repeats in ms
 of one forward + backward pass; ratios are peer time / core time.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -30,11 +32,11 @@ def pair_loop(s: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor
     K = s.shape[1]
     total, count = s.new_zeros(()), s.new_zeros(())
     for i in range(K):
-        for j in range(K):
-            if i == j:
-                continue
-            valid = ((y[:, i] > y[:, j]) & m[:, i] & m[:, j]).to(s.dtype)
-            total = total + (F.softplus(-(s[:, i] - s[:, j])) * valid).sum()
+        for j in range(i + 1, K):
+            dy = y[:, i] - y[:, j]
+            valid = ((dy != 0) & m[:, i] & m[:, j]).to(s.dtype)
+            d = torch.where(dy > 0, s[:, i] - s[:, j], s[:, j] - s[:, i])  # winner - loser
+            total = total + (F.softplus(-d) * valid).sum()
             count = count + valid.sum()
     return total / count.clamp(min=1)
 
@@ -52,26 +54,26 @@ def scalar_loop(s: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tens
     return torch.stack(terms).mean() if terms else s.sum() * 0
 
 
-def trl_sigmoid_loss():
-    """TRL's DPO sigmoid loss on [B, 2] scores (item 0 chosen) when TRL is importable."""
+def trl_form(s: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """K = 2 only: the arithmetic of TRL's ``DPOTrainer`` ``loss_type="sigmoid"``,
+    ``-logsigmoid(chosen - rejected).mean()``, with the chosen item picked by the labels (the
+    scores already include beta). Written out here: TRL's own ``dpo_loss`` is a method of a
+    trainer instance and TRL is not a dependency of robopref."""
+    chosen = (y[:, 1] > y[:, 0]).long()[:, None]  # index of the preferred item
+    return -F.logsigmoid(s.gather(1, chosen) - s.gather(1, 1 - chosen)).mean()
+
+
+def trl_available() -> bool:
     try:
         import trl  # noqa: F401
     except ImportError:
-        return None
-
-    # TRL computes -logsigmoid(beta * logits) inside DPOTrainer.dpo_loss (not a free function
-    # across versions); with scores already scaled by beta this is the same arithmetic.
-    def loss(s: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        chosen = (y[:, 0] >= y[:, 1]).long()
-        sw = s.gather(1, chosen[:, None]).squeeze(1)
-        sl = s.gather(1, 1 - chosen[:, None]).squeeze(1)
-        return -F.logsigmoid(sw - sl).mean()
-
-    return loss
+        return False
+    return True
 
 
 def time_fb(fn, s, y, m, repeats: int, device: torch.device) -> float:
-    """Median ms of ``fn(s, y, m).backward()`` over ``repeats`` runs (one warm-up run)."""
+    """Best (minimum) ms of ``fn(s, y, m).backward()`` over ``repeats`` runs after a warm-up run
+    (the minimum is the estimate least disturbed by other jobs on a shared machine)."""
     times = []
     for r in range(repeats + 1):
         x = s.detach().clone().requires_grad_()
@@ -83,7 +85,7 @@ def time_fb(fn, s, y, m, repeats: int, device: torch.device) -> float:
             torch.cuda.synchronize()
         if r > 0:
             times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return min(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,15 +103,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(args.seed)
-    trl_loss = trl_sigmoid_loss()
     print(
         f"# B = {args.batch}, device = {device}, threads = {args.threads}, torch {torch.__version__},"
-        f" repeats = {args.repeats} (loops {args.loop_repeats}); median ms of forward + backward"
+        f" repeats = {args.repeats} (loops {args.loop_repeats}); best-of-repeats ms of forward + backward"
     )
-    if trl_loss is None:
-        print("# trl: not importable here (not installed), TRL column skipped")
-    header = "| K | core bt | pair loop | ratio | scalar loop | ratio | trl | " + " | ".join(
-        n for n in ["slic", "ipo", "listnet", "plackett_luce", "lipo_lambda"]
+    print(
+        f"# import trl: {'works' if trl_available() else 'fails (not installed)'}; trl-form column: see docstring"
+    )
+    header = (
+        "| K | core bt | pair loop | ratio | scalar loop | ratio | trl-form | ratio | "
+        + " | ".join(n for n in ["slic", "ipo", "listnet", "plackett_luce", "lipo_lambda"])
     )
     print(header + " |")
     print("|" + "---|" * header.count("|"))
@@ -128,10 +131,14 @@ def main(argv: list[str] | None = None) -> None:
             assert torch.allclose(scalar_loop(s, y, m), ref, rtol=1e-5), "scalar loop disagrees"
             scal = time_fb(scalar_loop, s, y, m, args.loop_repeats, device)
             row += [f"{scal:.1f}", f"{scal / core:.0f}x"]
-        if trl_loss is not None and K == 2:
-            row.append(f"{time_fb(trl_loss, s, y, m, args.repeats, device):.3f}")
+        if K == 2:
+            y2 = torch.tensor([[1.0, 0.0]], device=device).expand(args.batch, 2)
+            core2 = time_fb(pairwise_logistic_loss, s, y2, m, args.repeats, device)
+            assert torch.allclose(trl_form(s, y2, m), pairwise_logistic_loss(s, y2, m), rtol=1e-5)
+            trl = time_fb(trl_form, s, y2, m, args.repeats, device)
+            row += [f"{trl:.3f}", f"{trl / core2:.1f}x"]
         else:
-            row.append("-")
+            row += ["-", "-"]
         for name in ["slic", "ipo", "listnet", "plackett_luce", "lipo_lambda"]:
             row.append(f"{time_fb(get_loss(name), s, y, m, args.repeats, device):.3f}")
         print("| " + " | ".join(row) + " |")

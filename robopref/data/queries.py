@@ -58,14 +58,11 @@ class PreferenceQueries:
         )
         Q, K = ti.shape
         length = np.asarray(self.length, dtype=np.int64)
-        _check(
-            length.ndim == 0 or length.shape == (Q, K),
-            "PreferenceQueries",
-            "length",
-            f"a scalar or shape ({Q}, {K})",
-            f"shape {length.shape}",
-        )
-        self.length = np.broadcast_to(length, (Q, K)).copy()
+        try:
+            self.length = np.broadcast_to(length, (Q, K)).copy()
+        except ValueError:
+            _check(False, "PreferenceQueries", "length", f"a scalar or shape ({Q}, {K})",
+                   f"shape {length.shape}")  # fmt: skip
         if self.labels is None:
             self.labels = np.full((Q, K), np.nan)
         self.labels = np.asarray(self.labels, dtype=np.float64)

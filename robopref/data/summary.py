@@ -121,8 +121,9 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def format_summary(summary: dict[str, Any]):
-    """A ``rich.table.Table`` of :func:`summarize`'s dict: one row per task and a total row;
-    the queries are described in the caption. Print it with ``rich.console.Console().print``."""
+    """A ``rich.table.Table`` of :func:`summarize`'s dict: one row per task (episodes, steps,
+    success rate, mean return, episode modes) and a total row; the queries are
+    described in the caption. Print it with ``rich.console.Console().print``."""
     from rich.table import Table
 
     obs = ", ".join(f"{k} {v[:-1]} {v[-1]}" for k, v in summary["observations"].items()) or "-"
@@ -133,25 +134,18 @@ def format_summary(summary: dict[str, Any]):
         ),
         caption=_queries_caption(summary.get("queries")),
     )
-    for name in (
-        "task",
-        "episodes",
-        "steps",
-        "success rate",
-        "mean return",
-        "mean length",
-        "modes",
-    ):
-        table.add_column(name, justify="left" if name in ("task", "modes") else "right")
+    table.add_column("task", no_wrap=True)
+    for name in ("episodes", "steps", "success", "return"):
+        table.add_column(name, justify="right")
+    table.add_column("modes", no_wrap=True)
     for task, s in summary["tasks"].items():
-        modes = ", ".join(f"{m} {n}" for m, n in s.get("modes", {}).items())
+        modes = "\n".join(f"{m}={n}" for m, n in s.get("modes", {}).items())
         table.add_row(
             task or "(no task)",
             str(s["episodes"]),
             str(s["steps"]),
             _fmt(s["success_rate"], ".2f"),
             _fmt(s["mean_return"], ".2f"),
-            _fmt(s["mean_length"], ".1f"),
             modes,
         )
     if len(summary["tasks"]) > 1:
@@ -162,7 +156,6 @@ def format_summary(summary: dict[str, Any]):
             str(summary["num_steps"]),
             _fmt(summary["success_rate"], ".2f"),
             _fmt(summary["mean_return"], ".2f"),
-            "",
             "",
         )
     return table

@@ -96,6 +96,8 @@ class CollectConfig(StrictModel):
     def _known_tasks(cls, tasks: list[str] | None, info) -> list[str] | None:
         for t in tasks or []:
             check_task(t, field=info.field_name)
+        if tasks is not None and len(set(tasks)) != len(tasks):
+            raise ValueError(f"{info.field_name}: expected distinct task names, found {tasks}")
         return tasks
 
     @field_validator("noise_levels")
@@ -104,6 +106,8 @@ class CollectConfig(StrictModel):
         bad = [x for x in levels if not (x >= 0 and math.isfinite(x))]
         if bad:
             raise ValueError(f"noise_levels: expected finite values >= 0, found {bad}")
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"noise_levels: expected distinct values, found {levels}")
         return levels
 
     @model_validator(mode="after")

@@ -66,19 +66,33 @@ def check_inputs(
     return torch.where(mask, scores, zero), torch.where(mask, labels, zero), mask
 
 
-def pair_differences(scores: torch.Tensor) -> torch.Tensor:
-    """``[B, K, K]`` with ``d[b, i, j] = s[b, i] - s[b, j]``."""
-    return scores[:, :, None] - scores[:, None, :]
+def preferred_pairs(
+    scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Score gaps of the preferred pairs, over the P = K(K-1)/2 unordered item pairs.
 
+    Returns:
+        d: ``[B, P]`` ``s_winner - s_loser`` of pair ``(i[p], j[p])`` (the winner is the item with
+            the higher label; for tied pairs the value is unused).
+        valid: ``[B, P]`` bool, True where both items are valid and their labels differ.
+        (i, j): ``[P]`` item indices of each pair, ``i < j``.
 
-def preferred_pairs(labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``[B, K, K]`` bool, True where both items are valid and ``psi_i > psi_j`` (ties excluded)."""
-    both = mask[:, :, None] & mask[:, None, :]
-    return (labels[:, :, None] > labels[:, None, :]) & both
+    Gathering the K(K-1)/2 pairs into contiguous ``[B, P]`` tensors (instead of a broadcast
+    ``[B, K, K]`` grid) halves the work and keeps every kernel a plain elementwise one. Tied
+    pairs get ``d = 0`` (``sign(0) = 0``), so their terms stay finite before being masked out.
+    """
+    K = scores.shape[1]
+    i, j = torch.triu_indices(K, K, 1, device=scores.device)
+    # index_select rather than advanced indexing (3x faster forward + backward on CPU) and rather
+    # than a +-1 matmul (which TF32 on GPUs would make inexact).
+    d = scores.index_select(1, i) - scores.index_select(1, j)
+    dy = labels.index_select(1, i) - labels.index_select(1, j)
+    valid = (dy.abs() > 0) & mask.index_select(1, i) & mask.index_select(1, j)
+    return d * torch.sign(dy), valid, (i, j)
 
 
 def reduce_pairs(terms: torch.Tensor, valid: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Reduce per-pair terms ``[B, K, K]`` (or per-pair ``[B]`` for K = 2) over ``valid`` pairs.
+    """Reduce per-pair terms ``[B, P]`` over the ``valid`` pairs.
 
     ``mean``: sum over valid pairs / number of valid pairs, pooled over the batch (Rax's
     ``reduce_fn=jnp.mean``); 0 when there is no valid pair. ``sum``: sum over valid pairs.
@@ -86,7 +100,7 @@ def reduce_pairs(terms: torch.Tensor, valid: torch.Tensor, reduction: str) -> to
     """
     terms = torch.where(valid, terms, terms.new_zeros(()))
     if reduction == "none":
-        return terms.reshape(terms.shape[0], -1).sum(1)
+        return terms.sum(1)
     total = terms.sum()
     if reduction == "sum":
         return total

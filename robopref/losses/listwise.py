@@ -32,7 +32,6 @@ from robopref.losses._common import (
     Reduction,
     check_inputs,
     check_reduction,
-    pair_differences,
     preferred_pairs,
     reduce_lists,
     reduce_pairs,
@@ -116,7 +115,7 @@ def plackett_luce_loss(
     lse = torch.logsumexp(s_j.masked_fill(~risk, -math.inf), dim=2)  # [B, K]
     per_list = torch.where(m, lse - s, s.new_zeros(())).sum(1)
     if ties == "ignore":
-        counted = preferred_pairs(y, m).flatten(1).any(1)
+        counted = preferred_pairs(s, y, m)[1].any(1)
     else:
         counted = m.sum(1) >= 2
     return reduce_lists(per_list, counted, reduction)
@@ -143,43 +142,44 @@ def lambda_weights(
     count keeps padding exactly neutral). Entries for masked items are 0.
     """
     s, y, m = check_inputs(scores, labels, mask)
-    return _lambda_weights(s, y, m, normalize, scale_by_list_size, log_base)
+    gain, discount, scale = _lambda_parts(s, y, m, normalize, scale_by_list_size, log_base)
+    delta = (gain[:, :, None] - gain[:, None, :]).abs() * (
+        discount[:, :, None] - discount[:, None, :]
+    ).abs()
+    both = m[:, :, None] & m[:, None, :]
+    return torch.where(both, delta * scale[:, None, None], s.new_zeros(()))
 
 
-def _lambda_weights(
+@torch.no_grad()
+def _lambda_parts(
     s: torch.Tensor,
     y: torch.Tensor,
     m: torch.Tensor,
     normalize: bool,
     scale_by_list_size: bool,
     log_base: float,
-) -> torch.Tensor:
-    """:func:`lambda_weights` on inputs already checked by ``check_inputs``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gains ``[B, K]``, discounts ``1/D(tau)`` ``[B, K]`` and scale ``[B]`` of the lambda weights
+    (inputs already checked by ``check_inputs``)."""
     if not log_base > 1:
         raise ValueError(f"log_base: expected a number > 1, found {log_base}")
-    with torch.no_grad():
-        s = s.detach()
-        K = s.shape[1]
-        idx = torch.arange(K, device=s.device)
-        ahead = (s[:, None, :] > s[:, :, None]) | (
-            (s[:, None, :] == s[:, :, None]) & (idx[None, :] < idx[:, None])
-        )  # [B, i, j]: j is ranked ahead of i
-        rank = 1 + (ahead & m[:, None, :]).sum(2).to(s.dtype)
-        discount = math.log(log_base) / torch.log1p(rank)  # 1 / log_base(1 + rank)
-        gain = torch.where(m, torch.exp2(y) - 1, s.new_zeros(()))
-        if normalize:
-            sorted_gain = gain.masked_fill(~m, -math.inf).sort(dim=1, descending=True).values
-            pos = torch.arange(1, K + 1, device=s.device, dtype=s.dtype)
-            ideal_terms = sorted_gain * math.log(log_base) / torch.log1p(pos)
-            ideal = torch.where(torch.isfinite(sorted_gain), ideal_terms, s.new_zeros(())).sum(1)
-            gain = gain / torch.where(ideal > 0, ideal, torch.ones_like(ideal))[:, None]
-        delta = (gain[:, :, None] - gain[:, None, :]).abs() * (
-            discount[:, :, None] - discount[:, None, :]
-        ).abs()
-        if scale_by_list_size:
-            delta = delta * m.sum(1).to(s.dtype)[:, None, None]
-        both = m[:, :, None] & m[:, None, :]
-        return torch.where(both, delta, s.new_zeros(()))
+    s = s.detach()
+    B, K = s.shape
+    # 1-based ranks by score among valid items; a stable sort keeps tied scores in order of
+    # appearance (Rax's sort_ranks) and puts padding last.
+    order = torch.sort(s.masked_fill(~m, -math.inf), dim=1, descending=True, stable=True).indices
+    positions = torch.arange(1, K + 1, device=s.device, dtype=s.dtype).expand(B, K)
+    rank = torch.empty_like(positions).scatter_(1, order, positions)
+    ln_base = math.log(log_base)
+    discount = ln_base / torch.log1p(rank)  # 1 / log_base(1 + rank)
+    gain = torch.where(m, torch.exp2(y) - 1, s.new_zeros(()))
+    if normalize:
+        sorted_gain = gain.masked_fill(~m, -math.inf).sort(dim=1, descending=True).values
+        ideal_terms = sorted_gain * ln_base / torch.log1p(positions)
+        ideal = torch.where(torch.isfinite(sorted_gain), ideal_terms, s.new_zeros(())).sum(1)
+        gain = gain / torch.where(ideal > 0, ideal, torch.ones_like(ideal))[:, None]
+    scale = m.sum(1).to(s.dtype) if scale_by_list_size else s.new_ones(B)
+    return gain, discount, scale
 
 
 def lipo_lambda_loss(
@@ -210,6 +210,7 @@ def lipo_lambda_loss(
     """
     check_reduction(reduction)
     s, y, m = check_inputs(scores, labels, mask)
-    delta = _lambda_weights(s, y, m, normalize, scale_by_list_size, log_base)
-    valid = preferred_pairs(y, m)
-    return reduce_pairs(delta * F.softplus(-pair_differences(s)), valid, reduction)
+    gain, discount, scale = _lambda_parts(s, y, m, normalize, scale_by_list_size, log_base)
+    d, valid, (i, j) = preferred_pairs(s, y, m)
+    delta = (gain[:, i] - gain[:, j]).abs() * (discount[:, i] - discount[:, j]).abs()
+    return reduce_pairs(delta * scale[:, None] * F.softplus(-d), valid, reduction)

@@ -30,7 +30,6 @@ from robopref.losses._common import (
     Reduction,
     check_inputs,
     check_reduction,
-    pair_differences,
     preferred_pairs,
     reduce_pairs,
 )
@@ -63,8 +62,8 @@ def pairwise_logistic_loss(
     check_reduction(reduction)
     s, y, m = check_inputs(scores, labels, mask)
     if not soft:
-        valid = preferred_pairs(y, m)
-        return reduce_pairs(F.softplus(-pair_differences(s)), valid, reduction)
+        d, valid, _ = preferred_pairs(s, y, m)
+        return reduce_pairs(F.softplus(-d), valid, reduction)
     if s.shape[1] != 2:
         raise ValueError(f"labels: soft pair labels need K = 2 items, found K = {s.shape[1]}")
     valid = m[:, 0] & m[:, 1]
@@ -74,9 +73,9 @@ def pairwise_logistic_loss(
             "labels: soft pair labels must be probabilities with labels[:, 0] in [0, 1] and "
             "labels[:, 1] = 1 - labels[:, 0]; found values outside that"
         )
-    d = s[:, 0] - s[:, 1]
-    terms = p * F.softplus(-d) + (1 - p) * F.softplus(d)
-    return reduce_pairs(terms, valid, reduction)
+    d = s[:, :1] - s[:, 1:]
+    terms = p[:, None] * F.softplus(-d) + (1 - p[:, None]) * F.softplus(d)
+    return reduce_pairs(terms, valid[:, None], reduction)
 
 
 def pairwise_hinge_loss(
@@ -96,8 +95,8 @@ def pairwise_hinge_loss(
     """
     check_reduction(reduction)
     s, y, m = check_inputs(scores, labels, mask)
-    valid = preferred_pairs(y, m)
-    return reduce_pairs(F.relu(margin - pair_differences(s)), valid, reduction)
+    d, valid, _ = preferred_pairs(s, y, m)
+    return reduce_pairs(F.relu(margin - d), valid, reduction)
 
 
 def ipo_loss(
@@ -127,8 +126,7 @@ def ipo_loss(
     if not beta > 0:
         raise ValueError(f"beta: expected a positive number, found {beta}")
     s, y, m = check_inputs(scores, labels, mask)
-    valid = preferred_pairs(y, m)
-    d = pair_differences(s)
+    d, valid, _ = preferred_pairs(s, y, m)
     if scores_include_beta:
         d = d / beta
     return reduce_pairs((d - 1.0 / (2.0 * beta)) ** 2, valid, reduction)

@@ -65,8 +65,8 @@ class QueryConfig(StrictModel):
 
 class RewardConfig(StrictModel):
     hidden: tuple[int, ...] = (256, 256)
-    prior_std: float = 1.0  # RRL: variance regulariser target (robust variants)
-    reg_weight: float = 0.01
+    prior_std: float = 0.1  # RRL: variance regulariser target (robust variants)
+    reg_weight: float = 1.0
     trainer: RewardTrainerConfig = Field(default_factory=RewardTrainerConfig)
 
 
@@ -187,7 +187,7 @@ def run(config: Config, out_dir: Path) -> dict:
             target_task,
             num_episodes=config.eval_episodes,
             seed=config.seed + 10_000,
-            max_episode_steps=config.eval_max_steps,
+            max_episode_steps=config.eval_max_steps or config.target.max_episode_steps,
         )
         rows.append(
             {

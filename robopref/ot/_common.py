@@ -88,10 +88,11 @@ def _warm(k) -> None:
     M = np.array([[0.0, 1.0], [1.0, 0.0]])
     f, g, K = np.zeros(2), np.zeros(2), np.empty((2, 2))
     k._solve_seq(a, a, M, 1.0, f, g, K, 10, 1e-9, 1e30)
-    k._sinkhorn_batch(
-        a[None], a[None], M[None], np.ones(1), np.zeros((1, 2)), np.zeros((1, 2)),
-        np.empty((1, 2, 2)), 10, 1e-9, 1e30, np.zeros(1, np.int64), np.zeros(1),
-    )  # fmt: skip
+    for kernel in (k._sinkhorn_batch, k._sinkhorn_batch_seq):
+        kernel(
+            a[None], a[None], M[None], np.ones(1), np.zeros((1, 2)), np.zeros((1, 2)),
+            np.empty((1, 2, 2)), 10, 1e-9, 1e30, np.zeros(1, np.int64), np.zeros(1),
+        )  # fmt: skip
 
 
 def warmup() -> float:

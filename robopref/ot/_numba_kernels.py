@@ -2,9 +2,9 @@
 
 All kernels take float64, C-contiguous arrays and are compiled once with ``cache=True`` (the
 compiled code is stored next to this file, so only the very first call on a machine pays the
-compile time). Three signatures are compiled in total: ``_sinkhorn_one`` (one problem, rows in
-parallel), ``_sinkhorn_batch`` (many problems, problems in parallel) and the sequential
-``_solve_seq`` that the batch kernel calls.
+compile time). Signatures: ``_solve_seq`` (one problem, one thread), ``_sinkhorn_batch`` (many
+problems, one per thread), ``_sinkhorn_batch_seq`` (small batches, one thread) and, compiled only
+when first used, ``_sinkhorn_one`` (one problem >= 1024 x 1024, rows split over threads).
 
 Algorithm (Schmitzer 2019, "Stabilized sparse scaling algorithms for entropy regularized
 transport problems", Alg. 2): the dual potentials ``f [n]``, ``g [m]`` (cost units) are kept in
@@ -182,6 +182,15 @@ def _matvec_update_seq(a, K, v, kv, u, bound):  # pragma: no cover - compiled
 def _sinkhorn_batch(A, B, Ms, eps, F, G, P, max_iter, tol, bound, n_iter, errs):  # pragma: no cover
     """Many problems ``Ms [nb, n, m]`` in parallel (one per thread). Plans are written to ``P``."""
     for k in prange(Ms.shape[0]):
+        it, e = _solve_seq(A[k], B[k], Ms[k], eps[k], F[k], G[k], P[k], max_iter, tol, bound)
+        n_iter[k] = it
+        errs[k] = e
+
+
+@njit(cache=True)
+def _sinkhorn_batch_seq(A, B, Ms, eps, F, G, P, max_iter, tol, bound, n_iter, errs):  # pragma: no cover
+    """:func:`_sinkhorn_batch` in one thread (small batches: no thread start-up cost)."""
+    for k in range(Ms.shape[0]):
         it, e = _solve_seq(A[k], B[k], Ms[k], eps[k], F[k], G[k], P[k], max_iter, tol, bound)
         n_iter[k] = it
         errs[k] = e

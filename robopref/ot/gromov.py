@@ -26,7 +26,7 @@ from robopref.ot._common import (
     numba_kernels,
     shape_error,
 )
-from robopref.ot.sinkhorn import _BOUND, _PARALLEL_MIN_SIZE
+from robopref.ot.sinkhorn import _BOUND, _PARALLEL_MIN_SIZE, batch_kernel
 
 LOSSES = ("square", "kl")
 _LOSS_ALIASES = {"square": "square", "square_loss": "square", "kl": "kl", "kl_loss": "kl"}
@@ -161,6 +161,7 @@ def entropic_gromov_wasserstein(
     k = numba_kernels()
     single = nb == 1
     solve_one = k._sinkhorn_one if n * m >= _PARALLEL_MIN_SIZE else k._solve_seq
+    run_batch = batch_kernel(k, nb, n, m)
     F, G = np.zeros((nb, n)), np.zeros((nb, m))
     n_iter_b, errs_b = np.zeros(nb, np.int64), np.zeros(nb)
     eps_b = np.full(nb, eps)
@@ -181,13 +182,15 @@ def entropic_gromov_wasserstein(
             time_hist.append(time.perf_counter() - t0)
         grad = 2.0 * tens if symmetric else tens + (constCt - hC1t @ T @ hC2tt)
         itol = min(_INNER_LOOSE, max(itol_floor, _INNER_RATE * delta_l1))
+        if it == max_iter:  # the returned coupling always has accurate marginals
+            itol = itol_floor
         T_new = np.empty_like(T)
         if single:
             ni, inner_err = solve_one(
                 p[0], q[0], grad[0], eps, F[0], G[0], T_new[0], inner_max_iter, itol, _BOUND
             )
         else:
-            k._sinkhorn_batch(
+            run_batch(
                 p, q, grad, eps_b, F, G, T_new, inner_max_iter, itol, _BOUND, n_iter_b, errs_b
             )
             ni, inner_err = int(n_iter_b.max()), float(errs_b.max())

@@ -22,6 +22,8 @@ from robopref.ot._common import (
 # one problem with n * m at least this large uses the row-parallel kernel (see docs/parts/ot.md:
 # below this, thread start-up per matrix-vector product costs more than it saves)
 _PARALLEL_MIN_SIZE = 1024 * 1024
+# a batch with at least this many cost entries in total runs one problem per thread
+_PARALLEL_BATCH_MIN_SIZE = 1 << 16
 # scalings are absorbed into the potentials once they leave [1/_BOUND, _BOUND]
 _BOUND = 1e30
 
@@ -100,7 +102,7 @@ def sinkhorn(
         F, G = f.reshape(nb, n), g.reshape(nb, m)
         P = np.empty((nb, n, m))
         n_iter, errs = np.zeros(nb, np.int64), np.zeros(nb)
-        k._sinkhorn_batch(
+        batch_kernel(k, nb, n, m)(
             A, B, Ms, np.full(nb, eps), F, G, P, int(max_iter), float(tol), _BOUND, n_iter, errs
         )
         P, f, g = P.reshape(M.shape), F.reshape(a.shape), G.reshape(b.shape)
@@ -137,6 +139,13 @@ def sinkhorn_cost(a, b, M, eps: float, **kwargs):
     """Transport cost ``<P, M>`` of the Sinkhorn plan, shape ``[...]`` (batch dims of ``M``)."""
     P = sinkhorn(a, b, M, eps, **kwargs)
     return (P * M).sum(-1).sum(-1)
+
+
+def batch_kernel(k, nb: int, n: int, m: int):
+    """The batched Numba kernel to use: threads only when the batch is worth their start-up."""
+    if nb > 1 and nb * n * m >= _PARALLEL_BATCH_MIN_SIZE:
+        return k._sinkhorn_batch
+    return k._sinkhorn_batch_seq
 
 
 def _weights(name: str, x, batch: tuple, n: int) -> np.ndarray:

@@ -165,7 +165,7 @@ class IQL:
         """
         obs = np.asarray(obs, dtype=np.float32)
         single = obs.ndim == 1
-        if obs.shape[-1] != self.obs_dim or obs.ndim not in (1, 2):
+        if obs.ndim not in (1, 2) or obs.shape[-1] != self.obs_dim:
             raise ValueError(
                 f"act: field 'obs': expected [{self.obs_dim}] or [N, {self.obs_dim}], found shape {obs.shape}"
             )
@@ -252,7 +252,7 @@ class IQL:
             )
         ckpt = Path(cfg.checkpoint_dir) / CHECKPOINT_NAME if cfg.checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
-            state = torch.load(ckpt, map_location=self.device, weights_only=True)
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
             if state.get("step", 0) > self.step:  # never roll an agent back to an older state
                 self._load_state(state)
         data = {

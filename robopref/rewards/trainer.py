@@ -142,27 +142,31 @@ class RewardTrainer:
             seg.confidence = torch.ones_like(seg.confidence)
         return seg
 
-    def _loss(self, scores: torch.Tensor, batch: SegmentTensors, soft: bool) -> torch.Tensor:
-        """Preference loss of ``scores [B, K]`` against the batch labels."""
+    def _loss(
+        self, scores: torch.Tensor, labels: torch.Tensor, item_mask: torch.Tensor, soft: bool
+    ) -> torch.Tensor:
+        """Preference loss of ``scores [B, K]`` against ``labels [B, K]``."""
         if soft:
-            return self._loss_fn(scores, batch.labels, batch.item_mask, soft=True)
-        return self._loss_fn(scores, batch.labels, batch.item_mask)
+            return self._loss_fn(scores, labels, item_mask, soft=True)
+        return self._loss_fn(scores, labels, item_mask)
 
     # ------------------------------------------------------------------ training
-    def _step(self, batch: SegmentTensors, soft: bool) -> tuple[float, tuple[int, int]]:
+    def _step(self, batch: SegmentTensors, soft: bool) -> torch.Tensor:
+        """One optimiser step; returns ``[3]`` (loss * B, top-1 correct, non-tied count)."""
         scores, reg = self.model.training_terms(
             batch.obs, batch.act, batch.step_mask, self.config.num_samples, self._noise_gen
         )  # [S, B, K], scalar
         S, B, K = scores.shape
         # Confidence weighting: the gradient of query b is scaled by w_b (w = 0: the query has no
-        # effect) while the scores' values stay the same, so any loss of the core is weighted
-        # exactly as sum_b w_b * loss_b without needing per-query losses.
+        # effect) while the scores' values stay the same, so any loss of the core, whatever its
+        # reduction, is weighted exactly as sum_b w_b * loss_b.
         w = batch.confidence.view(1, B, 1)
         if not bool((w == 1).all()):
             scores = w * scores + (1 - w) * scores.detach()
-        flat = scores.reshape(S * B, K)
-        rep = batch[torch.arange(B, device=scores.device).repeat(S)] if S > 1 else batch
-        loss = self._loss(flat, rep, soft) + reg
+        labels, item_mask = batch.labels, batch.item_mask
+        if S > 1:  # every member / sample gets its own copy of the query's labels
+            labels, item_mask = labels.repeat(S, 1), item_mask.repeat(S, 1)
+        loss = self._loss(scores.reshape(S * B, K), labels, item_mask, soft) + reg
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip is not None:
@@ -170,7 +174,7 @@ class RewardTrainer:
         self.optimizer.step()
         with torch.no_grad():
             correct, counted = _top1(scores.detach().mean(0), batch.labels, batch.item_mask, soft)
-        return float(loss.detach()) * B, (correct, counted)
+            return torch.stack([loss.detach() * B, correct.to(loss.dtype), counted.to(loss.dtype)])
 
     def fit(
         self,
@@ -234,10 +238,10 @@ class RewardTrainer:
                 break
             self.model.train()
             perm = torch.randperm(len(train), generator=self._shuffle_gen).to(self.device)
-            total, correct, counted = 0.0, 0, 0
+            sums = torch.zeros(3, device=self.device)  # one device sync per epoch
             for i in range(0, len(train), cfg.batch_size):
-                loss_sum, (c, n) = self._step(train[perm[i : i + cfg.batch_size]], soft)
-                total, correct, counted = total + loss_sum, correct + c, counted + n
+                sums += self._step(train[perm[i : i + cfg.batch_size]], soft)
+            total, correct, counted = sums.tolist()
             row = {
                 "epoch": epoch,
                 "train_loss": total / len(train),
@@ -297,8 +301,8 @@ class RewardTrainer:
     def _evaluate(self, seg: SegmentTensors, soft: bool) -> tuple[float, float]:
         scores = self._scores(seg)
         seg = seg.to(self.device)
-        loss = float(self._loss(scores, seg, soft))
-        correct, counted = _top1(scores, seg.labels, seg.item_mask, soft)
+        loss = float(self._loss(scores, seg.labels, seg.item_mask, soft))
+        correct, counted = (int(x) for x in _top1(scores, seg.labels, seg.item_mask, soft))
         return loss, correct / counted if counted else math.nan
 
     def scores(self, dataset: TrajectoryDataset, queries: PreferenceQueries) -> np.ndarray:
@@ -314,8 +318,9 @@ class RewardTrainer:
         ``y = 0.5`` (soft pairs); NaN when every query is tied.
         """
         seg = gather_segments(dataset, queries, self.model.obs_dim, self.model.act_dim)
-        correct, counted = _top1(
-            self._scores(seg).cpu(), seg.labels, seg.item_mask, queries.label_kind == "soft_pair"
+        soft = queries.label_kind == "soft_pair"
+        correct, counted = (
+            int(x) for x in _top1(self._scores(seg).cpu(), seg.labels, seg.item_mask, soft)
         )
         return correct / counted if counted else math.nan
 
@@ -412,9 +417,13 @@ class RewardTrainer:
 
 def _top1(
     scores: torch.Tensor, labels: torch.Tensor, item_mask: torch.Tensor, soft: bool
-) -> tuple[int, int]:
-    """(correct, counted) top-1 agreement over non-tied queries; ``scores`` ``[B, K]``."""
-    scores, labels, item_mask = scores.cpu(), labels.cpu(), item_mask.cpu()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-1 agreement over non-tied queries of ``scores [B, K]``: (correct, counted) tensors.
+
+    A query is tied when its top label is shared by two valid items (graded labels) or its soft
+    label is 0.5.
+    """
+    labels, item_mask = labels.to(scores.device), item_mask.to(scores.device)
     lab = labels.masked_fill(~item_mask, -math.inf)
     top = lab.max(dim=1, keepdim=True).values
     untied = ((lab == top) & item_mask).sum(1) == 1
@@ -422,4 +431,4 @@ def _top1(
         untied = untied & (labels[:, 0] != 0.5)
     pred = scores.masked_fill(~item_mask, -math.inf).argmax(1)
     correct = (pred == lab.argmax(1)) & untied
-    return int(correct.sum()), int(untied.sum())
+    return correct.sum(), untied.sum()

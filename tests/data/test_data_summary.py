@@ -141,7 +141,13 @@ def test_format_summary_renders(tmp_path):
     console.print(format_summary(summary))
     text = console.export_text()
     assert "3 trajectories, 8 steps" in text and "act_dim 4" in text
-    assert "reach" in text and "0.50" in text and "3.50" in text and "expert 1, random 1" in text
+    assert (
+        "reach" in text
+        and "0.50" in text
+        and "3.50" in text
+        and "expert=1" in text
+        and "random=1" in text
+    )
     assert "all" in text and "3.67" in text
     assert "1 queries of K=2" in text and "graded by 'mistake' (seed 2)" in text
     assert "preferred item counts [1, 0], ties 0" in text

@@ -147,3 +147,7 @@ def test_config_validation_names_the_field():
         CollectConfig(tasks=[TASK], other_tasks=[TASK])
     with pytest.raises(ValidationError, match="tasks"):
         CollectConfig(tasks=[])
+    with pytest.raises(ValidationError, match="tasks: expected distinct task names"):
+        CollectConfig(tasks=[TASK, TASK])
+    with pytest.raises(ValidationError, match="noise_levels: expected distinct values"):
+        CollectConfig(tasks=[TASK], noise_levels=[0.5, 0.5])

@@ -40,16 +40,19 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
-def _models():
+FACTORIES = {
+    "mlp": lambda: MLPReward(OBS_DIM, ACT_DIM, hidden=(16, 16)),
+    "ensemble": lambda: EnsembleReward(OBS_DIM, ACT_DIM, n_members=3, hidden=(16,)),
+    "gaussian": lambda: GaussianReward(OBS_DIM, ACT_DIM, hidden=(16, 16)),
+}
+
+
+@pytest.fixture(params=list(FACTORIES))
+def model(request):
     torch.manual_seed(0)
-    return [
-        MLPReward(OBS_DIM, ACT_DIM, hidden=(16, 16)),
-        EnsembleReward(OBS_DIM, ACT_DIM, n_members=3, hidden=(16,)),
-        GaussianReward(OBS_DIM, ACT_DIM, hidden=(16, 16)),
-    ]
+    return FACTORIES[request.param]()
 
 
-@pytest.mark.parametrize("model", _models(), ids=lambda m: type(m).__name__)
 def test_forward_and_predict_shapes(model):
     obs, act = torch.randn(5, 3, 7, OBS_DIM), torch.randn(5, 3, 7, ACT_DIM)
     r = model(obs, act)
@@ -198,7 +201,6 @@ def test_accuracy_of_ground_truth_reward_and_ties():
     assert math.isnan(trainer.accuracy(ds, all_tied))
 
 
-@pytest.mark.parametrize("model", _models(), ids=lambda m: type(m).__name__)
 def test_save_and_load_reward_round_trip(model, tmp_path):
     path = tmp_path / "sub" / "reward.pt"
     save_reward(model, path)

@@ -236,7 +236,10 @@ class VLAPolicy(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def action_logits(
-        self, obs: Mapping[str, torch.Tensor], instructions: Sequence[str], prev_tokens: torch.Tensor
+        self,
+        obs: Mapping[str, torch.Tensor],
+        instructions: Sequence[str],
+        prev_tokens: torch.Tensor,
     ) -> torch.Tensor:
         """Logits over the ``n_bins`` action tokens ``[N, k + 1, n_bins]`` for action dimensions
         ``0..k``, given the first ``k`` action tokens ``prev_tokens`` ``[N, k]`` (ids)."""
@@ -299,7 +302,9 @@ class VLAPolicy(nn.Module):
                 if generator is not None and generator.device != probs.device:
                     probs = probs.cpu()
                 bins = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-            tokens = torch.cat([tokens, bins.to(self.device)[:, None] + self.action_tokenizer.start], 1)
+            tokens = torch.cat(
+                [tokens, bins.to(self.device)[:, None] + self.action_tokenizer.start], 1
+            )
         return tokens
 
     def act(
@@ -410,8 +415,15 @@ def trajectory_logprob(policy: VLAPolicy, trajectory: Any) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-def _make_lm(arch: str, vocab_size: int, hidden_size: int, n_layers: int, n_heads: int,
-             intermediate_size: int, max_positions: int) -> nn.Module:
+def _make_lm(
+    arch: str,
+    vocab_size: int,
+    hidden_size: int,
+    n_layers: int,
+    n_heads: int,
+    intermediate_size: int,
+    max_positions: int,
+) -> nn.Module:
     if arch == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -480,10 +492,17 @@ def build_tiny_vla(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         lm = _make_lm(
-            arch, len(tokenizer), hidden_size, n_layers, n_heads,
-            intermediate_size or 4 * hidden_size, max_positions,
+            arch,
+            len(tokenizer),
+            hidden_size,
+            n_layers,
+            n_heads,
+            intermediate_size or 4 * hidden_size,
+            max_positions,
         )
-        encoder = ObsEncoder(obs_mode, hidden_size, state_dim, n_state_tokens, image_size, image_grid)
+        encoder = ObsEncoder(
+            obs_mode, hidden_size, state_dim, n_state_tokens, image_size, image_grid
+        )
     return VLAPolicy(lm, tokenizer, encoder, act_dim, n_bins, prompt_template, spec)
 
 
@@ -594,8 +613,12 @@ def apply_lora(
             "projections explicitly"
         )
     settings = dict(
-        rank=rank, alpha=alpha, dropout=dropout, target_modules=targets,
-        train_obs_encoder=train_obs_encoder, train_action_head=train_action_head,
+        rank=rank,
+        alpha=alpha,
+        dropout=dropout,
+        target_modules=targets,
+        train_obs_encoder=train_obs_encoder,
+        train_action_head=train_action_head,
     )
     policy.requires_grad_(False)
     config = LoraConfig(
@@ -645,7 +668,9 @@ def load_adapters(policy: VLAPolicy, path: str | Path) -> VLAPolicy:
 
     blob = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(blob, dict) or blob.get("format") != "robopref-vla-lora-v1":
-        raise ValueError(f"{path}: expected a robopref LoRA adapter file (format robopref-vla-lora-v1)")
+        raise ValueError(
+            f"{path}: expected a robopref LoRA adapter file (format robopref-vla-lora-v1)"
+        )
     if not policy.lora_settings:
         apply_lora(policy, **blob["lora_settings"])
     elif policy.lora_settings != blob["lora_settings"]:

@@ -174,7 +174,7 @@ def pair_margins(
     ref = ref if ref is not None else reference_logprobs(policy, trajectories)
     with torch.no_grad():
         scores, _, _ = _group_scores(
-            policy, trajectories, ref, [((w, l), (1.0, 0.0)) for w, l in pairs], beta=1.0
+            policy, trajectories, ref, [((w, lo), (1.0, 0.0)) for w, lo in pairs], beta=1.0
         )
     return (scores[:, 0] - scores[:, 1]).cpu().numpy()
 

@@ -4,8 +4,8 @@
     python benchmarks/losses.py --repeats 20 --loop-repeats 3 --device cuda
 
 Peers for the pairwise logistic (Bradley-Terry / DPO) loss, all giving the same value:
-    * ``core``: ``robopref.losses.pairwise_logistic_loss`` (the K(K-1)/2 pairs gathered into [B, P]
-      tensors, a few elementwise kernels);
+    * ``core``: ``robopref.losses.pairwise_logistic_loss`` (one broadcast [B, K, K] grid of
+      pairs, a few elementwise kernels);
     * ``pair loop``: a Python loop over the K(K-1)/2 item pairs, each batched over B (how
       per-pair code is usually written: chosen/rejected tensors per pair);
     * ``scalar loop``: a Python loop over every (list, pair), scalar torch ops (the naive form);

@@ -273,19 +273,22 @@ def save_queries(path: PathLike, queries: PreferenceQueries | None) -> None:
     """
     path = Path(path)
     src = str(path)
+    source = f"save_queries({path})"
     with _open(path) as f:
         reader = _Reader(f, src)
         lengths = reader.run(reader.lengths)
-        if queries is not None:
-            queries.validate(f"save_queries({path})")
-            check_segments(queries, lengths, f"save_queries({path})")
-        with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=_LIBVER) as out:
+    if queries is not None:
+        queries.validate(source)
+        check_segments(queries, lengths, source)
+    # The source is closed before the temporary file is renamed over it.
+    with atomic_path(path) as tmp:
+        with _open(path) as f, h5py.File(tmp, "w", libver=_LIBVER) as out:
             out.attrs.update(f.attrs)
             for name in f:
                 if name != PREFERENCES:
                     f.copy(f[name], out, name=name)
             if queries is not None:
-                _write_queries(out, queries, f"save_queries({path})")
+                _write_queries(out, queries, source)
 
 
 # --------------------------------------------------------------------------- reading
@@ -562,7 +565,7 @@ class _Reader:
     def _flags(self, where: str, d: h5py.Dataset) -> np.ndarray:
         arr = self._read(where, d)
         if arr.dtype != np.bool_:
-            bad = ~np.isin(arr, (0, 1))
+            bad = (arr != 0) & (arr != 1)
             if bad.any():
                 self.fail(
                     where, "values 0 or 1", f"value {arr[bad][0]} at step {int(np.argmax(bad))}"

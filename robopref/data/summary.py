@@ -126,14 +126,15 @@ def format_summary(summary: dict[str, Any]):
     described in the caption. Print it with ``rich.console.Console().print``."""
     from rich.table import Table
 
-    obs = ", ".join(f"{k} {v[:-1]} {v[-1]}" for k, v in summary["observations"].items()) or "-"
-    table = Table(
-        title=(
-            f"{summary['num_trajectories']} trajectories, {summary['num_steps']} steps; "
-            f"obs: {obs}; act_dim {summary['act_dim']}"
-        ),
-        caption=_queries_caption(summary.get("queries")),
+    obs = "\n".join(
+        f"obs/{k} [{', '.join(map(str, v[:-1]))}] {v[-1]}"
+        for k, v in summary["observations"].items()
     )
+    title = (
+        f"{summary['num_trajectories']} trajectories, {summary['num_steps']} steps, "
+        f"act_dim {summary['act_dim']}" + (f"\n{obs}" if obs else "")
+    )
+    table = Table(title=title, caption=_queries_caption(summary.get("queries")))
     table.add_column("task", no_wrap=True)
     for name in ("episodes", "steps", "success", "return"):
         table.add_column(name, justify="right")

@@ -142,12 +142,24 @@ def lambda_weights(
     count keeps padding exactly neutral). Entries for masked items are 0.
     """
     s, y, m = check_inputs(scores, labels, mask)
-    gain, discount, scale = _lambda_parts(s, y, m, normalize, scale_by_list_size, log_base)
+    return _lambda_grid(s, m, *_lambda_parts(s, y, m, normalize, scale_by_list_size, log_base))
+
+
+@torch.no_grad()
+def _lambda_grid(
+    s: torch.Tensor,
+    m: torch.Tensor,
+    gain: torch.Tensor,
+    discount: torch.Tensor,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """``Delta [B, K, K]`` from gains, discounts ``[B, K]`` and per-list scale ``[B]``."""
     delta = (gain[:, :, None] - gain[:, None, :]).abs() * (
         discount[:, :, None] - discount[:, None, :]
     ).abs()
+    delta = delta * scale[:, None, None]
     both = m[:, :, None] & m[:, None, :]
-    return torch.where(both, delta * scale[:, None, None], s.new_zeros(()))
+    return torch.where(both, delta, s.new_zeros(()))
 
 
 @torch.no_grad()
@@ -210,7 +222,6 @@ def lipo_lambda_loss(
     """
     check_reduction(reduction)
     s, y, m = check_inputs(scores, labels, mask)
-    gain, discount, scale = _lambda_parts(s, y, m, normalize, scale_by_list_size, log_base)
-    d, valid, (i, j) = preferred_pairs(s, y, m)
-    delta = (gain[:, i] - gain[:, j]).abs() * (discount[:, i] - discount[:, j]).abs()
-    return reduce_pairs(delta * scale[:, None] * F.softplus(-d), valid, reduction)
+    delta = _lambda_grid(s, m, *_lambda_parts(s, y, m, normalize, scale_by_list_size, log_base))
+    d, valid = preferred_pairs(s, y, m)
+    return reduce_pairs(delta.flatten(1) * F.softplus(-d), valid, reduction)

@@ -62,7 +62,7 @@ def pairwise_logistic_loss(
     check_reduction(reduction)
     s, y, m = check_inputs(scores, labels, mask)
     if not soft:
-        d, valid, _ = preferred_pairs(s, y, m)
+        d, valid = preferred_pairs(s, y, m)
         return reduce_pairs(F.softplus(-d), valid, reduction)
     if s.shape[1] != 2:
         raise ValueError(f"labels: soft pair labels need K = 2 items, found K = {s.shape[1]}")
@@ -95,7 +95,7 @@ def pairwise_hinge_loss(
     """
     check_reduction(reduction)
     s, y, m = check_inputs(scores, labels, mask)
-    d, valid, _ = preferred_pairs(s, y, m)
+    d, valid = preferred_pairs(s, y, m)
     return reduce_pairs(F.relu(margin - d), valid, reduction)
 
 
@@ -126,7 +126,7 @@ def ipo_loss(
     if not beta > 0:
         raise ValueError(f"beta: expected a positive number, found {beta}")
     s, y, m = check_inputs(scores, labels, mask)
-    d, valid, _ = preferred_pairs(s, y, m)
+    d, valid = preferred_pairs(s, y, m)
     if scores_include_beta:
         d = d / beta
     return reduce_pairs((d - 1.0 / (2.0 * beta)) ** 2, valid, reduction)

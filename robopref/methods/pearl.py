@@ -88,6 +88,7 @@ class Config(StrictModel):
     eval_max_steps: int | None = None
     seed: int = 0
     device: str = "auto"
+    num_threads: int | None = None  # torch CPU threads (None: torch's default)
 
 
 def _dataset(path: str | None, collect: CollectConfig, cache: Path) -> TrajectoryDataset:
@@ -131,6 +132,10 @@ def run(config: Config, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.yaml")
+    if config.num_threads:
+        import torch
+
+        torch.set_num_threads(config.num_threads)
     rng = seed_everything(config.seed)
     source = _dataset(config.source_dataset, config.source, out_dir / "source.h5")
     target = _dataset(config.target_dataset, config.target, out_dir / "target.h5")

@@ -39,13 +39,13 @@ silent NaN); hitting ``max_iter`` before ``tol`` warns (``RuntimeWarning``).
 """
 
 from robopref.ot._common import warmup
-from robopref.ot.gromov import (
+from robopref.ot._gromov import (
     entropic_gromov_wasserstein,
     entropic_gromov_wasserstein_batched,
     gromov_wasserstein,
     gw_objective,
 )
-from robopref.ot.sinkhorn import sinkhorn, sinkhorn_batched, sinkhorn_cost
+from robopref.ot._sinkhorn import sinkhorn, sinkhorn_batched, sinkhorn_cost
 
 __all__ = [
     "entropic_gromov_wasserstein",

@@ -188,7 +188,9 @@ def _sinkhorn_batch(A, B, Ms, eps, F, G, P, max_iter, tol, bound, n_iter, errs):
 
 
 @njit(cache=True)
-def _sinkhorn_batch_seq(A, B, Ms, eps, F, G, P, max_iter, tol, bound, n_iter, errs):  # pragma: no cover
+def _sinkhorn_batch_seq(
+    A, B, Ms, eps, F, G, P, max_iter, tol, bound, n_iter, errs
+):  # pragma: no cover
     """:func:`_sinkhorn_batch` in one thread (small batches: no thread start-up cost)."""
     for k in range(Ms.shape[0]):
         it, e = _solve_seq(A[k], B[k], Ms[k], eps[k], F[k], G[k], P[k], max_iter, tol, bound)

@@ -14,7 +14,7 @@ import warnings
 import torch
 
 from robopref.ot._common import check_finite, check_masses, shape_error
-from robopref.ot.gromov import (
+from robopref.ot._gromov import (
     _INNER_LOOSE,
     _INNER_RATE,
     _check_gw_shapes,
@@ -45,6 +45,12 @@ def _weights(name, x, like: torch.Tensor, batch, n):
     return x
 
 
+def _default_tol(tol, dtype, low_precision: float) -> float:
+    if tol is not None:
+        return float(tol)
+    return 1e-9 if dtype == torch.float64 else low_precision
+
+
 def _mass_rtol(dtype) -> float:
     return 1e-6 if dtype == torch.float64 else 1e-4
 
@@ -71,7 +77,7 @@ def _sinkhorn_loop(loga, logb, M, eps, f, g, max_iter, tol):
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def sinkhorn_torch(a, b, M, eps, *, max_iter=1000, tol=1e-9, warm_start=None, log=False):
+def sinkhorn_torch(a, b, M, eps, *, max_iter=1000, tol=None, warm_start=None, log=False):
     """Torch version of :func:`robopref.ot.sinkhorn` (same arguments and returns)."""
     if not isinstance(M, torch.Tensor):
         like = a if isinstance(a, torch.Tensor) else b
@@ -83,6 +89,7 @@ def sinkhorn_torch(a, b, M, eps, *, max_iter=1000, tol=1e-9, warm_start=None, lo
     eps = float(eps)
     if not eps > 0 or eps == float("inf"):
         raise ValueError(f"eps: expected a finite number > 0, found {eps}")
+    tol = _default_tol(tol, M.dtype, 1e-5)
     batch, (n, m) = M.shape[:-2], M.shape[-2:]
     a = _weights("a", a, M, batch, n)
     b = _weights("b", b, M, batch, m)
@@ -120,6 +127,8 @@ def entropic_gw_torch(
     dtype = like.dtype if like.is_floating_point() else torch.float64
     C1 = torch.as_tensor(C1, dtype=dtype, device=like.device)
     C2 = torch.as_tensor(C2, dtype=dtype, device=like.device)
+    tol = _default_tol(tol, dtype, 1e-6)
+    inner_tol = _default_tol(inner_tol, dtype, 1e-5)
     _check_gw_shapes(C1, C2)
     if C1.shape[:-2] != C2.shape[:-2]:
         raise ValueError(
@@ -189,6 +198,13 @@ def entropic_gw_torch(
         warnings.warn(
             f"entropic_gromov_wasserstein: max_iter={max_iter} reached, last ||dT||_F = "
             f"{deltas[-1]:.2e} > tol={tol:.1e}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if inner_err is not None and float(inner_err.max()) > max(inner_tol, _INNER_LOOSE) * 10:
+        warnings.warn(
+            f"entropic_gromov_wasserstein: inner Sinkhorn stopped at marginal error "
+            f"{float(inner_err.max()):.1e}; raise inner_max_iter or eps",
             RuntimeWarning,
             stacklevel=3,
         )

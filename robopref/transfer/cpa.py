@@ -36,10 +36,10 @@ class TransferConfig(StrictModel):
     """How labels move from the source task to the target task."""
 
     method: TransferMethod = "gw"
-    feature: Literal["flat", "mean_std"] = "flat"
+    feature: Literal["flat", "mean_std"] = "mean_std"
     include_actions: bool = True
     standardize: bool = True
-    epsilon: float = 0.05  # entropic GW regularisation, relative to costs scaled to [0, 1]
+    epsilon: float = 0.02  # entropic GW regularisation, relative to costs scaled to [0, 1]
     max_iter: int = 200
     tol: float = 1e-7
     label_rule: Literal["pairs", "scores"] = "pairs"

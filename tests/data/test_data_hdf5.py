@@ -181,8 +181,15 @@ def test_loads_a_robomimic_file(tmp_path):
     assert ds.metadata["env_args"]["env_kwargs"] == {"control_freq": 20}
     assert ds.metadata["source_format"] == "robomimic"
     assert ds.metadata["filter_keys"] == {"train": [0, 2], "valid": [1]}
-    # it converts to our format losslessly and queries can be sampled over it
+    # labels can be added to the robomimic file in place (robomimic ignores /preferences)
+    assert load_queries(path) is None
     ds.queries = sample_queries(ds, 4, k=2, segment_length=3, rng=np.random.default_rng(0))
+    save_queries(path, ds.queries)
+    labelled = load_dataset(path)
+    assert_same_dataset(ds, labelled)
+    with h5py.File(path) as f:
+        assert f["data/demo_10/states"].shape == (4, 32) and "next_obs" in f["data/demo_1"]
+    # it converts to our format losslessly
     save_dataset(ds, tmp_path / "ours.h5")
     back = load_dataset(tmp_path / "ours.h5")
     assert_same_dataset(ds, back)

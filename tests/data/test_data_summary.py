@@ -140,7 +140,8 @@ def test_format_summary_renders(tmp_path):
     console = Console(record=True, width=160)
     console.print(format_summary(summary))
     text = console.export_text()
-    assert "3 trajectories, 8 steps" in text and "act_dim 4" in text
+    assert "3 trajectories, 8 steps, act_dim 4" in text
+    assert "obs/state [3] float32" in text and "obs/image [2, 2, 3] uint8" in text
     assert (
         "reach" in text
         and "0.50" in text

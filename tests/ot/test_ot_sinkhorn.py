@@ -156,3 +156,21 @@ def test_sinkhorn_cost_and_batched_shape_check():
     np.testing.assert_allclose(c, ot.sinkhorn2(a, b, M, 0.05, stopThr=1e-13), rtol=1e-6)
     with pytest.raises(ValueError, match=r"M: expected shape \[B, n, m\]"):
         rot.sinkhorn_batched(a, b, M, 0.05)
+
+
+@pytest.mark.slow
+def test_row_parallel_kernel_matches_sequential(monkeypatch):
+    # the row-parallel kernel is opt-in (ROBOPREF_OT_ROW_PARALLEL_MIN); compiling it takes ~15 s
+    import robopref.ot._gromov as gw_mod
+    import robopref.ot._sinkhorn as sk_mod
+
+    a, b, M = _problem(70, 90, 8)
+    P_seq = rot.sinkhorn(a, b, M, 0.01, tol=1e-12)
+    monkeypatch.setattr(sk_mod, "_PARALLEL_MIN_SIZE", 1)
+    monkeypatch.setattr(gw_mod, "_PARALLEL_MIN_SIZE", 1)
+    np.testing.assert_allclose(rot.sinkhorn(a, b, M, 0.01, tol=1e-12), P_seq, rtol=1e-10)
+    C1, C2 = M @ M.T, M.T @ M
+    T_par = rot.entropic_gromov_wasserstein(C1 / C1.max(), C2 / C2.max(), a, b, 0.05)
+    monkeypatch.setattr(gw_mod, "_PARALLEL_MIN_SIZE", 10**12)
+    T_seq = rot.entropic_gromov_wasserstein(C1 / C1.max(), C2 / C2.max(), a, b, 0.05)
+    np.testing.assert_allclose(T_par, T_seq, rtol=1e-8, atol=1e-14)

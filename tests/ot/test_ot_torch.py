@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import ot
 import pytest
@@ -89,7 +91,9 @@ def test_sinkhorn_float32_and_zero_mass():
     a, b, M = _problem(10, 10, 3)
     a[2] = 0.0
     a /= a.sum()
-    P = rot.sinkhorn(*_t(a, b, M, dtype=torch.float32), 0.05, tol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the float32 default tolerance is reachable
+        P = rot.sinkhorn(*_t(a, b, M, dtype=torch.float32), 0.05)
     assert P.dtype == torch.float32 and torch.isfinite(P).all()
     assert float(P[2].sum()) == 0.0
     np.testing.assert_allclose(P.sum(0).numpy(), b, atol=1e-5)
@@ -125,6 +129,18 @@ def test_entropic_gw_torch_batched_equals_single():
     for k in range(3):
         Tk = rot.entropic_gromov_wasserstein(C1[k], C2[k], None, None, 0.05, tol=1e-11)
         assert float((T[k] - Tk).abs().max()) <= 1e-7 * float(Tk.max())
+
+
+def test_entropic_gw_torch_float32_batch():
+    probs = [_clouds(16, 12, s) for s in range(3)]
+    C1, C2 = (torch.tensor(np.stack([c[i] for c in probs])) for i in (0, 1))
+    T64 = rot.entropic_gromov_wasserstein(C1, C2, None, None, 0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        T32 = rot.entropic_gromov_wasserstein(C1.float(), C2.float(), None, None, 0.05)
+    assert T32.dtype == torch.float32
+    np.testing.assert_allclose(T32.sum(-2).numpy(), np.full((3, 12), 1 / 12), atol=1e-5)
+    assert float((T32.double() - T64).abs().max()) <= 1e-3 * float(T64.max())
 
 
 @pytest.mark.gpu

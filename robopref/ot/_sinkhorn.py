@@ -6,6 +6,7 @@ numpy inputs run on the Numba CPU engine and return numpy; torch inputs run on t
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -19,9 +20,11 @@ from robopref.ot._common import (
     shape_error,
 )
 
-# one problem with n * m at least this large uses the row-parallel kernel (see docs/parts/ot.md:
-# below this, thread start-up per matrix-vector product costs more than it saves)
-_PARALLEL_MIN_SIZE = 1024 * 1024
+# One problem with n * m at least this large uses the row-parallel kernel. It starts the thread
+# pool twice per iteration; on the shared 2-core machine this was 3-100x slower than one thread
+# for n = 512 ... 2048 (docs/parts/ot.md), so by default it is off up to n = m = 4096. Set the
+# environment variable ROBOPREF_OT_ROW_PARALLEL_MIN (cost entries) to opt in on a many-core box.
+_PARALLEL_MIN_SIZE = int(os.environ.get("ROBOPREF_OT_ROW_PARALLEL_MIN", 4096 * 4096 + 1))
 # a batch with at least this many cost entries in total runs one problem per thread
 _PARALLEL_BATCH_MIN_SIZE = 1 << 16
 # scalings are absorbed into the potentials once they leave [1/_BOUND, _BOUND]
@@ -35,7 +38,7 @@ def sinkhorn(
     eps: float,
     *,
     max_iter: int = 1000,
-    tol: float = 1e-9,
+    tol: float | None = None,
     warm_start=None,
     log: bool = False,
 ):
@@ -49,7 +52,8 @@ def sinkhorn(
         max_iter: maximum number of Sinkhorn iterations (one iteration = one column and one
             row update; a log-domain stabilisation step counts as one iteration).
         tol: stop when the L1 violation of the column marginal ``sum_j |P^T 1 - b|_j`` is
-            <= tol (the row marginal is exact on return).
+            <= tol (the row marginal is exact on return). None: 1e-9 (float64), 1e-5 (torch
+            float32 / half inputs).
         warm_start: optional dual potentials ``(f [..., n], g [..., m])`` in cost units, e.g.
             ``log["f"], log["g"]`` of a previous call on a similar problem.
         log: also return a dict with ``f``, ``g`` (potentials: ``P_ij = exp((f_i + g_j -
@@ -72,6 +76,7 @@ def sinkhorn(
             a, b, M, eps, max_iter=max_iter, tol=tol, warm_start=warm_start, log=log
         )
     eps = check_eps(eps)
+    tol = 1e-9 if tol is None else float(tol)
     M = np.ascontiguousarray(M, dtype=np.float64)
     if M.ndim < 2:
         raise shape_error("M", "[..., n, m]", M.shape)

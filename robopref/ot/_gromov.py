@@ -26,7 +26,7 @@ from robopref.ot._common import (
     numba_kernels,
     shape_error,
 )
-from robopref.ot.sinkhorn import _BOUND, _PARALLEL_MIN_SIZE, batch_kernel
+from robopref.ot._sinkhorn import _BOUND, _PARALLEL_MIN_SIZE, batch_kernel
 
 LOSSES = ("square", "kl")
 _LOSS_ALIASES = {"square": "square", "square_loss": "square", "kl": "kl", "kl_loss": "kl"}
@@ -95,9 +95,9 @@ def entropic_gromov_wasserstein(
     symmetric: bool | None = None,
     T0=None,
     max_iter: int = 1000,
-    tol: float = 1e-9,
+    tol: float | None = None,
     inner_max_iter: int = 2000,
-    inner_tol: float = 1e-9,
+    inner_tol: float | None = None,
     log: bool = False,
 ):
     """Entropic GW coupling between ``(C1, p)`` and ``(C2, q)``.
@@ -115,8 +115,9 @@ def entropic_gromov_wasserstein(
         symmetric: treat C1 and C2 as symmetric; None tests it (as POT).
         T0: initial coupling ``[..., n, m]`` (default ``p q^T``).
         max_iter: outer iterations; tol: stop when ``||T_k - T_{k-1}||_F < tol`` (every
-            problem of a batch).
-        inner_max_iter, inner_tol: budget and final marginal tolerance of each inner Sinkhorn.
+            problem of a batch); None: 1e-9 (float64), 1e-6 (torch float32 / half).
+        inner_max_iter, inner_tol: budget and final L1 marginal tolerance of each inner
+            Sinkhorn; None: 1e-9 (float64), 1e-5 (torch float32 / half).
         log: also return a dict: ``gw_dist`` (GW objective of T, same key as POT), ``n_iter``
             (outer), ``inner_iter`` (total Sinkhorn iterations), ``err`` (list of ``||dT||_F``),
             ``obj_hist`` / ``time_hist`` (objective of the iterate and seconds since start, per
@@ -135,6 +136,8 @@ def entropic_gromov_wasserstein(
             C1, C2, p, q, eps, loss, symmetric=symmetric, T0=T0, max_iter=max_iter, tol=tol,
             inner_max_iter=inner_max_iter, inner_tol=inner_tol, log=log,
         )  # fmt: skip
+    tol = 1e-9 if tol is None else float(tol)
+    inner_tol = 1e-9 if inner_tol is None else float(inner_tol)
     C1 = np.ascontiguousarray(C1, dtype=np.float64)
     C2 = np.ascontiguousarray(C2, dtype=np.float64)
     C1, C2, p, q, batch = _prepare_numpy(C1, C2, p, q, loss)
@@ -282,9 +285,7 @@ def gromov_wasserstein(
     _check_gw_shapes(C1, C2)
     if C1.ndim != 2:
         raise shape_error("C1", "[n, n] (method='cg' solves one problem)", C1.shape)
-    out = ot.gromov.gromov_wasserstein(
-        C1, C2, p, q, loss_fun=f"{loss}_loss", log=True, **kwargs
-    )
+    out = ot.gromov.gromov_wasserstein(C1, C2, p, q, loss_fun=f"{loss}_loss", log=True, **kwargs)
     T, info = out
     if log:
         return T, info

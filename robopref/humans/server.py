@@ -1,0 +1,479 @@
+"""A local web page for labelling preferences by hand (standard library ``http.server``).
+
+    python -m robopref.humans data/demos.h5 --k 2 --num-queries 50
+    # or, from Python:
+    from robopref.humans.server import serve
+    serve("data/demos.h5", port=8765)
+
+The page shows the K items of one query side by side, played in sync: the frames of the
+first uint8 image observation ``[T, H, W, 3]`` (a film strip PNG drawn on a canvas), or, for
+vector-only data, an SVG of the end-effector path (the first three state columns) in a top and
+a side view with a dot moving along it. The person picks the better item (K = 2), ranks the
+items (K > 2, equal ranks are ties), or answers "equal" or "can't tell"; every answer is
+written to the dataset file at once and atomically (see :mod:`robopref.humans.session` for
+the storage). Reopening the file continues at the first unanswered query.
+
+Routes: ``GET /`` the page, ``GET /api/progress``, ``GET /api/query/<q>``,
+``GET /media/<q>/<k>.png``, ``POST /api/answer`` (JSON ``{"query", "choice", "ranks",
+"seconds"}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections import OrderedDict
+from collections.abc import Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+from robopref.data import DataValidationError
+from robopref.humans.media import encode_png, film_strip, find_image_key, path_points, path_svg
+from robopref.humans.session import LabelSession
+
+_MEDIA = re.compile(r"^/media/(\d+)/(\d+)\.png$")
+_QUERY = re.compile(r"^/api/query/(\d+)$")
+MAX_BODY = 65536
+
+
+class LabelServer(ThreadingHTTPServer):
+    """An HTTP server bound to one :class:`LabelSession`; ``url`` is the page's address."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        session: LabelSession,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        image_key: str | None = None,
+        fps: float | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.session = session
+        first = session.dataset[0] if len(session.dataset) else None
+        self.image_key = image_key if image_key is not None else (first and find_image_key(first))
+        if image_key is not None and first is not None:
+            obs = first.observations
+            if not isinstance(obs, dict) or image_key not in obs:
+                keys = sorted(obs) if isinstance(obs, dict) else ["(array observations)"]
+                raise DataValidationError(
+                    f"{session.path}: image_key: expected one of the observation keys {keys}, "
+                    f"found {image_key!r}"
+                )
+        meta_fps = session.dataset.metadata.get("fps")
+        self.fps = float(fps or (meta_fps if isinstance(meta_fps, (int, float)) else 10.0))
+        self.verbose = verbose
+        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        super().__init__((host, port), _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    # ---------------------------------------------------------------- content
+
+    def query_json(self, q: int) -> dict[str, Any]:
+        s = self.session
+        queries = s.queries
+        if not 0 <= q < queries.num_queries:
+            raise KeyError(q)
+        items = []
+        path_items = []
+        for k in range(queries.k):
+            if not queries.mask[q, k]:
+                items.append({"mask": False})
+                continue
+            ti, st, ln = (int(a[q, k]) for a in (queries.traj_index, queries.start, queries.length))
+            t = s.dataset[ti]
+            item: dict[str, Any] = {
+                "mask": True,
+                "trajectory": ti,
+                "start": st,
+                "length": ln,
+                "task": t.task,
+                "instruction": t.instruction,
+                "frames": ln,
+            }
+            if self.image_key:
+                frames = t.observations[self.image_key]
+                h, w = frames.shape[1:3]
+                stride = max(1, -(-max(h, w) // 256))
+                item.update(
+                    kind="frames",
+                    url=f"/media/{q}/{k}.png",
+                    frame_height=len(range(0, h, stride)),
+                    frame_width=len(range(0, w, stride)),
+                )
+            else:
+                item["kind"] = "path"
+                path_items.append((item, path_points(t.state), st, ln))
+            items.append(item)
+        if path_items:
+            whole = np.concatenate([p for _, p, _, _ in path_items])
+            bounds = (whole.min(0), whole.max(0))
+            for item, p, st, ln in path_items:
+                svg, cursor = path_svg(p[st : st + ln], bounds, context=p)
+                item.update(svg=svg, cursor=cursor)
+        state = s.state
+        return {
+            "query": q,
+            "k": queries.k,
+            "fps": self.fps,
+            "answered": bool(state["answered"][q]),
+            "answer": state["answers"][q],
+            "items": items,
+            "progress": s.progress(),
+        }
+
+    def media_png(self, q: int, k: int) -> bytes:
+        key = (q, k)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        queries = self.session.queries
+        if not (self.image_key and 0 <= q < queries.num_queries and 0 <= k < queries.k):
+            raise KeyError(key)
+        if not queries.mask[q, k]:
+            raise KeyError(key)
+        t = self.session.dataset[int(queries.traj_index[q, k])]
+        st, ln = int(queries.start[q, k]), int(queries.length[q, k])
+        frames = t.observations[self.image_key][st : st + ln]
+        strip, _, _ = film_strip(frames)
+        data = encode_png(strip)
+        self._cache[key] = data
+        if len(self._cache) > 64:
+            self._cache.popitem(last=False)
+        return data
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: LabelServer
+    server_version = "robopref-label-ui/1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, obj: Any, status: int = 200) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json")
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        try:
+            if path in ("/", "/index.html"):
+                self._send(200, PAGE.encode(), "text/html; charset=utf-8")
+            elif path == "/api/progress":
+                self._json(self.server.session.progress())
+            elif m := _QUERY.match(path):
+                self._json(self.server.query_json(int(m.group(1))))
+            elif m := _MEDIA.match(path):
+                self._send(
+                    200, self.server.media_png(int(m.group(1)), int(m.group(2))), "image/png"
+                )
+            else:
+                self._json({"error": f"no such page: {path}"}, HTTPStatus.NOT_FOUND)
+        except KeyError:
+            self._json({"error": f"no such query or item: {path}"}, HTTPStatus.NOT_FOUND)
+
+    def do_POST(self) -> None:  # noqa: N802
+        if self.path != "/api/answer":
+            self._json({"error": f"no such page: {self.path}"}, HTTPStatus.NOT_FOUND)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_BODY:
+            self._json({"error": f"body: expected 1..{MAX_BODY} bytes, found {length}"}, 400)
+            return
+        try:
+            body = json.loads(self.rfile.read(length))
+            if not isinstance(body, dict):
+                raise DataValidationError(
+                    f"answer: expected a JSON object, found {type(body).__name__}"
+                )
+            seconds = body.get("seconds")
+            progress = self.server.session.answer(
+                body.get("query"),
+                body.get("choice"),
+                body.get("ranks"),
+                seconds if isinstance(seconds, (int, float)) else None,
+            )
+        except (ValueError, DataValidationError) as e:  # JSON errors are ValueErrors
+            self._json({"error": str(e)}, HTTPStatus.BAD_REQUEST)
+            return
+        self._json(progress)
+
+
+def make_server(
+    dataset_path: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    k: int = 2,
+    num_queries: int = 20,
+    segment_length: int = 25,
+    seed: int = 0,
+    image_key: str | None = None,
+    fps: float | None = None,
+    labeller: str = "human",
+    overwrite: bool = False,
+    verbose: bool = False,
+) -> LabelServer:
+    """Open (or create) the labelling session of ``dataset_path`` and bind the server (not
+    started: call ``serve_forever()``; ``port=0`` picks a free port, see ``.url``).
+    Arguments as in :func:`serve`."""
+    session = LabelSession(dataset_path, k, num_queries, segment_length, seed, labeller, overwrite)
+    return LabelServer(session, host, port, image_key, fps, verbose)
+
+
+def serve(
+    dataset_path: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    k: int = 2,
+    num_queries: int = 20,
+    segment_length: int = 25,
+    seed: int = 0,
+    image_key: str | None = None,
+    fps: float | None = None,
+    labeller: str = "human",
+    overwrite: bool = False,
+    verbose: bool = False,
+) -> None:
+    """Serve the labelling page for ``dataset_path`` until interrupted (Ctrl-C).
+
+    Args:
+        dataset_path: a robopref HDF5 dataset (``robopref.data.save_dataset``; import a
+            robomimic or LeRobot dataset first with ``robopref.data.importers``).
+        host, port: where to listen (``port=0``: a free port; the URL is printed).
+        k, num_queries, segment_length, seed: the queries of a new session (ignored when the
+            file holds an earlier session or unlabelled queries; see :class:`LabelSession`).
+        image_key: observation key of the frames to show (default: the first uint8
+            ``[T, H, W, C]`` key; none: the end-effector path plot).
+        fps: playback speed (default: ``metadata["fps"]`` of the dataset, else 10).
+        labeller: stored as the queries' ``teacher``.
+        overwrite: replace labels from a simulated teacher with a new human session.
+        verbose: log every request.
+    """
+    server = make_server(
+        dataset_path, host, port, k, num_queries, segment_length, seed, image_key, fps,
+        labeller, overwrite, verbose,
+    )  # fmt: skip
+    p = server.session.progress()
+    print(
+        f"Labelling {server.session.path}: {p['answered']} / {p['total']} answered, K={p['k']}. "
+        f"Open {server.url} (Ctrl-C to stop)",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``robopref label-ui DATASET [--port N] [--k K] [--num-queries Q] ...``."""
+    parser = argparse.ArgumentParser(
+        prog="robopref label-ui",
+        description="Label preferences between rollouts of a dataset in the browser.",
+    )
+    parser.add_argument("dataset", help="robopref HDF5 dataset file")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--k", type=int, default=2, help="items per query (new session)")
+    parser.add_argument("--num-queries", type=int, default=20, help="queries (new session)")
+    parser.add_argument("--segment-length", type=int, default=25, help="steps per item")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-key", default=None, help="observation key of the frames")
+    parser.add_argument("--fps", type=float, default=None, help="playback frames per second")
+    parser.add_argument("--labeller", default="human", help="stored as the labels' teacher")
+    parser.add_argument("--overwrite", action="store_true", help="replace teacher labels")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    try:
+        serve(
+            args.dataset, args.host, args.port, args.k, args.num_queries, args.segment_length,
+            args.seed, args.image_key, args.fps, args.labeller, args.overwrite, args.verbose,
+        )  # fmt: skip
+    except DataValidationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+PAGE = r"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>robopref: which is better?</title>
+<style>
+ body { font-family: system-ui, sans-serif; margin: 1.2em; color: #222; }
+ header { display: flex; gap: 1.5em; align-items: baseline; }
+ #items { display: flex; gap: 1.2em; flex-wrap: wrap; margin: 1em 0; }
+ .item { border: 2px solid #ddd; border-radius: 8px; padding: .6em; }
+ .item h3 { margin: 0 0 .4em 0; font-size: 1em; }
+ .item .meta { font-size: .8em; color: #666; max-width: 30em; }
+ canvas { image-rendering: pixelated; background: #000; display: block; }
+ #buttons button, #player button { font-size: 1em; margin: .2em; padding: .45em .9em; }
+ #error { color: #b00; } #done { font-size: 1.2em; color: #080; }
+ .answered { color: #080; font-size: .9em; }
+</style></head>
+<body>
+<header><h2>Which rollout is better?</h2>
+ <span>Answered: <b id="progress">- / -</b></span>
+ <span>Query <b id="query-index">-</b></span>
+ <span id="answered-note" class="answered"></span></header>
+<div id="done" hidden>All queries are answered; thank you. You can close this tab.</div>
+<div id="player"><button id="btn-play">Pause</button>
+ <span>frame <span id="frame">0</span></span>
+ <button id="btn-back">&larr; Previous query</button>
+ <button id="btn-next-unanswered">Next unanswered</button></div>
+<div id="items"></div>
+<div id="buttons"></div>
+<div id="error"></div>
+<p style="font-size:.8em;color:#666">Keys (K = 2): 1 or &larr; left better, 2 or &rarr; right better,
+ e equal, c can't tell, space pause. Every answer is saved to the dataset file immediately.</p>
+<script>
+"use strict";
+let cur = null, data = null, frame = 0, playing = true, timer = null, shownAt = 0;
+const $ = (id) => document.getElementById(id);
+const LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+async function getJSON(url, opts) {
+  const r = await fetch(url, opts);
+  const j = await r.json();
+  if (!r.ok) throw new Error(j.error || r.statusText);
+  return j;
+}
+function showProgress(p) {
+  $("progress").textContent = p.answered + " / " + p.total;
+  $("done").hidden = !p.done;
+}
+async function start() {
+  const p = await getJSON("/api/progress");
+  showProgress(p);
+  await load(p.done ? p.total - 1 : p.next);
+}
+async function load(q) {
+  $("error").textContent = "";
+  data = await getJSON("/api/query/" + q);
+  cur = q; frame = 0; shownAt = performance.now();
+  showProgress(data.progress);
+  $("query-index").textContent = (q + 1) + " of " + data.progress.total;
+  $("answered-note").textContent = data.answered ? "(answered: " + describe(data.answer) + ")" : "";
+  const box = $("items"); box.innerHTML = "";
+  data.items.forEach((it, k) => {
+    if (!it.mask) return;
+    const div = document.createElement("div");
+    div.className = "item"; div.id = "item-" + k;
+    const name = data.k === 2 ? (k === 0 ? "Left" : "Right") : LETTERS[k];
+    div.innerHTML = "<h3>" + name + "</h3>";
+    if (it.kind === "frames") {
+      const c = document.createElement("canvas");
+      const scale = Math.max(1, Math.floor(256 / Math.max(it.frame_width, it.frame_height)));
+      c.width = it.frame_width * scale; c.height = it.frame_height * scale;
+      const img = new Image();
+      img.onload = () => { it.img = img; draw(); };
+      img.src = it.url;
+      it.canvas = c; div.appendChild(c);
+    } else {
+      const holder = document.createElement("div");
+      holder.innerHTML = it.svg; div.appendChild(holder);
+      it.cursors = holder.querySelectorAll(".cursor");
+    }
+    const meta = document.createElement("div"); meta.className = "meta";
+    meta.textContent = (it.instruction || it.task || "") + "  [trajectory " + it.trajectory +
+      ", steps " + it.start + "-" + (it.start + it.length - 1) + "]";
+    div.appendChild(meta);
+    if (data.k > 2) {
+      const sel = document.createElement("select"); sel.id = "rank-" + k;
+      const n = data.items.filter((x) => x.mask).length;
+      for (let r = 1; r <= n; r++) { const o = document.createElement("option"); o.value = r; o.textContent = "rank " + r; sel.appendChild(o); }
+      sel.value = String(Math.min(k + 1, n));
+      div.appendChild(sel);
+    }
+    box.appendChild(div);
+  });
+  buttons();
+  restart();
+}
+function describe(a) {
+  if (!a) return "";
+  if (a.choice === "ranking") return "ranks " + a.ranks.filter((r) => r !== null).join(", ");
+  return a.choice === "equal" ? "equal" : "can't tell";
+}
+function buttons() {
+  const b = $("buttons"); b.innerHTML = "";
+  const add = (id, text, fn) => { const x = document.createElement("button"); x.id = id; x.textContent = text; x.onclick = fn; b.appendChild(x); };
+  if (data.k === 2) {
+    add("btn-left", "\u25C0 Left is better", () => answer("ranking", [1, 2]));
+    add("btn-equal", "Equally good", () => answer("equal"));
+    add("btn-right", "Right is better \u25B6", () => answer("ranking", [2, 1]));
+  } else {
+    add("btn-submit", "Submit ranking", () => answer("ranking",
+      data.items.map((it, k) => it.mask ? parseInt($("rank-" + k).value) : 1)));
+    add("btn-equal", "All equally good", () => answer("equal"));
+  }
+  add("btn-cant-tell", "Can't tell", () => answer("cant_tell"));
+}
+async function answer(choice, ranks) {
+  try {
+    const p = await getJSON("/api/answer", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ query: cur, choice: choice, ranks: ranks || null,
+                             seconds: (performance.now() - shownAt) / 1000 }) });
+    showProgress(p);
+    if (p.done) { await load(cur); return; }
+    await load(p.next);
+  } catch (e) { $("error").textContent = "Not saved: " + e.message; }
+}
+function maxFrames() { return Math.max(...data.items.filter((x) => x.mask).map((x) => x.frames)); }
+function draw() {
+  if (!data) return;
+  $("frame").textContent = frame;
+  data.items.forEach((it) => {
+    if (!it.mask) return;
+    const f = Math.min(frame, it.frames - 1);
+    if (it.kind === "frames" && it.img) {
+      const ctx = it.canvas.getContext("2d"); ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(it.img, 0, f * it.frame_height, it.frame_width, it.frame_height, 0, 0, it.canvas.width, it.canvas.height);
+    } else if (it.kind === "path") {
+      it.cursors.forEach((c) => { const p = it.cursor[+c.dataset.view][f]; c.setAttribute("cx", p[0]); c.setAttribute("cy", p[1]); });
+    }
+  });
+}
+function restart() {
+  if (timer) clearInterval(timer);
+  draw();
+  timer = setInterval(() => { if (playing) { frame = (frame + 1) % (maxFrames() + 5); draw(); } }, 1000 / data.fps);
+}
+$("btn-play").onclick = () => { playing = !playing; $("btn-play").textContent = playing ? "Pause" : "Play"; };
+$("btn-back").onclick = () => { if (cur > 0) load(cur - 1); };
+$("btn-next-unanswered").onclick = async () => { const p = await getJSON("/api/progress"); if (!p.done) load(p.next); };
+document.addEventListener("keydown", (ev) => {
+  if (!data || ev.target.tagName === "SELECT") return;
+  const k = ev.key;
+  if (k === " ") { $("btn-play").click(); ev.preventDefault(); }
+  else if (data.k === 2 && (k === "1" || k === "ArrowLeft")) answer("ranking", [1, 2]);
+  else if (data.k === 2 && (k === "2" || k === "ArrowRight")) answer("ranking", [2, 1]);
+  else if (k === "e") answer("equal");
+  else if (k === "c") answer("cant_tell");
+});
+start().catch((e) => { $("error").textContent = e.message; });
+</script></body></html>
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,12 +9,16 @@ STAMP := $(VENV)/.robopref-installed
 
 .PHONY: setup system-deps demo test test-slow lint clean
 
-# OSMesa lets MuJoCo render offscreen on a CPU (pixel observations, RAPL, GRAPE).
+# Debian packages: OSMesa lets MuJoCo render offscreen on a CPU (pixel observations, RAPL,
+# GRAPE); Chromium + its driver run the labelling page's browser test.
+SYSTEM_PACKAGES := libosmesa6 chromium chromium-driver
 system-deps:
-	@if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then \
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null; \
-	  else echo "robopref: install libosmesa6 (apt-get install libosmesa6) for CPU rendering"; fi; fi
+	    echo "robopref: apt-get install$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "robopref: please install$$missing (rendering and browser tests need them)"; fi; fi
 
 $(STAMP): pyproject.toml
 	$(MAKE) --no-print-directory system-deps

@@ -3,6 +3,8 @@
     robopref collect [--config F] [key=value ...]        collect a Meta-World dataset (HDF5)
     robopref label FILE [--config F] [key=value ...]     label it with a simulated teacher
     robopref info FILE                                   what is in a dataset
+    robopref import SRC OUT.h5                           import robomimic / LeRobot data
+    robopref label-ui FILE [--port P --k K ...]          label queries yourself in the browser
     robopref run CONFIG [key=value ...] [--out DIR]      run a recipe (method: pearl | lm | collect ...)
     robopref lm --config F [key=value ...]               preference fine-tuning of a language policy
     robopref bench SUITE [--jobs N] [--ray-address A]     run a suite of recipe runs (resumable)
@@ -115,6 +117,23 @@ def cmd_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from robopref.data import import_dataset, save_dataset
+    from robopref.data.summary import summarize
+
+    dataset = import_dataset(args.source, format=args.format)
+    save_dataset(dataset, args.out)
+    _print_summary(summarize(dataset))
+    _console().print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_label_ui(args: argparse.Namespace) -> int:
+    from robopref.humans import main as labelling_main
+
+    return labelling_main(args.args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from robopref.bench import load_suite, run_suite, write_report
 
@@ -163,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("import", help="import a robomimic HDF5 file or a LeRobot folder")
+    p.add_argument("source")
+    p.add_argument("out", help="output HDF5 file (robopref/robomimic layout)")
+    p.add_argument("--format", default="auto", choices=["auto", "robomimic", "lerobot"])
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser(
+        "label-ui",
+        help="label queries in the browser (python -m robopref.humans --help for options)",
+        add_help=False,
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, help="DATASET [--port P --k K ...]")
+    p.set_defaults(func=cmd_label_ui)
+
     p = sub.add_parser("run", help="run a recipe config (its 'method:' key picks the recipe)")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
@@ -200,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["label-ui"]:  # the labelling page parses its own options (incl. --help)
+        return cmd_label_ui(argparse.Namespace(args=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

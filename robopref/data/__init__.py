@@ -1,6 +1,7 @@
 """Trajectories, segments and preference queries; HDF5 storage in the robomimic layout."""
 
 from robopref.data.hdf5 import load_dataset, load_queries, save_dataset, save_queries
+from robopref.data.importers import import_dataset, import_lerobot, import_robomimic
 from robopref.data.queries import (
     PreferenceQueries,
     check_segments,
@@ -16,6 +17,9 @@ __all__ = [
     "Trajectory",
     "TrajectoryDataset",
     "check_segments",
+    "import_dataset",
+    "import_lerobot",
+    "import_robomimic",
     "load_dataset",
     "load_queries",
     "sample_queries",

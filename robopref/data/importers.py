@@ -422,6 +422,13 @@ def import_lerobot(
             str(names),
         )
     if reward_key is not None and reward_key not in features:
+        if reward_key != "next.reward":  # only the default may be absent
+            _fail(
+                info_path,
+                f"features['{reward_key}']",
+                "the reward feature",
+                f"features {sorted(features)}",
+            )
         reward_key = None
     videos = [k for k in obs_keys if features[k].get("dtype") == "video"]
     if videos and "video_path" not in info:
@@ -637,7 +644,14 @@ def _decode_video(
     if not frames:
         _fail(file, "/", f"{len(timestamps)} video frames", "no frames")
     times_arr = np.asarray(times)
-    idx = np.abs(times_arr[None, :] - timestamps[:, None]).argmin(1)
+    order = np.argsort(times_arr, kind="stable")
+    sorted_times = times_arr[order]
+    right = np.clip(np.searchsorted(sorted_times, timestamps), 0, len(order) - 1)
+    left = np.clip(right - 1, 0, len(order) - 1)
+    nearer_left = np.abs(sorted_times[left] - timestamps) <= np.abs(
+        sorted_times[right] - timestamps
+    )
+    idx = order[np.where(nearer_left, left, right)]  # nearest frame of each row
     gap = np.abs(times_arr[idx] - timestamps)
     if len(gap) and gap.max() > tolerance_s:
         i = int(gap.argmax())

@@ -8,6 +8,14 @@ dataset's ``preferences`` group after every click (see :mod:`robopref.humans.ses
 """
 
 from robopref.humans.server import LabelServer, main, make_server, serve
-from robopref.humans.session import LabelSession, grades_from_ranks
+from robopref.humans.session import LabelSession, answered_queries, grades_from_ranks
 
-__all__ = ["LabelServer", "LabelSession", "grades_from_ranks", "main", "make_server", "serve"]
+__all__ = [
+    "LabelServer",
+    "LabelSession",
+    "answered_queries",
+    "grades_from_ranks",
+    "main",
+    "make_server",
+    "serve",
+]

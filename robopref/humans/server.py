@@ -347,7 +347,7 @@ PAGE = r"""<!doctype html>
  e equal, c can't tell, space pause. Every answer is saved to the dataset file immediately.</p>
 <script>
 "use strict";
-let cur = null, data = null, frame = 0, playing = true, timer = null, shownAt = 0;
+let cur = null, data = null, frame = 0, playing = true, timer = null, shownAt = 0, busy = false;
 const $ = (id) => document.getElementById(id);
 const LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
@@ -429,14 +429,18 @@ function buttons() {
   add("btn-cant-tell", "Can't tell", () => answer("cant_tell"));
 }
 async function answer(choice, ranks) {
+  if (busy) return;  // one answer at a time: a second click never lands on the next query
+  busy = true;
+  document.querySelectorAll("#buttons button").forEach((b) => { b.disabled = true; });
   try {
     const p = await getJSON("/api/answer", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ query: cur, choice: choice, ranks: ranks || null,
                              seconds: (performance.now() - shownAt) / 1000 }) });
-    showProgress(p);
-    if (p.done) { await load(cur); return; }
-    await load(p.next);
-  } catch (e) { $("error").textContent = "Not saved: " + e.message; }
+    await load(p.done ? cur : p.next);
+  } catch (e) {
+    $("error").textContent = "Not saved: " + e.message;
+    document.querySelectorAll("#buttons button").forEach((b) => { b.disabled = false; });
+  } finally { busy = false; }
 }
 function maxFrames() { return Math.max(...data.items.filter((x) => x.mask).map((x) => x.frames)); }
 function draw() {

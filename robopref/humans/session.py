@@ -30,6 +30,7 @@ import numpy as np
 
 from robopref.data import (
     DataValidationError,
+    PreferenceQueries,
     load_dataset,
     sample_queries,
     save_queries,
@@ -46,6 +47,21 @@ def grades_from_ranks(ranks: np.ndarray) -> np.ndarray:
     better = (r[None, :] < r[:, None]).sum(1)
     tied = (r[None, :] == r[:, None]).sum(1)
     return len(r) - 1 - better - 0.5 * (tied - 1)
+
+
+def answered_queries(
+    queries: PreferenceQueries, include_cant_tell: bool = False
+) -> PreferenceQueries:
+    """The answered queries of a human session (without "can't tell" answers unless
+    ``include_cant_tell``), e.g. for a trainer run with ``use_confidence=False``, which would
+    otherwise read unanswered queries as ties. Queries from elsewhere are returned unchanged."""
+    state = queries.metadata.get(KEY)
+    if state is None:
+        return queries
+    keep = np.array(state["answered"], dtype=bool)
+    if not include_cant_tell:
+        keep &= np.array([a is None or a.get("choice") != "cant_tell" for a in state["answers"]])
+    return queries.subset(np.flatnonzero(keep))
 
 
 class LabelSession:

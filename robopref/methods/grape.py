@@ -414,6 +414,12 @@ def collect_demos(config: GrapeConfig, pool: EnvPool) -> list[Trajectory]:
             traj.metadata = {"seed": seed, "mode": "scripted"}
             demos.append(traj)
             kept += 1
+        if kept == 0:
+            raise RuntimeError(
+                f"sft: no successful scripted demonstration of {task} in {i} tries within "
+                f"max_episode_steps={config.max_episode_steps}; raise max_episode_steps, lower "
+                "sft.action_noise or set sft.successful_only=false"
+            )
     return demos
 
 

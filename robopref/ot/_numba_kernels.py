@@ -4,7 +4,8 @@ All kernels take float64, C-contiguous arrays and are compiled once with ``cache
 compiled code is stored next to this file, so only the very first call on a machine pays the
 compile time). Signatures: ``_solve_seq`` (one problem, one thread), ``_sinkhorn_batch`` (many
 problems, one per thread), ``_sinkhorn_batch_seq`` (small batches, one thread) and, compiled only
-when first used, ``_sinkhorn_one`` (one problem >= 1024 x 1024, rows split over threads).
+when first used, ``_sinkhorn_one`` (one problem, O(nm) passes split over threads; opt-in through
+the environment variable ``ROBOPREF_OT_ROW_PARALLEL_MIN``, see ``_sinkhorn.py``).
 
 Algorithm (Schmitzer 2019, "Stabilized sparse scaling algorithms for entropy regularized
 transport problems", Alg. 2): the dual potentials ``f [n]``, ``g [m]`` (cost units) are kept in
@@ -13,8 +14,8 @@ two absorptions, plain Sinkhorn scalings ``u, v`` (close to 1) run on ``K`` with
 matrix-vector products per iteration. An absorption is a full log-domain Sinkhorn iteration
 (log-sum-exp over columns, then over rows), so no row or column of ``K`` can underflow to zero,
 whatever ``eps``. Absorptions happen at the start (rows only: one exp per entry), when a
-scaling leaves [1/bound, bound], or when a column sum underflows (then a full log-domain step). With warm-started potentials (entropic GW) one absorption per
-solve is typical.
+scaling leaves [1/bound, bound], or when a column sum underflows (then a full log-domain step).
+With warm-started potentials (entropic GW) one absorption per solve is typical.
 
 Convergence is measured as the L1 violation of the column marginal after the row update
 (rows are exact at that point): ``sum_j |sum_i P_ij - b_j|``. It costs nothing extra because
@@ -28,12 +29,15 @@ from numba import njit, prange
 
 _EXP_FLOOR = -700.0  # exp(-700) ~ 1e-304: below this an entry is set to exactly 0 (no subnormals)
 _BLOCK = 64  # column block for the parallel K^T u and column log-sum-exp
+# Let LLVM reorder sums (SIMD reductions in the matrix-vector products) but keep IEEE inf/NaN
+# semantics: zero masses are carried as -inf potentials.
+_FM = {"reassoc", "contract"}
 
 
 # --------------------------------------------------------------------------------------------
 # sequential building blocks (used by the batch kernel, one problem per thread)
 # --------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, fastmath=_FM)
 def _absorb_seq(a, b, M, eps, f, g, K):  # pragma: no cover - compiled
     """One log-domain iteration (g then f) and rebuild ``K = exp((f+g-M)/eps)`` (rows sum to a)."""
     n, m = M.shape
@@ -64,7 +68,7 @@ def _absorb_seq(a, b, M, eps, f, g, K):  # pragma: no cover - compiled
         _absorb_row(a, M, eps, f, g, K, i)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=_FM)
 def _absorb_row(a, M, eps, f, g, K, i):  # pragma: no cover - compiled
     m = M.shape[1]
     if a[i] <= 0.0:
@@ -89,7 +93,7 @@ def _absorb_row(a, M, eps, f, g, K, i):  # pragma: no cover - compiled
         K[i, j] *= scale
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_FM)
 def _solve_seq(a, b, M, eps, f, g, K, max_iter, tol, bound):  # pragma: no cover - compiled
     """Solve one problem sequentially. On exit ``K`` holds the plan, ``f, g`` the potentials.
 
@@ -152,7 +156,7 @@ def _solve_seq(a, b, M, eps, f, g, K, max_iter, tol, bound):  # pragma: no cover
     return total, err
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=_FM)
 def _update(b, ktu, v, bound):  # pragma: no cover - compiled
     """v = b / ktu in place; True if an absorption is needed (underflow or scaling too large)."""
     lo = 1.0 / bound
@@ -167,7 +171,7 @@ def _update(b, ktu, v, bound):  # pragma: no cover - compiled
     return False
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=_FM)
 def _matvec_update_seq(a, K, v, kv, u, bound):  # pragma: no cover - compiled
     n, m = K.shape
     for i in range(n):
@@ -178,7 +182,7 @@ def _matvec_update_seq(a, K, v, kv, u, bound):  # pragma: no cover - compiled
     return _update(a, kv, u, bound)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_FM)
 def _sinkhorn_batch(A, B, Ms, eps, F, G, P, max_iter, tol, bound, n_iter, errs):  # pragma: no cover
     """Many problems ``Ms [nb, n, m]`` in parallel (one per thread). Plans are written to ``P``."""
     for k in prange(Ms.shape[0]):
@@ -187,7 +191,7 @@ def _sinkhorn_batch(A, B, Ms, eps, F, G, P, max_iter, tol, bound, n_iter, errs):
         errs[k] = e
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_FM)
 def _sinkhorn_batch_seq(
     A, B, Ms, eps, F, G, P, max_iter, tol, bound, n_iter, errs
 ):  # pragma: no cover
@@ -201,7 +205,7 @@ def _sinkhorn_batch_seq(
 # --------------------------------------------------------------------------------------------
 # one large problem: rows (and column blocks) in parallel
 # --------------------------------------------------------------------------------------------
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_FM)
 def _absorb_par(a, b, M, eps, f, g, K):  # pragma: no cover - compiled
     n, m = M.shape
     nblk = (m + _BLOCK - 1) // _BLOCK
@@ -235,13 +239,13 @@ def _absorb_par(a, b, M, eps, f, g, K):  # pragma: no cover - compiled
         _absorb_row(a, M, eps, f, g, K, i)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_FM)
 def _absorb_rows_par(a, M, eps, f, g, K):  # pragma: no cover - compiled
     for i in prange(M.shape[0]):
         _absorb_row(a, M, eps, f, g, K, i)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_FM)
 def _ktu_par(K, u, out):  # pragma: no cover - compiled
     n, m = K.shape
     nblk = (m + _BLOCK - 1) // _BLOCK
@@ -257,7 +261,7 @@ def _ktu_par(K, u, out):  # pragma: no cover - compiled
                     out[j] += ui * K[i, j]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_FM)
 def _kv_par(K, v, out):  # pragma: no cover - compiled
     n, m = K.shape
     for i in prange(n):
@@ -267,7 +271,7 @@ def _kv_par(K, v, out):  # pragma: no cover - compiled
         out[i] = s
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_FM)
 def _scale_plan_par(K, u, v):  # pragma: no cover - compiled
     n, m = K.shape
     for i in prange(n):
@@ -276,7 +280,7 @@ def _scale_plan_par(K, u, v):  # pragma: no cover - compiled
             K[i, j] *= ui * v[j]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_FM)
 def _sinkhorn_one(a, b, M, eps, f, g, K, max_iter, tol, bound):  # pragma: no cover - compiled
     """Same as :func:`_solve_seq` with the O(nm) passes split over threads."""
     n, m = M.shape

@@ -69,6 +69,8 @@ def sinkhorn(
 
     A ``RuntimeWarning`` is issued if ``max_iter`` was reached before ``tol``.
     """
+    if max_iter < 1:
+        raise ValueError(f"max_iter: expected >= 1, found {max_iter}")
     if any_torch(a, b, M):
         from robopref.ot._torch_engine import sinkhorn_torch
 
@@ -86,7 +88,7 @@ def sinkhorn(
     a = _weights("a", a, batch, n)
     b = _weights("b", b, batch, m)
     check_finite("M", M, np.isfinite)
-    check_masses("a", a, "b", b, rtol=1e-6)
+    b = np.ascontiguousarray(check_masses("a", a, "b", b, rtol=1e-6))
     if warm_start is not None:
         f, g = warm_start
         f = np.array(np.broadcast_to(np.asarray(f, dtype=np.float64), a.shape))

@@ -17,6 +17,7 @@ from robopref.ot._common import check_finite, check_masses, shape_error
 from robopref.ot._gromov import (
     _INNER_LOOSE,
     _INNER_RATE,
+    _INNER_WARN,
     _check_gw_shapes,
     gw_objective,
     transform_matrices,
@@ -95,6 +96,7 @@ def sinkhorn_torch(a, b, M, eps, *, max_iter=1000, tol=None, warm_start=None, lo
     b = _weights("b", b, M, batch, m)
     check_finite("M", M, torch.isfinite)
     check_masses("a", a.detach(), "b", b.detach(), rtol=_mass_rtol(M.dtype))
+    b = b * (a.sum(-1) / b.sum(-1))[..., None]
     if warm_start is not None:
         f, g = (torch.as_tensor(x, dtype=M.dtype, device=M.device) for x in warm_start)
         f, g = f.expand(batch + (n,)), g.expand(batch + (m,))
@@ -142,7 +144,7 @@ def entropic_gw_torch(
     batch, n, m = C1.shape[:-2], C1.shape[-1], C2.shape[-1]
     p = _weights("p", p, C1, batch, n)
     q = _weights("q", q, C1, batch, m)
-    check_masses("p", p, "q", q, rtol=_mass_rtol(dtype))
+    q = check_masses("p", p, "q", q, rtol=_mass_rtol(dtype))
     if symmetric is None:
         symmetric = bool(
             torch.allclose(C1, C1.transpose(-1, -2), atol=1e-10)
@@ -165,7 +167,9 @@ def entropic_gw_torch(
     g = torch.zeros(batch + (m,), dtype=dtype, device=C1.device)
 
     deltas, obj_hist, time_hist = [], [], []
+    # as the Numba engine, but never below what the dtype can resolve (float32: ~1e-5)
     itol_floor = min(inner_tol, 0.1 * tol) if tol > 0 else inner_tol
+    itol_floor = max(itol_floor, 100 * torch.finfo(dtype).eps)
     inner_total, inner_err = 0, None
     delta_l1 = torch.full(batch, float("inf"), dtype=dtype, device=C1.device)
     converged, it = False, 0
@@ -201,7 +205,7 @@ def entropic_gw_torch(
             RuntimeWarning,
             stacklevel=3,
         )
-    if inner_err is not None and float(inner_err.max()) > max(inner_tol, _INNER_LOOSE) * 10:
+    if float(inner_err.max()) > max(10 * itol_floor, _INNER_WARN):
         warnings.warn(
             f"entropic_gromov_wasserstein: inner Sinkhorn stopped at marginal error "
             f"{float(inner_err.max()):.1e}; raise inner_max_iter or eps",
@@ -221,6 +225,7 @@ def entropic_gw_torch(
         "obj_hist": obj_hist,
         "time_hist": time_hist,
         "converged": converged,
+        "inner_err": inner_err,
         "f": f,
         "g": g,
     }

@@ -67,7 +67,7 @@ def test_stage_costs_sequential_windows():
     costs2, done2 = stage_costs({**kp, "goal": goal2}, stages)
     assert done2.tolist() == [True, False]
     # reach never completed: the push is judged at the last step only
-    costs3, done3 = stage_costs({**kp, "hand": hand - 1.0}, stages)
+    costs3, done3 = stage_costs({**kp, "hand": hand - [1.0, 0.0, 0.0]}, stages)
     assert done3.tolist() == [False, False]
     np.testing.assert_allclose(costs3, [1.0 - 0.05 + 0.0, 0.1 - 0.02], atol=1e-12)
     assert external_reward(np.array([0.0, 0.08]), scale=0.1) == pytest.approx(np.exp(-0.8))

@@ -79,9 +79,11 @@ def _wait_text(driver, element_id, text, timeout=10.0):
     )
 
 
-def _click(driver, button_id, progress):
+def _click(driver, button_id, progress, query=None):
     driver.find_element("id", button_id).click()
     _wait_text(driver, "progress", progress)
+    if query is not None:  # the next query is on screen (its buttons are new)
+        _wait_text(driver, "query-index", query)
 
 
 def test_click_through_kill_restart_and_resume(tmp_path, browser):
@@ -95,7 +97,10 @@ def test_click_through_kill_restart_and_resume(tmp_path, browser):
         _wait_text(browser, "query-index", "1 of 5")
         # the canvas shows the query's frames: pause, then compare one pixel with the data
         browser.find_element("id", "btn-play").click()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while not browser.execute_script("return !!data.items[0].img"):
+            assert time.monotonic() < deadline, "the film strip did not load"
+            time.sleep(0.05)
         item = load_queries(path)
         f, pixel = browser.execute_script(
             "const c = document.querySelector('#item-0 canvas');"
@@ -106,10 +111,9 @@ def test_click_through_kill_restart_and_resume(tmp_path, browser):
         assert pixel[:3] == ds[ti].observations["image"][st + f, 0, 0].tolist()
         browser.find_element("id", "btn-play").click()
 
-        _click(browser, "btn-left", "1 / 5")
-        _click(browser, "btn-equal", "2 / 5")
-        _click(browser, "btn-cant-tell", "3 / 5")
-        _wait_text(browser, "query-index", "4 of 5")
+        _click(browser, "btn-left", "1 / 5", "2 of 5")
+        _click(browser, "btn-equal", "2 / 5", "3 of 5")
+        _click(browser, "btn-cant-tell", "3 / 5", "4 of 5")
     finally:
         server.kill()  # no clean shutdown: answers must already be on disk
     q = load_queries(path)
@@ -125,7 +129,7 @@ def test_click_through_kill_restart_and_resume(tmp_path, browser):
         browser.get(server.url)
         _wait_text(browser, "progress", "3 / 5")
         _wait_text(browser, "query-index", "4 of 5")
-        _click(browser, "btn-right", "4 / 5")
+        _click(browser, "btn-right", "4 / 5", "5 of 5")
         browser.find_element("tag name", "body").send_keys("1")  # keyboard: left is better
         _wait_text(browser, "progress", "5 / 5")
         assert browser.find_element("id", "done").is_displayed()
@@ -151,7 +155,14 @@ def test_rank_three_vector_only_rollouts(tmp_path, browser):
         assert len(browser.find_elements("css selector", "#items svg .cursor")) == 6
         for k, rank in enumerate([2, 1, 2]):
             Select(browser.find_element("id", f"rank-{k}")).select_by_value(str(rank))
-        _click(browser, "btn-submit", "1 / 2")
+        # a double click answers once: the second one must not land on the next query
+        browser.execute_script(
+            "const b = document.getElementById('btn-submit'); b.click(); b.click();"
+        )
+        _wait_text(browser, "query-index", "2 of 2")
+        time.sleep(0.3)
+        assert browser.find_element("id", "progress").text == "1 / 2"
+        assert load_queries(path).metadata["human_labels"]["answered"] == [True, False]
         _click(browser, "btn-equal", "2 / 2")
     finally:
         server.kill()

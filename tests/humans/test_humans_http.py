@@ -100,3 +100,10 @@ def test_image_key_is_checked(tmp_path):
         DataValidationError, match=r"image_key: expected one of the observation keys"
     ):
         make_server(tmp_path / "v.h5", image_key="rgb", segment_length=5)
+
+
+def test_cli_reports_bad_files(tmp_path, capsys):
+    from robopref.humans import main
+
+    assert main([str(tmp_path / "missing.h5"), "--port", "0"]) == 2
+    assert "missing.h5: file not found" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from robopref.data import DataValidationError, PreferenceQueries, load_queries, save_queries
-from robopref.humans import LabelSession, grades_from_ranks
+from robopref.humans import LabelSession, answered_queries, grades_from_ranks
 from robopref.humans import session as session_mod
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,6 +55,10 @@ def test_new_session_answers_and_resume(tmp_path):
     assert state["answers"][0]["choice"] == "ranking" and state["answers"][0]["ranks"] == [2, 1]
     assert state["answers"][0]["seconds"] == 3.25
     assert state["answers"][3]["choice"] == "cant_tell" and state["answers"][2] is None
+
+    used = answered_queries(q)  # answered, without "can't tell"
+    np.testing.assert_array_equal(used.traj_index, q.traj_index[[0, 1]])
+    assert answered_queries(q, include_cant_tell=True).num_queries == 3
 
     again = LabelSession(path, k=3, num_queries=99)  # resumes; k / num_queries ignored
     assert again.next_unanswered() == 2 and again.num_queries == 4 and again.queries.k == 2

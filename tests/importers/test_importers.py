@@ -55,6 +55,10 @@ def test_robomimic_round_trip_exact(tmp_path):
         )
         np.testing.assert_array_equal(a.actions, b.actions)
     assert back.metadata["filter_keys"] == {"train": [0, 1], "valid": [2]}
+    # robopref's own files are robomimic files too (successes come back)
+    again = import_robomimic(tmp_path / "out.h5", filter_key="valid")
+    assert len(again) == 1 and again[0].metadata == {"demo": "demo_2"}
+    np.testing.assert_array_equal(again[0].observations["object"], ds[2].observations["object"])
 
 
 def test_robomimic_filter_key_obs_keys_and_state_keys(tmp_path):
@@ -193,8 +197,20 @@ def test_lerobot_errors_name_file_field_and_shape(lerobot):
     ):
         import_lerobot(root)
     assert len(import_lerobot(root, episodes=[0, 1])) == 2
+    short = root / "videos/chunk-000/observation.images.top/episode_000001.mp4"
+    write_video(short, np.zeros((3, 16, 16, 3), np.uint8), 10)  # 3 frames for 4 rows
+    with pytest.raises(
+        DataValidationError,
+        match=r"episode_000001.mp4: frames: expected a frame within 0.0001 s of every row's "
+        r"timestamp, found row 3 at 0.3000 s, nearest frame at 0.2000 s \(3 frames\)",
+    ):
+        import_lerobot(root, episodes=[1])
     with pytest.raises(DataValidationError, match=r"episode 7: expected an episode listed there"):
         import_lerobot(root, episodes=[7])
+    with pytest.raises(
+        DataValidationError, match=r"features\['reward'\]: expected the reward feature"
+    ):
+        import_lerobot(root, reward_key="reward")
     info["codebase_version"] = "v3.0"
     info_path.write_text(json.dumps(info))
     with pytest.raises(DataValidationError, match=r"codebase_version: expected 'v2.0' or 'v2.1'"):
@@ -212,3 +228,30 @@ def test_import_dataset_detects_the_format(tmp_path):
         import_dataset(tmp_path)
     with pytest.raises(DataValidationError, match="field 'format'"):
         import_dataset(tmp_path / "b", format="rlds")
+
+
+def test_lerobot_image_features_stored_in_parquet(tmp_path):
+    """dtype "image" features: PNG bytes in a struct {bytes, path} column, decoded exactly."""
+    Image = pytest.importorskip("PIL.Image")
+    import io
+
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "img"
+    write_lerobot(root, lengths=(3,), video=False)
+    frames = np.random.default_rng(5).integers(0, 256, (3, 6, 5, 3), dtype=np.uint8)
+    cells = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="PNG")
+        cells.append({"bytes": buf.getvalue(), "path": None})
+    file = root / "data/chunk-000/episode_000000.parquet"
+    table = pq.read_table(file)
+    col = pa.array(cells, type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(table.append_column("observation.images.wrist", col), file)
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["observation.images.wrist"] = {"dtype": "image", "shape": [6, 5, 3]}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    ds = import_lerobot(root)
+    np.testing.assert_array_equal(ds[0].observations["images.wrist"], frames)
+    assert set(ds[0].observations) == {"state", "images.wrist"}

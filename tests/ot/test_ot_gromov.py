@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import ot
 import pytest
@@ -82,12 +84,16 @@ def test_recovers_permutation_of_isometric_spaces():
     rng = np.random.default_rng(4)
     X = rng.normal(size=(12, 2))
     C1 = ot.dist(X, X, metric="euclidean")
+    C1 /= C1.max()
     perm = rng.permutation(12)
     C2 = C1[np.ix_(perm, perm)]
-    T, log = rot.entropic_gromov_wasserstein(C1, C2, None, None, 2e-3, log=True, max_iter=2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converges: no max_iter / inner-accuracy warning
+        T, log = rot.entropic_gromov_wasserstein(C1, C2, None, None, 2e-3, log=True)
     # point perm[j] of X is point j of the target
     assert (T.argmax(1) == np.argsort(perm)).all()
-    assert log["gw_dist"] < 1e-4
+    assert log["gw_dist"] < 1e-3  # the exact permutation scores 0; entropy blurs it
+    assert log["inner_err"] < 1e-6
 
 
 def test_batched_gw_equals_single():

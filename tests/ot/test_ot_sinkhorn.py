@@ -174,3 +174,11 @@ def test_row_parallel_kernel_matches_sequential(monkeypatch):
     monkeypatch.setattr(gw_mod, "_PARALLEL_MIN_SIZE", 10**12)
     T_seq = rot.entropic_gromov_wasserstein(C1 / C1.max(), C2 / C2.max(), a, b, 0.05)
     np.testing.assert_allclose(T_par, T_seq, rtol=1e-8, atol=1e-14)
+
+
+def test_rounding_level_mass_mismatch_is_absorbed():
+    a, b, M = _problem(10, 8, 9)
+    b = b * (1 + 1e-8)
+    P, log = rot.sinkhorn(a, b, M, 0.05, log=True)
+    assert log["converged"]
+    np.testing.assert_allclose(P.sum(), 1.0, atol=1e-12)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -628,7 +629,9 @@ def apply_lora(
         target_modules=targets,
         modules_to_save=["lm_head"] if train_action_head else None,
     )
-    policy.lm = get_peft_model(policy.lm, config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers deprecation inside peft
+        policy.lm = get_peft_model(policy.lm, config)
     if train_obs_encoder:
         policy._ref_obs_encoder = copy.deepcopy(policy.obs_encoder).requires_grad_(False)
         policy.obs_encoder.requires_grad_(True)

@@ -105,7 +105,7 @@ def sft_train(
                 if max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
                 optim.step()
-                total_loss += float(loss) * len(idx)
+                total_loss += loss.item() * len(idx)
                 total_acc += float((logits.argmax(-1) == bins).float().mean()) * len(idx)
             row = {"epoch": epoch, "loss": total_loss / n, "token_accuracy": total_acc / n}
             history.append(row)
@@ -247,11 +247,11 @@ def tpo_train(
                     s_worst = scores.gather(1, worst[:, None]).squeeze(1)
                     top = torch.where(items, scores, scores.new_full((), -np.inf)).argmax(1)
                 n = len(batch)
-                sums["loss"] += float(value) * n
+                sums["loss"] += value.item() * n
                 sums["margin"] += float((s_best - s_worst).sum()) / beta
                 sums["accuracy"] += float((top == best).float().sum())
                 if writer is not None:
-                    writer.add_scalar(f"{log_prefix}/loss", float(value), step)
+                    writer.add_scalar(f"{log_prefix}/loss", value.item(), step)
                 step += 1
             row = {"epoch": epoch, **{k: v / len(groups) for k, v in sums.items()}}
             history.append(row)

@@ -1,0 +1,133 @@
+"""The GRAPE recipe: contact counting, rollouts, config validation and (slow) the end-to-end loop."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robopref.config import ConfigError, load_config
+from robopref.methods import grape
+
+
+def _config(**overrides):
+    base = {
+        "tasks": ["reach-v3"],
+        "task_specs": {
+            "reach-v3": {"stages": [{"name": "reach", "a": "hand", "b": "goal", "threshold": 0.05}]}
+        },
+        "max_episode_steps": 20,
+        "model": {"hidden_size": 32, "n_layers": 1},
+        "num_threads": 1,
+        "tensorboard": False,
+        "progress": False,
+    }
+    base.update(overrides)
+    return grape.Config.model_validate(base)
+
+
+def test_collision_counter_counts_robot_contacts_with_non_targets():
+    from robopref.envs import make_env
+
+    env = make_env("button-press-v3", seed=0, max_episode_steps=60)
+    env.reset(seed=0)
+    model, data = env.unwrapped.model, env.unwrapped.data
+    count_all = grape.CollisionCounter(model, [], "button-press-v3")
+    count_safe = grape.CollisionCounter(model, ["box"], "button-press-v3")  # box + children
+    touched = 0
+    for _ in range(60):  # drive the hand down into the table, then forward into the button box
+        env.step(np.array([0.0, 0.3, -1.0, 0.0], dtype=np.float32))
+        n_all, n_safe = count_all(data), count_safe(data)
+        assert 0 <= n_safe <= n_all
+        touched += n_all
+    assert touched > 0
+    with pytest.raises(ValueError, match="unknown body 'nope'"):
+        grape.CollisionCounter(model, ["nope"], "button-press-v3")
+    env.close()
+
+
+def test_rollout_records_costs_and_retokenises_exactly():
+    torch.set_num_threads(1)
+    config = _config()
+    policy = grape._build_policy(config)
+    pool = grape.EnvPool(config)
+    trajs = grape.rollout(
+        policy, pool, "reach-v3", [3, 4], greedy=False, generator=torch.Generator().manual_seed(0)
+    )
+    pool.close()
+    assert all(len(t) == 20 or (t.success and t.successes[-1]) for t in trajs)
+    for t in trajs:
+        assert t.instruction == "reach the goal position" and t.state.shape == (len(t), 39)
+        assert len(t.metadata["stage_costs"]) == 1 and t.metadata["collisions"] >= 0
+        tok = policy.action_tokenizer
+        np.testing.assert_array_equal(tok.decode(tok.encode(t.actions)), t.actions)
+    comps = grape.score_components(policy, trajs, 20, 0.1)
+    assert set(comps) == {"success", "stages", "logp", "length", "collisions", "action"}
+    assert (
+        (comps["logp"] < 0).all() and (comps["stages"] > 0).all() and (comps["stages"] <= 1).all()
+    )
+
+
+def test_config_validation_names_the_field(tmp_path):
+    with pytest.raises(ValueError, match="declare no stages"):
+        _config(task_specs={})
+    path = tmp_path / "bad.yaml"
+    path.write_text("method: grape\ntasks: [reach-v3]\ntpo: {pairs: some}\n")
+    with pytest.raises(ConfigError, match="pairs"):
+        load_config(grape.Config, path)
+    cfg = load_config(grape.Config, "configs/grape/tiny.yaml")
+    assert cfg.method == "grape" and cfg.tpo.loss == "dpo"
+
+
+@pytest.mark.slow
+def test_grape_end_to_end_and_resume(tmp_path):
+    config = _config(
+        held_out_tasks=["reach-wall-v3"],
+        sft={"demos_per_task": 4, "epochs": 5, "batch_size": 128, "successful_only": False},
+        tpo={"rounds": 2, "rollouts_per_task": 4, "epochs": 1, "batch_size": 4},
+        eval={"episodes_per_task": 2},
+        variants={"efficiency": {"length": 2.0}},
+    )
+    results = grape.run(config, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["table"] == json.loads(json.dumps(results["table"]))
+    assert [row["policy"] for row in saved["table"]] == [
+        "SFT",
+        "TPO r1",
+        "TPO r2",
+        "TPO r1",
+        "TPO r2",
+    ]
+    for name in ("task", "efficiency"):
+        rounds = saved["variants"][name]["rounds"]
+        assert len(rounds) == 2 and rounds[0]["preference_items"] > 0
+        assert (tmp_path / "checkpoints" / name / "round_01.pt").exists()
+        assert 0 <= rounds[-1]["eval"]["in_domain"]["mean"]["success_rate"] <= 1
+    assert "in_domain_success_pp" in saved["change_vs_sft"]["task"]
+    # resume: everything is read back from the checkpoints, nothing is recomputed
+    stamp = (tmp_path / "checkpoints" / "task" / "round_01.json").stat().st_mtime_ns
+    again = grape.run(config, tmp_path)
+    assert again["table"] == saved["table"]
+    assert (tmp_path / "checkpoints" / "task" / "round_01.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_image_mode_rollout_renders_and_scores(monkeypatch):
+    # CPU rendering through OSMesa is slow (~0.1-0.3 s per 32x32 frame): 2 short episodes only.
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    torch.set_num_threads(1)
+    config = _config(
+        max_episode_steps=5,
+        model={"hidden_size": 32, "n_layers": 1, "obs_mode": "image+state", "image_size": 32},
+    )
+    policy = grape._build_policy(config)
+    pool = grape.EnvPool(config)
+    trajs = grape.rollout(policy, pool, "reach-v3", [0, 1], greedy=True)
+    pool.close()
+    for t in trajs:
+        assert t.observations["image"].shape == (5, 32, 32, 3)
+        assert t.observations["image"].dtype == np.uint8 and t.observations["image"].std() > 0
+    comps = grape.score_components(policy, trajs, 5, 0.1)
+    assert np.isfinite(comps["logp"]).all() and (comps["logp"] < 0).all()

@@ -1,6 +1,6 @@
 """Save/load timing of robopref.data.hdf5 vs a bare h5py robomimic-layout writer/reader.
 
-Run: python tests/data/bench_data_hdf5.py   (writes ~230 MB to a temporary directory)
+Run: python benchmarks/hdf5.py   (writes ~230 MB to a temporary directory)
 
 The bare peer writes one group per demo with obs/<key>, actions, rewards, dones (images gzip,
 one frame per chunk), without checksums or validation; its reader reads every array.

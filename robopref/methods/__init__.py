@@ -17,7 +17,17 @@ METHODS: dict[str, str] = {
 
 
 def get_method(name: str) -> ModuleType:
-    """Return the recipe module for ``name`` (one of :data:`METHODS`)."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method '{name}': expected one of {sorted(METHODS)}")
-    return importlib.import_module(METHODS[name])
+    """Return the recipe module for ``name``: one of :data:`METHODS`, or the import path of a
+    user's own module that defines ``Config`` and ``run`` (e.g. ``method: my_lab.recipes.sweep``)."""
+    if name in METHODS:
+        return importlib.import_module(METHODS[name])
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        module = None
+    if module is None or not (hasattr(module, "Config") and hasattr(module, "run")):
+        raise ValueError(
+            f"unknown method '{name}': expected one of {sorted(METHODS)} "
+            "or an importable module defining Config and run"
+        )
+    return module

@@ -509,6 +509,9 @@ def evaluate(policy: VLAPolicy, pool: EnvPool, tasks: list[str]) -> dict[str, An
         )
     keys = ("success_rate", "mean_length", "mean_collisions")
     mean = {k: float(np.mean([m[k] for m in per_task.values()])) for k in keys} if tasks else {}
+    if tasks:  # binomial standard error of the mean success rate over all episodes
+        p, n = mean["success_rate"], ev.episodes_per_task * len(tasks)
+        mean["success_se"] = float(np.sqrt(p * (1 - p) / n))
     return {"mean": mean, "per_task": per_task}
 
 

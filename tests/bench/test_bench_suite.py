@@ -1,12 +1,12 @@
 """Suites: every cell runs once, results are identical serial vs parallel, reruns resume."""
 
 import json
+import os
 import sys
 import textwrap
 
 import pytest
 
-from robopref import methods
 from robopref.bench import aggregate, cells, load_suite, markdown_table, read_results, run_suite, write_report
 
 TOY = textwrap.dedent(
@@ -15,7 +15,7 @@ TOY = textwrap.dedent(
     from robopref.config import StrictModel
 
     class Config(StrictModel):
-        method: str = "toy"
+        method: str = "toy_method"
         task: str = "a"
         variant: str = "x"
         seed: int = 0
@@ -34,9 +34,10 @@ TOY = textwrap.dedent(
 def suite_file(tmp_path, monkeypatch):
     (tmp_path / "toy_method.py").write_text(TOY)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(methods.METHODS, "toy", "toy_method")
+    # worker processes (and Ray workers) find the user's recipe module through PYTHONPATH
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}")
     base = tmp_path / "base.yaml"
-    base.write_text("method: toy\n")
+    base.write_text("method: toy_method\n")
     suite = tmp_path / "suite.yaml"
     suite.write_text(
         textwrap.dedent(

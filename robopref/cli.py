@@ -7,6 +7,7 @@
     robopref label-ui FILE [--port P --k K ...]          label queries yourself in the browser
     robopref run CONFIG [key=value ...] [--out DIR]      run a recipe (method: pearl | lm | collect ...)
     robopref lm --config F [key=value ...]               preference fine-tuning of a language policy
+    robopref grape --config F [key=value ...]            GRAPE: TPO of a tokenised-action policy
     robopref bench SUITE [--jobs N] [--ray-address A]     run a suite of recipe runs (resumable)
     robopref report STORE                                tables and plots from a results store
     robopref demo                                        the README's small end-to-end run
@@ -151,6 +152,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grape(args: argparse.Namespace) -> int:
+    metrics = run_config(args.config, args.overrides, args.out, method="grape")
+    print(json.dumps(metrics, indent=2, default=float))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     config = str(REPO_CONFIGS / "pearl" / "demo.yaml")
     run_config(config, args.overrides, args.out)
@@ -209,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_lm)
+
+    p = sub.add_parser("grape", help="GRAPE: trajectory-wise preference alignment of a VLA policy")
+    p.add_argument("--config", default=str(REPO_CONFIGS / "grape" / "tiny.yaml"))
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_grape)
 
     p = sub.add_parser("bench", help="run every cell of a suite (resumable), then write the report")
     p.add_argument("suite")

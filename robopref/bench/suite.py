@@ -63,7 +63,10 @@ def load_suite(path: str | Path) -> SuiteConfig:
 def cells(suite: SuiteConfig) -> Iterator[tuple[str, dict[str, str], list[str]]]:
     """Yield ``(cell_id, labels, overrides)`` for every combination of axis labels."""
     names = list(suite.axes)
-    for combo in itertools.product(*(suite.axes[n].items() for n in names)):
+    # the last axis is the outermost loop: with a seed axis last, every task gets seed 0 before
+    # any task gets seed 1, so a partial run still covers the whole table
+    for reversed_combo in itertools.product(*(suite.axes[n].items() for n in reversed(names))):
+        combo = reversed_combo[::-1]
         labels = {n: str(label) for n, (label, _) in zip(names, combo)}
         overrides = list(suite.overrides) + [o for _, ovs in combo for o in ovs]
         cell_id = ",".join(f"{n}={labels[n]}" for n in names)
@@ -137,7 +140,7 @@ def _rows_of(cell_id: str, labels: dict, chash: str, metrics: dict, wall: float)
     }
     inner = metrics.get("rows") if isinstance(metrics, dict) else None
     if inner:
-        return [{**common, **row, "wall_s": round(wall, 1)} for row in inner]
+        return [{**common, **row, "cell_wall_s": round(wall, 1)} for row in inner]
     return [{**common, **{k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}]
 
 

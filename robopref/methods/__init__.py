@@ -13,6 +13,8 @@ METHODS: dict[str, str] = {
     "collect": "robopref.methods.collect",
     "pearl": "robopref.methods.pearl",
     "lm": "robopref.methods.lm",
+    "rapl": "robopref.methods.rapl",
+    "grape": "robopref.methods.grape",
 }
 
 

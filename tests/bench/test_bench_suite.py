@@ -7,10 +7,18 @@ import textwrap
 
 import pytest
 
-from robopref.bench import aggregate, cells, load_suite, markdown_table, read_results, run_suite, write_report
+from robopref.bench import (
+    aggregate,
+    cells,
+    load_suite,
+    markdown_table,
+    read_results,
+    run_suite,
+    write_report,
+)
 
 TOY = textwrap.dedent(
-    '''
+    """
     from pathlib import Path
     from robopref.config import StrictModel
 
@@ -26,7 +34,7 @@ TOY = textwrap.dedent(
             f.write(f"{config.task},{config.variant},{config.seed}\\n")
         score = len(config.task) * 10 + (config.variant == "y") + 0.1 * config.seed
         return {"rows": [{"variant": config.variant, "success_rate": score}]}
-    '''
+    """
 )
 
 
@@ -95,7 +103,9 @@ def test_report_aggregates_over_seeds(suite_file, tmp_path):
     assert "11.050 ± 0.050" in md
     report = write_report(tmp_path / "st", metrics=("success_rate",))
     assert (tmp_path / "st" / "success_rate.png").stat().st_size > 1000
-    assert "success_rate" in report and json.loads((tmp_path / "st" / "results.jsonl").read_text().splitlines()[0])
+    assert "success_rate" in report and json.loads(
+        (tmp_path / "st" / "results.jsonl").read_text().splitlines()[0]
+    )
 
 
 def test_ray_matches_local(suite_file, tmp_path):

@@ -13,6 +13,16 @@ from robopref.envs.collect import (
     collect_dataset,
     plan_episodes,
 )
+from robopref.envs.render import (
+    CAMERAS,
+    FrameRenderer,
+    RenderConfig,
+    collect_pixel_dataset,
+    render_dataset,
+    render_trajectory,
+    replay_frames,
+    strided_video,
+)
 from robopref.envs.rollout import Episode, evaluate_policy, run_episode
 from robopref.envs.tasks import (
     ACT_DIM,
@@ -28,8 +38,19 @@ from robopref.envs.tasks import (
     make_vector_env,
     scripted_policy,
 )
+from robopref.envs.wrappers import OTRewardWrapper, make_ot_callback
 
 __all__ = [
+    "CAMERAS",
+    "FrameRenderer",
+    "OTRewardWrapper",
+    "RenderConfig",
+    "collect_pixel_dataset",
+    "make_ot_callback",
+    "render_dataset",
+    "render_trajectory",
+    "replay_frames",
+    "strided_video",
     "ACT_DIM",
     "DEFAULT_OTHER_TASKS",
     "INSTRUCTIONS",

@@ -4,7 +4,7 @@
 ``mujoco.Renderer`` (not gymnasium's ``env.render()``). In ``fast`` mode (default) it turns off
 shadows, reflections and the skybox and uses no multisampling (``offsamples = 0``): with the
 CPU backend (``MUJOCO_GL=osmesa``) this is ~13x faster than ``env.render()`` at 64x64 (see
-docs/parts/rapl.md, ``benchmarks/render.py``). Meta-World's corner cameras are mounted upside
+docs/rooms/rapl.md, ``benchmarks/render.py``). Meta-World's corner cameras are mounted upside
 down; ``flip=True`` (default) turns the image the right way up.
 
 Frames live in the dataset as ``observations["image"]`` ``[T, H, W, 3]`` uint8 beside
@@ -76,9 +76,13 @@ class FrameRenderer:
         self.model, self.data = raw.model, raw.data
         if isinstance(cfg.camera, str):
             if mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, cfg.camera) < 0:
-                raise ValueError(f"camera: expected one of {CAMERAS} or an id, found {cfg.camera!r}")
+                raise ValueError(
+                    f"camera: expected one of {CAMERAS} or an id, found {cfg.camera!r}"
+                )
         elif not 0 <= cfg.camera < self.model.ncam:
-            raise ValueError(f"camera: expected an id in [0, {self.model.ncam}), found {cfg.camera}")
+            raise ValueError(
+                f"camera: expected an id in [0, {self.model.ncam}), found {cfg.camera}"
+            )
         old = self.model.vis.quality.offsamples
         if cfg.fast:
             self.model.vis.quality.offsamples = 0

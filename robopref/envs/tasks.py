@@ -284,7 +284,9 @@ class ScriptedPolicy:
         self._policy = _registries()[1][task]()
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float64)
+        # a copy: some Meta-World scripted policies (button-press, door-open) edit the observation
+        # in place, which would corrupt the states the caller records
+        obs = np.array(obs, dtype=np.float64)
         if obs.shape != (OBS_DIM,):
             raise ValueError(
                 f"ScriptedPolicy({self.task}): field 'obs': expected shape ({OBS_DIM},), found {obs.shape}"

@@ -12,7 +12,7 @@ language policies::
 
 Registry names (aliases in brackets): ``bt`` (``dpo``, ``pairwise_logistic``), ``slic``
 (``pairwise_hinge``), ``ipo``, ``listnet``, ``plackett_luce`` (``listmle``, ``dpo_pl``),
-``lipo_lambda``. Formulas, sources and reductions: docs/parts/losses.md and each function's
+``lipo_lambda``. Formulas, sources and reductions: docs/rooms/losses.md and each function's
 docstring.
 """
 

@@ -79,7 +79,7 @@ def preferred_pairs(
     A broadcast ``[B, K, K]`` grid, flattened. (Gathering only the K(K-1)/2 unordered pairs with
     ``index_select`` halves the work, ~1.6x faster forward + backward at K = 8 on CPU, but
     changes the floating-point summation order; the end-to-end language-policy tests flipped
-    under that rounding-level change, see docs/parts/losses.md.)
+    under that rounding-level change, see docs/rooms/losses.md.)
     """
     B, K = scores.shape
     d = (scores[:, :, None] - scores[:, None, :]).reshape(B, K * K)

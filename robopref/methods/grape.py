@@ -612,6 +612,7 @@ def _tpo_round(
         writer=writer,
         step_offset=r * 100_000,
         log_prefix=f"tpo/variant{vi}",
+        progress=config.progress,
     )
     return {
         "rollouts": {**_summary(trajectories), "mean_score": float(np.mean(scores))},

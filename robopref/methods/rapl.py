@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from robopref.config import StrictModel, save_config
 from robopref.data import Trajectory, TrajectoryDataset, load_dataset, save_dataset
@@ -40,6 +41,8 @@ from robopref.rewards.visual import AlignConfig, VisualEncoder, align_encoder, t
 from robopref.teachers import label_queries, make_teacher
 from robopref.utils import atomic_path, seed_everything
 
+log = logging.getLogger(__name__)
+
 
 class EncoderConfig(StrictModel):
     backbone: Literal["cnn", "resnet18"] = "cnn"
@@ -50,7 +53,9 @@ class EncoderConfig(StrictModel):
 
 
 class RLHFConfig(StrictModel):
-    inputs: list[Literal["state", "embedding"]] = Field(default_factory=lambda: ["state", "embedding"])
+    inputs: list[Literal["state", "embedding"]] = Field(
+        default_factory=lambda: ["state", "embedding"]
+    )
     hidden: tuple[int, ...] = (64, 64)
     trainer: RewardTrainerConfig = Field(
         default_factory=lambda: RewardTrainerConfig(epochs=200, lr=1e-3, batch_size=32, quiet=True)
@@ -90,6 +95,15 @@ class Config(StrictModel):
     device: str = "auto"
     num_threads: int | None = None
 
+    @model_validator(mode="after")
+    def _one_task(self) -> Config:
+        if self.collect is not None and self.collect.tasks != [self.task]:
+            raise ValueError(
+                f"collect.tasks: expected [{self.task!r}] (the recipe's task), "
+                f"found {self.collect.tasks}"
+            )
+        return self
+
 
 def _dataset(config: Config) -> TrajectoryDataset:
     collect = config.collect or CollectConfig(tasks=[config.task])
@@ -102,7 +116,11 @@ def _dataset(config: Config) -> TrajectoryDataset:
         # the observation in place, which corrupts stored states of other_task episodes (reported
         # to the envs room); the replay itself is exact.
         ds = render_dataset(
-            ds, config.render, collect.max_episode_steps, collect.goal_observable, check_states=False
+            ds,
+            config.render,
+            collect.max_episode_steps,
+            collect.goal_observable,
+            check_states=False,
         )
     return ds
 
@@ -160,8 +178,16 @@ def _embedding_dataset(ds: TrajectoryDataset, encoder: VisualEncoder, stride: in
         emb = encoder.embed(strided_video(traj))
         held = np.repeat(emb, stride, axis=0)[: len(traj)]
         out.append(
-            Trajectory(held, traj.actions, traj.rewards, traj.successes, traj.dones, traj.task,
-                       traj.instruction, traj.metadata)  # fmt: skip
+            Trajectory(
+                held,
+                traj.actions,
+                traj.rewards,
+                traj.successes,
+                traj.dones,
+                traj.task,
+                traj.instruction,
+                traj.metadata,
+            )  # fmt: skip
         )
     return TrajectoryDataset(out)
 
@@ -193,7 +219,7 @@ def _train_sac(config: Config, reward_name: str, ot_reward, out_dir: Path) -> di
         if config.rl.mode == "episode":
             callback = make_ot_callback()()
     agent = SAC("MlpPolicy", env, learning_starts=config.rl.learning_starts, seed=config.seed,
-                device=config.device if config.device != "auto" else "auto", verbose=0)  # fmt: skip
+                device=config.device, verbose=0)  # fmt: skip
     started = time.time()
     agent.learn(config.rl.total_steps, callback=callback)
     env.close()
@@ -221,11 +247,14 @@ def run(config: Config, out_dir: Path) -> dict:
     if config.save_data:
         save_dataset(ds, out_dir / "dataset.h5")
     timings = {"data_s": time.time() - t0}
+    log.info("data: %d trajectories in %.0f s", len(ds), timings["data_s"])
     stride = int(ds[0].metadata.get("image_stride", 1))
     videos = np.stack([strided_video(t) for t in ds])  # [N, T', H, W, 3]
     lengths = {len(t) for t in ds}
     if len(lengths) != 1:
-        raise ValueError(f"dataset: expected episodes of one length, found lengths {sorted(lengths)}")
+        raise ValueError(
+            f"dataset: expected episodes of one length, found lengths {sorted(lengths)}"
+        )
     T = lengths.pop()
 
     experts = [i for i, t in enumerate(ds) if t.metadata.get("mode") == "expert"]
@@ -238,9 +267,7 @@ def run(config: Config, out_dir: Path) -> dict:
     rest = rng.permutation([i for i in range(len(ds)) if i not in demos])
     n_test = max(2, int(round(config.test_fraction * len(rest))))
     test_ids, train_ids = np.sort(rest[:n_test]), np.sort(rest[n_test:])
-    teacher = make_teacher(config.teacher) if isinstance(config.teacher, str) else make_teacher(
-        config.teacher
-    )
+    teacher = make_teacher(config.teacher)
     train_q = label_queries(ds, teacher, max(config.budgets), k=config.query_k, segment_length=T,
                             seed=config.seed, trajectory_ids=train_ids)  # fmt: skip
     eval_q = label_queries(ds, make_teacher("oracle"), config.eval_queries, k=2, segment_length=T,
@@ -253,14 +280,30 @@ def run(config: Config, out_dir: Path) -> dict:
         row = {"reward": name, "budget": budget, **_evaluate(frame_rewards, gt, eval_q)}
         row.update(seconds=time.time() - started, **extra)
         rows.append(row)
+        log.info(
+            "%s@%d: %s",
+            name,
+            budget,
+            {k: v for k, v in row.items() if k != "align_val_accuracy"},
+        )
 
     started = time.time()
-    add("pixels", 0, _ot_frame_rewards(_pixel_embed, videos, demos, test_ids, config.ot_eps), started)
+    add(
+        "pixels",
+        0,
+        _ot_frame_rewards(_pixel_embed, videos, demos, test_ids, config.ot_eps),
+        started,
+    )
 
     torch.manual_seed(config.seed)
     base = VisualEncoder(**config.encoder.model_dump())
     started = time.time()
-    add("unaligned", 0, _ot_frame_rewards(base.embed, videos, demos, test_ids, config.ot_eps), started)
+    add(
+        "unaligned",
+        0,
+        _ot_frame_rewards(base.embed, videos, demos, test_ids, config.ot_eps),
+        started,
+    )
     embed_ds = _embedding_dataset(ds, base, stride) if "embedding" in config.rlhf.inputs else None
 
     encoders: dict[int, VisualEncoder] = {}
@@ -290,6 +333,7 @@ def run(config: Config, out_dir: Path) -> dict:
             if enc is not None:
                 ot = OTReward(enc.embed, [videos[d] for d in demos], eps=config.ot_eps)
             rl_rows.append(_train_sac(config, name, ot, out_dir))
+            log.info("rl: %s", rl_rows[-1])
 
     results = {
         "task": config.task,

@@ -22,7 +22,7 @@ from robopref.ot._common import (
 
 # One problem with n * m at least this large uses the row-parallel kernel. It starts the thread
 # pool twice per iteration; on the shared 2-core machine this was 3-100x slower than one thread
-# for n = 512 ... 2048 (docs/parts/ot.md), so by default it is off up to n = m = 4096. Set the
+# for n = 512 ... 2048 (docs/rooms/ot.md), so by default it is off up to n = m = 4096. Set the
 # environment variable ROBOPREF_OT_ROW_PARALLEL_MIN (cost entries) to opt in on a many-core box.
 _PARALLEL_MIN_SIZE = int(os.environ.get("ROBOPREF_OT_ROW_PARALLEL_MIN", 4096 * 4096 + 1))
 # a batch with at least this many cost entries in total runs one problem per thread

@@ -1,7 +1,7 @@
 """Preference fine-tuning of language policies with the shared pairwise/listwise loss core.
 
 A prompt x comes with K ranked responses y_1..y_K and graded labels psi_k (higher = preferred).
-The policy pi scores each response by its implicit reward (DPO family, see docs/parts/lm.md)
+The policy pi scores each response by its implicit reward (DPO family, see docs/rooms/lm.md)
 
     s_k = beta * sum_t [log pi(y_k,t | x, y_k,<t) - log pi_ref(y_k,t | x, y_k,<t)]
 
@@ -582,7 +582,7 @@ class LMPreferenceTrainer:
 
     @torch.no_grad()
     def evaluate(self, examples: Sequence[PreferenceExample], prefix: str = "") -> dict[str, float]:
-        """Held-out metrics (see :func:`ranking_metrics` and docs/parts/lm.md):
+        """Held-out metrics (see :func:`ranking_metrics` and docs/rooms/lm.md):
 
         - ``reward_top1`` / ``reward_pair``: ranking accuracy of the implicit reward
           s = beta * (log pi - log pi_ref) (0.25 / 0.5 at the start, where s = 0 for all);

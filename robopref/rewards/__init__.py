@@ -18,10 +18,27 @@ from robopref.rewards.models import (
     register_reward_model,
     save_reward,
 )
+from robopref.rewards.ot_reward import (
+    OTReward,
+    cosine_cost,
+    ot_distance,
+    ot_frame_rewards,
+    ot_rewards,
+)
 from robopref.rewards.segments import SegmentTensors, gather_segments
 from robopref.rewards.trainer import RewardTrainer, RewardTrainerConfig
+from robopref.rewards.visual import AlignConfig, VisualEncoder, align_encoder, video_scores
 
 __all__ = [
+    "AlignConfig",
+    "OTReward",
+    "VisualEncoder",
+    "align_encoder",
+    "cosine_cost",
+    "ot_distance",
+    "ot_frame_rewards",
+    "ot_rewards",
+    "video_scores",
     "REWARD_MODELS",
     "EnsembleReward",
     "GaussianReward",

@@ -16,6 +16,7 @@ then the sum of both terms). RAPL's reward uses ``time_weight = 0`` (the default
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,8 +48,12 @@ def cosine_cost(x, y, time_weight: float = 0.0):
         yn = torch.nn.functional.normalize(y.to(x), dim=-1, eps=1e-8)
         C = (1.0 - xn @ yn.transpose(-1, -2)).clamp_min(0.0)
         if time_weight:
-            tn = torch.linspace(0, 1, n, dtype=x.dtype, device=x.device) if n > 1 else x.new_zeros(1)
-            tm = torch.linspace(0, 1, m, dtype=x.dtype, device=x.device) if m > 1 else x.new_zeros(1)
+            tn = (
+                torch.linspace(0, 1, n, dtype=x.dtype, device=x.device) if n > 1 else x.new_zeros(1)
+            )
+            tm = (
+                torch.linspace(0, 1, m, dtype=x.dtype, device=x.device) if m > 1 else x.new_zeros(1)
+            )
             C = C + time_weight * (tn[:, None] - tm[None, :]).abs()
         return C
     x = np.asarray(x, dtype=np.float64)
@@ -77,7 +82,10 @@ def ot_frame_rewards(
     ``scale`` = n by default. Uses the Numba Sinkhorn engine (float64).
     """
     C = cosine_cost(np.asarray(x), np.asarray(y), time_weight)
-    P = sinkhorn(None, None, C, eps, max_iter=max_iter, tol=1e-6)
+    with warnings.catch_warnings():
+        # small eps on near-duplicate frames converges slowly; a 1e-4 marginal error is harmless
+        warnings.simplefilter("ignore", RuntimeWarning)
+        P = sinkhorn(None, None, C, eps, max_iter=max_iter, tol=1e-6)
     scale = float(C.shape[0]) if scale is None else float(scale)
     return -scale * (P * C).sum(-1)
 
@@ -115,8 +123,6 @@ def ot_distance(
     ``max_iter`` bounds the unrolled iterations (a warning is raised if it is reached).
     """
     C = cosine_cost(x, y, time_weight)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a truncated unroll is fine for training
         P = sinkhorn(None, None, C, eps, max_iter=max_iter, tol=1e-4)

@@ -22,6 +22,7 @@ preferred pairs of each list; ``plackett_luce``, ...); tied pairs add
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -222,7 +223,9 @@ def video_scores(
     y = encoder.embed(anchors).astype(np.float64)
     N, A = len(x), len(y)
     C = cosine_cost(x[:, None], y[None, :])  # [N, A, T, Ta]
-    P = sinkhorn(None, None, C.reshape(N * A, *C.shape[-2:]), eps, max_iter=5000, tol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # see ot_frame_rewards
+        P = sinkhorn(None, None, C.reshape(N * A, *C.shape[-2:]), eps, max_iter=5000, tol=1e-6)
     cost = (P * C.reshape(P.shape)).sum((-1, -2)).reshape(N, A)
     return -cost.min(1)
 
@@ -298,10 +301,14 @@ def align_encoder(
             idx = perm[i : i + cfg.batch_size]
             B = len(idx)
             anchor_ids = anchors[rng.integers(0, len(anchors), size=B)]
-            used, inv = np.unique(np.concatenate([anchor_ids, items[idx].ravel()]), return_inverse=True)
+            used, inv = np.unique(
+                np.concatenate([anchor_ids, items[idx].ravel()]), return_inverse=True
+            )
             emb = encoder(torch.as_tensor(videos[used], device=device))  # [U, T, d]
             a = emb[torch.as_tensor(inv[:B], device=device)]  # [B, T, d]
-            v = emb[torch.as_tensor(inv[B:], device=device)].reshape(B, items.shape[1], *emb.shape[1:])
+            v = emb[torch.as_tensor(inv[B:], device=device)].reshape(
+                B, items.shape[1], *emb.shape[1:]
+            )
             dist = ot_distance(
                 a[:, None].expand(-1, v.shape[1], -1, -1), v, cfg.eps, max_iter=cfg.sinkhorn_iters
             )  # [B, K]

@@ -192,3 +192,14 @@ def test_render_rgb_array_with_osmesa():
 def test_render_rgb_array_with_egl():
     out = render_in_subprocess("egl")
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_scripted_policy_leaves_the_observation_untouched():
+    from robopref.envs import make_env, scripted_policy
+
+    for task in ("button-press-v3", "door-open-v3"):
+        env = make_env(task, seed=0, max_episode_steps=5)
+        obs, _ = env.reset(seed=0)
+        before = obs.copy()
+        scripted_policy(task)(obs)
+        assert np.array_equal(obs, before), task

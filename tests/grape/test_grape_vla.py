@@ -209,3 +209,42 @@ def test_adapter_and_policy_save_load_round_trip(tmp_path):
     # adapters alone: far smaller than the whole policy
     assert (tmp_path / "adapter.pt").stat().st_size < (tmp_path / "sft.pt").stat().st_size
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_pretrained_path_loads_local_checkpoint_and_round_trips(tmp_path):
+    # A local Hugging Face folder (tokenizer + Llama) built offline stands in for a real VLA.
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from robopref.policies.vla import load_pretrained_vla
+
+    words = ["<pad>", "<unk>", "<s>", "what", "action", "should", "the", "robot", "take", "to"]
+    words += ["press", "button", "?"]
+    vocab = {w: i for i, w in enumerate(words + [f"<a{k}>" for k in range(256)])}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>"
+    ).save_pretrained(tmp_path / "hf")
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
+    policy = load_pretrained_vla(tmp_path / "hf", seed=0)
+    assert policy.action_tokenizer.start == len(words)  # the last 256 ids of the vocabulary
+    traj = _trajectory(T=2)
+    save_policy(policy, tmp_path / "policy.pt")
+    again = load_policy(tmp_path / "policy.pt")
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            float(trajectory_logprob(again, traj)),
+            float(trajectory_logprob(policy, traj)),
+            atol=1e-5,
+        )
+    with pytest.raises(FileNotFoundError, match="model.path"):
+        load_pretrained_vla(tmp_path / "missing")

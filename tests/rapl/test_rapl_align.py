@@ -44,7 +44,7 @@ def test_alignment_raises_held_out_accuracy():
     hist = align_encoder(enc, videos, items, labels, [0, 1, 2, 3], cfg, val_items, val_labels)
     before, after = hist[0]["val_accuracy"], hist[-1]["val_accuracy"]
     assert hist[0]["epoch"] == -1 and len(hist) == 9
-    print([round(h['val_accuracy'], 3) for h in hist])
+    print([round(h["val_accuracy"], 3) for h in hist])
     assert after >= 0.8, hist
     assert after > before + 0.15, hist
     # the aligned encoder's OT scores rank held-out videos like their goals

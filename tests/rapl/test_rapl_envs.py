@@ -21,12 +21,16 @@ TASK = "reach-v3"
 
 
 def _mean_colour(frames):
-    """A fixed 'encoder': per-frame mean colour of 4 quadrants, ``[n, 12]``."""
+    """A fixed 'encoder': mean colour of the top, bottom, left and right halves, ``[n, 12]``."""
     f = np.asarray(frames, dtype=np.float64)
     H, W = f.shape[-3:-1]
-    q = [f[..., :a, :b, :] for a in (H // 2,) for b in (W // 2,)]
-    q += [f[..., H // 2 :, :, :], f[..., :, W // 2 :, :], f]
-    return np.concatenate([x.mean((-3, -2)) for x in q], -1)
+    parts = [
+        f[..., : H // 2, :, :],
+        f[..., H // 2 :, :, :],
+        f[..., : W // 2, :],
+        f[..., W // 2 :, :],
+    ]
+    return np.concatenate([x.mean((-3, -2)) for x in parts], -1)
 
 
 def test_render_shape_stride_and_replay():
@@ -48,7 +52,10 @@ def test_render_shape_stride_and_replay():
         assert traj.metadata["image_stride"] == 4
         assert img.std() > 1  # not a blank image
     # the arm moved between frames 0 and 8 of the expert episode
-    assert np.abs(out[0].observations["image"][8].astype(int) - out[0].observations["image"][0]).mean() > 0.1
+    assert (
+        np.abs(out[0].observations["image"][8].astype(int) - out[0].observations["image"][0]).mean()
+        > 0.1
+    )
     # replay is deterministic: same frames again, and wrong states are caught
     env = make_env(TASK, seed=0, max_episode_steps=9)
     with FrameRenderer(env, rc) as r:
@@ -73,7 +80,7 @@ def _wrapped(mode, stride=3, steps=7):
 def test_wrapper_episode_mode_rewards_at_episode_end():
     env, reward = _wrapped("episode")
     env.reset(seed=1)
-    rewards, infos, frames = [], [], []
+    rewards, infos = [], []
     done = False
     while not done:
         _, r, term, trunc, info = env.step(env.action_space.sample())

@@ -22,6 +22,8 @@ def _micro(**over):
         "encoder": {"cnn_width": 4, "out_dim": 8},
         "align": {"epochs": 2, "batch_size": 6},
         "rlhf": {"trainer": {"epochs": 5, "quiet": True}},
+        "rl": {"enabled": True, "rewards": ["rapl"], "total_steps": 30, "learning_starts": 10,
+               "eval_episodes": 1},
         "device": "cpu",
     }  # fmt: skip
     data.update(over)
@@ -40,6 +42,8 @@ def test_micro_run_writes_every_reward_row(tmp_path):
         assert -1.0 <= r["spearman_step"] <= 1.0
     rapl = res["rows"][2]
     assert len(rapl["align_val_accuracy"]) == 3  # before + 2 epochs
+    (rl,) = res["rl"]
+    assert rl["reward"] == "rapl" and 0.0 <= rl["success_rate"] <= 1.0 and rl["num_episodes"] == 1
     assert json.loads((tmp_path / "results.json").read_text())["task"] == "button-press-v3"
     assert "| rapl | 6 |" in (tmp_path / "results.md").read_text()
 
@@ -49,6 +53,8 @@ def test_config_errors():
         run(_micro(num_demos=9), "/tmp/unused-rapl")
     with pytest.raises(ValueError):
         Config.model_validate({"task": "button-press-v3", "bogus": 1})
+    with pytest.raises(ValueError, match="collect.tasks"):
+        _micro(task="reach-v3")
 
 
 @pytest.mark.slow

@@ -74,7 +74,7 @@ def test_torch_distance_matches_numpy_and_has_gradients():
     assert torch.isfinite(xt.grad).all() and xt.grad.abs().sum() > 0
     # batched: [2, 5, 4] vs [2, 7, 4]
     db = ot_distance(torch.tensor(np.stack([x, x])), torch.tensor(np.stack([y, y[::-1]])), eps=0.1)
-    assert db.shape == (2,) and float(db[0]) == pytest.approx(float(d), rel=1e-4)
+    assert db.shape == (2,) and db[0].item() == pytest.approx(d.item(), rel=1e-4)
 
 
 def test_ot_reward_on_frames_and_errors():

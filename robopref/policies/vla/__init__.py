@@ -6,7 +6,7 @@
 
 Actions: 256 uniform bins per dimension over [-1, 1], bins = the last 256 ids of the LM
 vocabulary (:class:`ActionTokenizer`). Observations: ``obs_mode`` ``"state"`` (39-d vector),
-``"image"`` or ``"image+state"`` (:class:`ObsEncoder`). Design notes: docs/parts/grape.md.
+``"image"`` or ``"image+state"`` (:class:`ObsEncoder`). Design notes: docs/rooms/grape.md.
 """
 
 from robopref.policies.vla.model import (

@@ -523,9 +523,9 @@ def load_pretrained_vla(
     """A VLA on a causal LM and tokenizer from a LOCAL Hugging Face folder (never downloads);
     the action tokens are the last ``n_bins`` ids of ``tokenizer.vocab_size`` (as in OpenVLA).
     The observation encoder is new (random, seeded)."""
+    spec = dict(locals(), kind="pretrained", path=str(path))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    spec = dict(locals(), kind="pretrained", path=str(path))
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(

@@ -23,9 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from robopref.config import ConfigError, apply_overrides, load_config
+from robopref.config import ConfigError, load_config, read_config_data, validate_config
 from robopref.data import DataValidationError
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -54,18 +52,12 @@ def run_config(
     """Load a recipe config (its ``method:`` key picks the recipe), run it, return its metrics."""
     from robopref.methods import get_method
 
-    raw: dict = {}
-    if config_path is not None:
-        try:
-            raw = yaml.safe_load(Path(config_path).read_text()) or {}
-        except FileNotFoundError as e:
-            raise ConfigError(f"config file '{config_path}' does not exist") from e
-    raw = apply_overrides(raw, overrides)
+    raw = read_config_data(config_path, overrides)
     name = method or raw.get("method")
     if not name:
         raise ConfigError(f"config '{config_path}': missing the top-level 'method:' key")
     module = get_method(name)
-    config = load_config(module.Config, config_path, [*overrides, f"method={name}"])
+    config = validate_config(module.Config, {**raw, "method": name}, str(config_path))
     out_dir = Path(out) if out else _default_out(name, config_path)
     _console().print(f"[bold]robopref {name}[/bold] -> {out_dir}")
     return module.run(config, out_dir)

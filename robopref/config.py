@@ -51,12 +51,12 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
-    """Read ``path`` (YAML; optional), apply ``overrides`` and validate into ``cls``."""
+def read_config_data(
+    path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Read ``path`` (YAML; optional) into a dict and apply ``overrides``, without validating."""
     data: dict[str, Any] = {}
-    source = "<defaults>"
     if path is not None:
-        source = str(path)
         try:
             with open(path) as f:
                 data = yaml.safe_load(f) or {}
@@ -64,11 +64,21 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
             raise ConfigError(f"config file '{path}' does not exist") from e
         if not isinstance(data, dict):
             raise ConfigError(f"config file '{path}': expected a mapping at the top level")
-    data = apply_overrides(data, overrides)
+    return apply_overrides(data, overrides)
+
+
+def validate_config(cls: type[C], data: dict[str, Any], source: str = "<defaults>") -> C:
+    """Validate ``data`` into ``cls``; a mismatch raises :class:`ConfigError` naming ``source``."""
     try:
         return cls.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"config '{source}' does not match {cls.__name__}:\n{e}") from e
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
+    """Read ``path`` (YAML; optional), apply ``overrides`` and validate into ``cls``."""
+    source = str(path) if path is not None else "<defaults>"
+    return validate_config(cls, read_config_data(path, overrides), source)
 
 
 def save_config(config: BaseModel, path: str | Path) -> None:

@@ -56,7 +56,10 @@ def run_config(
     name = method or raw.get("method")
     if not name:
         raise ConfigError(f"config '{config_path}': missing the top-level 'method:' key")
-    module = get_method(name)
+    try:
+        module = get_method(name)
+    except ValueError as e:
+        raise ConfigError(f"config '{config_path}': field 'method': {e}") from None
     config = validate_config(module.Config, {**raw, "method": name}, str(config_path))
     out_dir = Path(out) if out else _default_out(name, config_path)
     _console().print(f"[bold]robopref {name}[/bold] -> {out_dir}")

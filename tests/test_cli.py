@@ -51,3 +51,12 @@ def test_bad_override_and_missing_file_are_clear_errors(tmp_path, capsys):
 def test_unknown_config_key_is_rejected(tmp_path, capsys):
     assert main(["collect", "--out", str(tmp_path / "x.h5"), "not_a_field=3"]) == 2
     assert "not_a_field" in capsys.readouterr().err
+
+
+def test_unknown_method_is_a_one_line_error(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("method: no_such_recipe\n")
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "field 'method'" in err and "no_such_recipe" in err
+    assert "Traceback" not in err

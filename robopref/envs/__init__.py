@@ -38,12 +38,19 @@ from robopref.envs.tasks import (
     make_vector_env,
     scripted_policy,
 )
-from robopref.envs.wrappers import OTRewardWrapper, make_ot_callback
+from robopref.envs.wrappers import (
+    FixedConfigurationWrapper,
+    OTRewardWrapper,
+    StateRewardWrapper,
+    make_ot_callback,
+)
 
 __all__ = [
     "CAMERAS",
     "FrameRenderer",
     "OTRewardWrapper",
+    "StateRewardWrapper",
+    "FixedConfigurationWrapper",
     "RenderConfig",
     "collect_pixel_dataset",
     "make_ot_callback",

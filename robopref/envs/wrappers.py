@@ -23,6 +23,7 @@ it (held). ``info["gt_reward"]`` always carries the environment's own reward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -142,3 +143,31 @@ def make_ot_callback():
             return True
 
     return OTRelabelCallback
+
+
+class StateRewardWrapper(gym.Wrapper):
+    """Replace the env reward by ``reward_fn(next_obs [39]) -> float`` (e.g. a learned RLHF reward
+    on states); ``info["gt_reward"]`` keeps the env's reward."""
+
+    def __init__(self, env: gym.Env, reward_fn: Callable[[np.ndarray], float]) -> None:
+        super().__init__(env)
+        self.reward_fn = reward_fn
+
+    def step(self, action):
+        obs, gt_reward, terminated, truncated, info = self.env.step(action)
+        info = dict(info, gt_reward=float(gt_reward))
+        return obs, float(self.reward_fn(obs)), terminated, truncated, info
+
+
+class FixedConfigurationWrapper(gym.Wrapper):
+    """Every ``reset`` starts from the configuration (object and goal positions) of
+    ``reset(seed=configuration_seed)``, whatever seed the caller passes: one scene, as in RAPL's
+    and ROT's RL experiments, where the reward compares the agent's video with demos of that
+    scene (a goal the camera barely shows cannot be rewarded from pixels otherwise)."""
+
+    def __init__(self, env: gym.Env, configuration_seed: int) -> None:
+        super().__init__(env)
+        self.configuration_seed = int(configuration_seed)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        return self.env.reset(seed=self.configuration_seed, options=options)

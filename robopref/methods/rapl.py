@@ -33,10 +33,17 @@ from pydantic import Field, model_validator
 
 from robopref.config import StrictModel, save_config
 from robopref.data import Trajectory, TrajectoryDataset, load_dataset, save_dataset
-from robopref.envs import CollectConfig, collect_dataset, make_env
-from robopref.envs.render import RenderConfig, render_dataset, strided_video
+from robopref.envs import CollectConfig, collect_dataset, evaluate_policy, make_env, run_episode
+from robopref.envs.render import (
+    FrameRenderer,
+    RenderConfig,
+    render_dataset,
+    replay_frames,
+    strided_video,
+)
+from robopref.envs.tasks import ScriptedPolicy
 from robopref.rewards import MLPReward, RewardTrainer, RewardTrainerConfig
-from robopref.rewards.ot_reward import OTReward
+from robopref.rewards.ot_reward import OTReward, affine_to_range
 from robopref.rewards.visual import AlignConfig, VisualEncoder, align_encoder, top1_accuracy
 from robopref.teachers import label_queries, make_teacher
 from robopref.utils import atomic_path, seed_everything
@@ -65,11 +72,24 @@ class RLHFConfig(StrictModel):
 class RLConfig(StrictModel):
     enabled: bool = False
     algo: Literal["sac"] = "sac"
-    rewards: list[str] = Field(default_factory=lambda: ["rapl", "gt"])  # rapl | unaligned | gt
+    # rewards SAC is trained on; learned ones use the labels of ``budget`` triplets
+    rewards: list[Literal["rapl", "unaligned", "rlhf_state", "gt"]] = Field(
+        default_factory=lambda: ["rapl", "unaligned", "rlhf_state", "gt"]
+    )
+    budget: int | None = None  # default: the largest of ``budgets``
+    # one scene (object/goal positions of reset(seed=configuration_seed + seed)) for training and
+    # evaluation, with ``num_demos`` scripted demos of that scene as the OT reward's demos;
+    # False: a new configuration every episode, the data's expert episodes as demos
+    fixed_configuration: bool = True
+    configuration_seed: int = 10_000
+    demo_noise: float = Field(0.1, ge=0)  # action noise of the scene's demos after the first
+    # learned rewards are mapped affinely so that the 5% / 95% quantiles of their per-frame values
+    # on the train videos become these (Meta-World's GT reward lies in [0, 10] per step)
+    reward_range: tuple[float, float] = (0.0, 10.0)
     mode: Literal["episode", "prefix"] = "episode"
     total_steps: int = Field(20000, ge=1)
     learning_starts: int = Field(1000, ge=0)
-    eval_episodes: int = Field(10, ge=1)
+    eval_episodes: int = Field(10, ge=1)  # with fixed_configuration: 1 (a deterministic policy)
     max_episode_steps: int | None = None  # default: the data's episode length
 
 
@@ -97,6 +117,10 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _one_task(self) -> Config:
+        if self.rl.budget is not None and self.rl.budget not in self.budgets:
+            raise ValueError(
+                f"rl.budget: expected one of budgets {self.budgets}, found {self.rl.budget}"
+            )
         if self.collect is not None and self.collect.tasks != [self.task]:
             raise ValueError(
                 f"collect.tasks: expected [{self.task!r}] (the recipe's task), "
@@ -192,7 +216,9 @@ def _embedding_dataset(ds: TrajectoryDataset, encoder: VisualEncoder, stride: in
     return TrajectoryDataset(out)
 
 
-def _rlhf(ds, train_q, eval_q, test_ids, stride, cfg: Config, seed: int):
+def _rlhf(ds, train_q, test_ids, stride, cfg: Config, seed: int):
+    """Fit an MLP reward on ``ds``'s ``state`` (states or frame embeddings) with BT on the labels;
+    returns the held-out per-frame rewards and the model."""
     obs_dim = ds[0].state.shape[1]
     model = MLPReward(obs_dim, 0, hidden=cfg.rlhf.hidden)
     tc = cfg.rlhf.trainer.model_copy(update={"seed": seed, "device": cfg.device})
@@ -201,37 +227,109 @@ def _rlhf(ds, train_q, eval_q, test_ids, stride, cfg: Config, seed: int):
     rewards = {
         int(i): model.predict(ds[int(i)].state[::stride]).astype(np.float64) for i in test_ids
     }
-    return rewards
+    return rewards, model
 
 
-def _train_sac(config: Config, reward_name: str, ot_reward, out_dir: Path) -> dict:
+def _scene_demos(config: Config, horizon: int) -> tuple[list[np.ndarray], float]:
+    """``num_demos`` scripted-expert videos ``[T', H, W, 3]`` of the RL scene (the first without
+    action noise) and the fraction of them that succeed."""
+    scene = config.rl.configuration_seed + config.seed
+    env = make_env(config.task, seed=scene, max_episode_steps=horizon)
+    policy = ScriptedPolicy(config.task)
+    videos, successes = [], []
+    with FrameRenderer(env, config.render) as renderer:
+        for k in range(config.num_demos):
+            noise = config.rl.demo_noise if k else 0.0
+            ep = run_episode(
+                env, policy, seed=scene, noise=noise, rng=np.random.default_rng([scene, k])
+            )
+            frames = replay_frames(env, renderer, scene, ep.actions)
+            videos.append(frames[:: config.render.frame_stride])
+            successes.append(bool(ep.successes.any()))
+    env.close()
+    return videos, float(np.mean(successes))
+
+
+def _train_sac(config: Config, reward_name: str, wrap, horizon: int, log_dir: Path) -> dict:
+    """SAC on state observations with the reward that ``wrap(env)`` installs (``None``: GT);
+    TensorBoard logs (SB3's, including the Monitor's GT-free reward curves) go to ``log_dir``."""
     from stable_baselines3 import SAC
 
-    from robopref.envs import evaluate_policy
-    from robopref.envs.wrappers import OTRewardWrapper, make_ot_callback
+    from robopref.envs.wrappers import FixedConfigurationWrapper, OTRewardWrapper, make_ot_callback
 
-    collect = config.collect or CollectConfig(tasks=[config.task])
-    horizon = config.rl.max_episode_steps or collect.max_episode_steps
-    env = make_env(config.task, seed=config.seed, max_episode_steps=horizon)
-    callback = None
-    if reward_name != "gt":
-        env = OTRewardWrapper(env, ot_reward, config.render, mode=config.rl.mode)
-        if config.rl.mode == "episode":
-            callback = make_ot_callback()()
-    agent = SAC("MlpPolicy", env, learning_starts=config.rl.learning_starts, seed=config.seed,
-                device=config.device, verbose=0)  # fmt: skip
+    rl = config.rl
+    scene = rl.configuration_seed + config.seed
+    env = make_env(config.task, seed=scene, max_episode_steps=horizon)
+    if rl.fixed_configuration:
+        env = FixedConfigurationWrapper(env, scene)
+    if wrap is not None:
+        env = wrap(env)
+    callback = (
+        make_ot_callback()() if isinstance(env, OTRewardWrapper) and rl.mode == "episode" else None
+    )
+    agent = SAC("MlpPolicy", env, learning_starts=rl.learning_starts, seed=config.seed,
+                device=config.device, verbose=0, tensorboard_log=str(log_dir))  # fmt: skip
     started = time.time()
-    agent.learn(config.rl.total_steps, callback=callback)
+    agent.learn(rl.total_steps, callback=callback, tb_log_name=f"sac_{reward_name}")
     env.close()
 
     def policy(obs):
         return agent.predict(obs, deterministic=True)[0]
 
-    res = evaluate_policy(
-        policy, config.task, config.rl.eval_episodes, seed=10_000 + config.seed,
-        max_episode_steps=horizon,
-    )  # fmt: skip
+    if rl.fixed_configuration:
+        res = evaluate_policy(policy, config.task, 1, seed=scene, max_episode_steps=horizon)
+    else:
+        res = evaluate_policy(policy, config.task, rl.eval_episodes, seed=10_000 + config.seed,
+                              max_episode_steps=horizon)  # fmt: skip
     return {"reward": reward_name, "seconds": time.time() - started, **res}
+
+
+def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_models, out_dir):
+    """SAC on each of ``config.rl.rewards``; learned rewards mapped to ``rl.reward_range``."""
+    from robopref.envs.wrappers import OTRewardWrapper, StateRewardWrapper
+
+    rl = config.rl
+    budget = rl.budget or max(config.budgets)
+    horizon = rl.max_episode_steps or T
+    demo_success = float("nan")
+    if rl.fixed_configuration:
+        demos, demo_success = _scene_demos(config, horizon)
+    else:
+        demos = [videos[d] for d in _expert_ids(ds)[: config.num_demos]]
+    low, high = rl.reward_range
+    rows = []
+    for name in rl.rewards:
+        wrap = None
+        if name in ("rapl", "unaligned"):
+            enc = encoders[budget] if name == "rapl" else base
+            ot = OTReward(enc.embed, demos, eps=config.ot_eps)
+            train_rewards = [ot.reward(videos[i]) for i in train_ids]
+            ot.affine = affine_to_range(np.concatenate(train_rewards), low, high)
+
+            def wrap(env, ot=ot):
+                return OTRewardWrapper(env, ot, config.render, mode=rl.mode)
+
+        elif name == "rlhf_state":
+            model = rlhf_models[budget]
+            states = np.concatenate([ds[int(i)].state for i in train_ids])
+            a, b = affine_to_range(model.predict(states), low, high)
+
+            def wrap(env, model=model, a=a, b=b):
+                return StateRewardWrapper(
+                    env, lambda obs: a * float(model.predict(obs[None])[0]) + b
+                )
+
+        row = _train_sac(config, name, wrap, horizon, out_dir / "tensorboard")
+        row.update(
+            budget=budget if name in ("rapl", "rlhf_state") else 0, demo_success=demo_success
+        )
+        rows.append(row)
+        log.info("rl: %s", row)
+    return rows
+
+
+def _expert_ids(ds: TrajectoryDataset) -> list[int]:
+    return [i for i, t in enumerate(ds) if t.metadata.get("mode") == "expert"]
 
 
 def run(config: Config, out_dir: Path) -> dict:
@@ -257,7 +355,7 @@ def run(config: Config, out_dir: Path) -> dict:
         )
     T = lengths.pop()
 
-    experts = [i for i, t in enumerate(ds) if t.metadata.get("mode") == "expert"]
+    experts = _expert_ids(ds)
     if len(experts) < config.num_demos:
         raise ValueError(
             f"num_demos: expected <= {len(experts)} (expert episodes in the data), found "
@@ -277,15 +375,11 @@ def run(config: Config, out_dir: Path) -> dict:
     rows: list[dict] = []
 
     def add(name: str, budget: int, frame_rewards: dict, started: float, **extra) -> None:
-        row = {"reward": name, "budget": budget, **_evaluate(frame_rewards, gt, eval_q)}
+        variant = f"{name}@{budget}" if budget else name
+        row = {"variant": variant, "budget": budget, **_evaluate(frame_rewards, gt, eval_q)}
         row.update(seconds=time.time() - started, **extra)
         rows.append(row)
-        log.info(
-            "%s@%d: %s",
-            name,
-            budget,
-            {k: v for k, v in row.items() if k != "align_val_accuracy"},
-        )
+        log.info("%s: %s", variant, {k: v for k, v in row.items() if k != "align_val_accuracy"})
 
     started = time.time()
     add(
@@ -307,6 +401,7 @@ def run(config: Config, out_dir: Path) -> dict:
     embed_ds = _embedding_dataset(ds, base, stride) if "embedding" in config.rlhf.inputs else None
 
     encoders: dict[int, VisualEncoder] = {}
+    rlhf_models: dict[int, MLPReward] = {}
     for b in sorted(config.budgets):
         q = train_q.subset(np.arange(min(b, train_q.num_queries)))
         started = time.time()
@@ -321,19 +416,27 @@ def run(config: Config, out_dir: Path) -> dict:
         for inputs in config.rlhf.inputs:
             started = time.time()
             data = ds if inputs == "state" else embed_ds
-            add(f"rlhf_{inputs}", b, _rlhf(data, q, eval_q, test_ids, stride, config, config.seed),
-                started)  # fmt: skip
+            frame_rewards, model = _rlhf(data, q, test_ids, stride, config, config.seed)
+            if inputs == "state":
+                rlhf_models[b] = model
+            add(f"rlhf_{inputs}", b, frame_rewards, started)
 
     rl_rows = []
     if config.rl.enabled:
-        best = encoders[max(encoders)]
-        for name in config.rl.rewards:
-            enc = {"rapl": best, "unaligned": base, "gt": None}[name]
-            ot = None
-            if enc is not None:
-                ot = OTReward(enc.embed, [videos[d] for d in demos], eps=config.ot_eps)
-            rl_rows.append(_train_sac(config, name, ot, out_dir))
-            log.info("rl: %s", rl_rows[-1])
+        if "rlhf_state" in config.rl.rewards and "state" not in config.rlhf.inputs:
+            raise ValueError("rl.rewards: 'rlhf_state' needs 'state' in rlhf.inputs")
+        rl_rows = _run_rl(
+            config, ds, videos, train_ids, stride, T, encoders, base, rlhf_models, out_dir
+        )
+        # RL success goes on the reward rows too, so suite reports carry it
+        for r in rl_rows:
+            variant = f"{r['reward']}@{r['budget']}" if r["budget"] else r["reward"]
+            match = [row for row in rows if row["variant"] == variant]
+            if match:
+                match[0].update(success_rate=r["success_rate"], rl_return=r["mean_return"])
+            else:
+                rows.append({"variant": variant, "budget": 0, "success_rate": r["success_rate"],
+                             "rl_return": r["mean_return"]})  # fmt: skip
 
     results = {
         "task": config.task,
@@ -362,16 +465,24 @@ def results_table(results: dict) -> str:
         f"videos of {results['frames_per_video']} frames {results['image_shape']}, "
         f"{results['num_demos']} demos",
         "",
-        "| reward | budget | Spearman (step) | Spearman (episode) | held-out accuracy |",
+        "| reward | triplets | Spearman (step) | Spearman (episode) | held-out accuracy |",
         "|---|---|---|---|---|",
     ]
     for r in results["rows"]:
+        if "spearman_step" not in r:
+            continue
         lines.append(
-            f"| {r['reward']} | {r['budget']} | {r['spearman_step']:.3f} | "
+            f"| {r['variant']} | {r['budget']} | {r['spearman_step']:.3f} | "
             f"{r['spearman_episode']:.3f} | {r['accuracy']:.3f} |"
         )
     if results.get("rl"):
-        lines += ["", "| RL reward | success rate | mean GT return |", "|---|---|---|"]
+        lines += [
+            "",
+            "| RL reward | triplets | success rate | mean GT return |",
+            "|---|---|---|---|",
+        ]
         for r in results["rl"]:
-            lines.append(f"| {r['reward']} | {r['success_rate']:.2f} | {r['mean_return']:.1f} |")
+            lines.append(
+                f"| {r['reward']} | {r['budget']} | {r['success_rate']:.2f} | {r['mean_return']:.1f} |"
+            )
     return "\n".join(lines) + "\n"

@@ -137,6 +137,8 @@ class OTReward:
             :meth:`robopref.rewards.visual.VisualEncoder.embed`).
         demo_frames: expert videos, ``[m_i, H, W, 3]`` uint8 each.
         eps, scale, time_weight: see :func:`ot_frame_rewards`.
+        affine: ``(a, b)``: the returned reward is ``a * r_t + b`` (``a > 0``); an RL agent gets
+            rewards on a useful scale without changing their order (see :func:`affine_to_range`).
 
     ``reward(frames [n, H, W, 3]) -> [n]``; ``total(frames) -> float``.
     """
@@ -148,15 +150,20 @@ class OTReward:
         eps: float = 0.05,
         scale: float | None = None,
         time_weight: float = 0.0,
+        affine: tuple[float, float] = (1.0, 0.0),
     ) -> None:
         if len(demo_frames) == 0:
             raise ValueError("demo_frames: expected at least one demo video, found 0")
+        if not affine[0] > 0:
+            raise ValueError(f"affine: expected a positive scale a in (a, b), found {affine}")
         self.embed = embed
         self.eps, self.scale, self.time_weight = eps, scale, time_weight
+        self.affine = (float(affine[0]), float(affine[1]))
         self.demos = [np.asarray(embed(np.asarray(f)), dtype=np.float64) for f in demo_frames]
 
     def reward_from_embeddings(self, x: np.ndarray) -> np.ndarray:
-        return ot_rewards(x, self.demos, self.eps, self.scale, self.time_weight)[0]
+        r = ot_rewards(x, self.demos, self.eps, self.scale, self.time_weight)[0]
+        return self.affine[0] * r + self.affine[1]
 
     def reward(self, frames: np.ndarray) -> np.ndarray:
         """Per-frame rewards ``[n]`` of a video ``frames [n, H, W, 3]``."""
@@ -167,3 +174,26 @@ class OTReward:
 
     def total(self, frames: np.ndarray) -> float:
         return float(self.reward(frames).sum())
+
+
+def affine_to_range(
+    rewards: np.ndarray, low: float = 0.0, high: float = 10.0, quantiles=(0.05, 0.95)
+) -> tuple[float, float]:
+    """``(a, b)`` mapping the ``quantiles`` of ``rewards`` (any shape) to ``low`` and ``high``.
+
+    Learned rewards come on arbitrary scales (OT rewards in [-2, 0] with differences of a few
+    hundredths); SAC's entropy bonus then dominates them. An increasing affine map keeps every
+    ranking and Spearman correlation and puts the reward on the scale of Meta-World's own
+    ([0, 10] per step).
+    """
+    r = np.asarray(rewards, dtype=np.float64).ravel()
+    r = r[np.isfinite(r)]
+    if len(r) < 2:
+        raise ValueError(f"rewards: expected at least 2 finite values, found {len(r)}")
+    lo, hi = np.quantile(r, quantiles)
+    if not hi > lo:
+        raise ValueError(
+            f"rewards: expected a spread between the {quantiles} quantiles, found {lo} and {hi}"
+        )
+    a = (high - low) / (hi - lo)
+    return float(a), float(low - a * lo)

@@ -14,8 +14,13 @@ from robopref.envs.render import (
     replay_frames,
     strided_video,
 )
-from robopref.envs.wrappers import OTRewardWrapper, make_ot_callback
-from robopref.rewards.ot_reward import OTReward
+from robopref.envs.wrappers import (
+    FixedConfigurationWrapper,
+    OTRewardWrapper,
+    StateRewardWrapper,
+    make_ot_callback,
+)
+from robopref.rewards.ot_reward import OTReward, affine_to_range
 
 TASK = "reach-v3"
 
@@ -144,3 +149,34 @@ def test_sac_buffer_holds_full_episode_ot_rewards():
     agent.learn(18, callback=Keep())
     stored = agent.replay_buffer.rewards[:18, 0]
     np.testing.assert_allclose(stored, np.concatenate(seen), rtol=1e-6)
+
+
+def test_affine_to_range_maps_quantiles_and_keeps_order():
+    r = np.linspace(-2.0, 0.0, 101)  # quantiles 0.05 -> -1.9, 0.95 -> -0.1
+    a, b = affine_to_range(r, 0.0, 10.0)
+    assert a == pytest.approx(10.0 / 1.8) and b == pytest.approx(1.9 * 10.0 / 1.8)
+    assert a * -1.9 + b == pytest.approx(0.0) and a * -0.1 + b == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="spread"):
+        affine_to_range(np.ones(10))
+    rng = np.random.default_rng(0)
+    demo, video = rng.integers(0, 255, (2, 4, 2, 2, 3), dtype=np.uint8)
+    flat = lambda f: f.reshape(len(f), -1).astype(np.float64)  # noqa: E731
+    raw = OTReward(flat, [demo]).reward(video)
+    scaled = OTReward(flat, [demo], affine=(2.0, 5.0)).reward(video)
+    np.testing.assert_allclose(scaled, 2.0 * raw + 5.0)
+    with pytest.raises(ValueError, match="affine"):
+        OTReward(flat, [demo], affine=(-1.0, 0.0))
+
+
+def test_state_reward_wrapper_and_fixed_configuration():
+    env = FixedConfigurationWrapper(make_env("reach-v3", seed=0, max_episode_steps=5), 123)
+    first, _ = env.reset(seed=1)
+    again, _ = env.reset(seed=2)
+    np.testing.assert_array_equal(first, again)  # the seed passed in is ignored
+    other, _ = make_env("reach-v3", max_episode_steps=5).reset(seed=124)
+    assert np.abs(first[36:39] - other[36:39]).max() > 1e-3  # a different scene has another goal
+    env = StateRewardWrapper(env, lambda obs: -float(np.linalg.norm(obs[:3] - obs[36:39])))
+    env.reset()
+    obs, reward, _, _, info = env.step(np.zeros(4, dtype=np.float32))
+    assert reward == pytest.approx(-np.linalg.norm(obs[:3] - obs[36:39]))
+    assert info["gt_reward"] != reward and np.isfinite(info["gt_reward"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from robopref.config import load_config
-from robopref.methods.rapl import Config, run
+from robopref.methods.rapl import Config, _scene_demos, run
 
 
 def _micro(**over):
@@ -22,8 +22,8 @@ def _micro(**over):
         "encoder": {"cnn_width": 4, "out_dim": 8},
         "align": {"epochs": 2, "batch_size": 6},
         "rlhf": {"trainer": {"epochs": 5, "quiet": True}},
-        "rl": {"enabled": True, "rewards": ["rapl"], "total_steps": 30, "learning_starts": 10,
-               "eval_episodes": 1},
+        "rl": {"enabled": True, "rewards": ["rapl", "unaligned", "rlhf_state", "gt"],
+               "total_steps": 30, "learning_starts": 10, "eval_episodes": 1},
         "device": "cpu",
     }  # fmt: skip
     data.update(over)
@@ -32,20 +32,38 @@ def _micro(**over):
 
 def test_micro_run_writes_every_reward_row(tmp_path):
     res = run(_micro(), tmp_path)
-    names = [(r["reward"], r["budget"]) for r in res["rows"]]
-    assert names == [("pixels", 0), ("unaligned", 0), ("rapl", 6), ("rlhf_state", 6),
-                     ("rlhf_embedding", 6)]  # fmt: skip
+    names = [(r["variant"], r["budget"]) for r in res["rows"]]
+    assert names == [("pixels", 0), ("unaligned", 0), ("rapl@6", 6), ("rlhf_state@6", 6),
+                     ("rlhf_embedding@6", 6), ("gt", 0)]  # fmt: skip
     assert res["frames_per_video"] == 3 and res["image_shape"] == [16, 16, 3]
     assert res["num_train"] + res["num_test"] + res["num_demos"] == 11
-    for r in res["rows"]:
+    for r in res["rows"][:-1]:
         assert 0.0 <= r["accuracy"] <= 1.0
         assert -1.0 <= r["spearman_step"] <= 1.0
     rapl = res["rows"][2]
     assert len(rapl["align_val_accuracy"]) == 3  # before + 2 epochs
-    (rl,) = res["rl"]
-    assert rl["reward"] == "rapl" and 0.0 <= rl["success_rate"] <= 1.0 and rl["num_episodes"] == 1
+    assert [(r["reward"], r["budget"]) for r in res["rl"]] == [
+        ("rapl", 6), ("unaligned", 0), ("rlhf_state", 6), ("gt", 0)]  # fmt: skip
+    for rl in res["rl"]:
+        assert 0.0 <= rl["success_rate"] <= 1.0 and rl["num_episodes"] == 1
+        assert 0.0 <= rl["demo_success"] <= 1.0
+    # RL success is carried on the matching reward rows (and a row of its own for gt)
+    by_variant = {r["variant"]: r for r in res["rows"]}
+    assert by_variant["rapl@6"]["success_rate"] == res["rl"][0]["success_rate"]
+    assert by_variant["gt"]["success_rate"] == res["rl"][3]["success_rate"]
+    runs = sorted(d.name for d in (tmp_path / "tensorboard").iterdir())
+    assert runs == ["sac_gt_1", "sac_rapl_1", "sac_rlhf_state_1", "sac_unaligned_1"]
     assert json.loads((tmp_path / "results.json").read_text())["task"] == "button-press-v3"
-    assert "| rapl | 6 |" in (tmp_path / "results.md").read_text()
+    assert "| rapl@6 | 6 |" in (tmp_path / "results.md").read_text()
+
+
+def test_scene_demos_show_one_solved_scene():
+    cfg = _micro(task="reach-v3", collect=None, num_demos=2)
+    videos, success = _scene_demos(cfg, horizon=100)
+    assert success == 1.0  # the scripted expert solves reach within 100 steps, with noise 0.1 too
+    assert [v.shape for v in videos] == [(25, 16, 16, 3)] * 2
+    np.testing.assert_array_equal(videos[0][0], videos[1][0])  # same scene
+    assert np.abs(videos[0][-1].astype(int) - videos[1][-1]).sum() > 0  # different noise
 
 
 def test_config_errors():
@@ -53,6 +71,8 @@ def test_config_errors():
         run(_micro(num_demos=9), "/tmp/unused-rapl")
     with pytest.raises(ValueError):
         Config.model_validate({"task": "button-press-v3", "bogus": 1})
+    with pytest.raises(ValueError, match="rl.budget"):
+        _micro(rl={"enabled": True, "budget": 7})
     with pytest.raises(ValueError, match="collect.tasks"):
         _micro(task="reach-v3")
 
@@ -61,7 +81,7 @@ def test_config_errors():
 def test_tiny_config_alignment_beats_unaligned(tmp_path):
     cfg = load_config(Config, "configs/rapl/tiny.yaml")
     res = run(cfg, tmp_path)
-    rows = {(r["reward"], r["budget"]): r for r in res["rows"]}
-    assert rows[("rapl", 30)]["accuracy"] > rows[("unaligned", 0)]["accuracy"] + 0.2
-    assert rows[("rapl", 30)]["spearman_episode"] > rows[("unaligned", 0)]["spearman_episode"]
-    assert np.isfinite(rows[("rlhf_state", 30)]["spearman_step"])
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert rows["rapl@30"]["accuracy"] > rows["unaligned"]["accuracy"] + 0.2
+    assert rows["rapl@30"]["spearman_episode"] > rows["unaligned"]["spearman_episode"]
+    assert np.isfinite(rows["rlhf_state@30"]["spearman_step"])

@@ -84,6 +84,12 @@ class CollectConfig(StrictModel):
     max_episode_steps: int = Field(200, ge=1)
     goal_observable: bool = True
     seed: int = 0
+    scene_seed: int | None = Field(
+        None,
+        description="one scene: every episode resets with this seed (same object/goal "
+        "configuration; episodes still differ in mode, noise and mismatched goals); None: a new "
+        "configuration per episode",
+    )
     num_workers: int = Field(1, ge=1, description="processes; 1 runs in this process")
     start_method: Literal["auto", "fork", "spawn", "forkserver"] = Field(
         "auto",
@@ -123,8 +129,8 @@ class CollectConfig(StrictModel):
 
 @dataclass(frozen=True)
 class EpisodeSpec:
-    """One episode to collect. ``seed`` resets the env (object/goal configuration) and seeds the
-    action noise (``default_rng([seed, 1])``)."""
+    """One episode to collect. ``seed`` resets the env (object/goal configuration); the action
+    noise comes from ``default_rng([noise_seed, 1])`` (``noise_seed`` defaults to ``seed``)."""
 
     task: str
     mode: str
@@ -133,6 +139,7 @@ class EpisodeSpec:
     seed: int
     policy_task: str | None  # whose scripted policy acts; None for random actions
     mismatch_seed: int | None = None  # configuration B the policy sees (goal_mismatch only)
+    noise_seed: int | None = None
 
 
 def _derive_seed(*values: int) -> int:
@@ -168,9 +175,10 @@ def plan_episodes(config: CollectConfig) -> list[EpisodeSpec]:
                         mode=mode,
                         noise=float(noise),
                         index=i,
-                        seed=seed,
+                        seed=seed if config.scene_seed is None else config.scene_seed,
                         policy_task=pool[i % len(pool)] if policy_task == "" else policy_task,
                         mismatch_seed=_derive_seed(seed, 1) if mode == "goal_mismatch" else None,
+                        noise_seed=seed,
                     )
                 )
     return specs
@@ -218,13 +226,20 @@ class _Collector:
         offset = None
         if spec.mismatch_seed is not None:
             offset = mismatch_offset(env, spec.seed, spec.mismatch_seed)
+        noise_seed = spec.seed if spec.noise_seed is None else spec.noise_seed
         ep = run_episode(
-            env, self.policy(spec.policy_task), seed=spec.seed, noise=spec.noise, obs_offset=offset
+            env,
+            self.policy(spec.policy_task),
+            seed=spec.seed,
+            noise=spec.noise,
+            rng=np.random.default_rng([noise_seed, 1]),
+            obs_offset=offset,
         )
         metadata = {
             "mode": spec.mode,
             "noise": spec.noise,
             "seed": spec.seed,
+            "noise_seed": noise_seed,
             "episode_index": spec.index,
             "policy_task": spec.policy_task,
             "mismatch_seed": spec.mismatch_seed,

@@ -77,9 +77,10 @@ class RLConfig(StrictModel):
         default_factory=lambda: ["rapl", "unaligned", "rlhf_state", "gt"]
     )
     budget: int | None = None  # default: the largest of ``budgets``
-    # one scene (object/goal positions of reset(seed=configuration_seed + seed)) for training and
-    # evaluation, with ``num_demos`` scripted demos of that scene as the OT reward's demos;
-    # False: a new configuration every episode, the data's expert episodes as demos
+    # one scene for training and evaluation: collect.scene_seed when the data was collected in one
+    # scene, else reset(seed=configuration_seed + seed); ``num_demos`` scripted demos of that
+    # scene are the OT reward's demos. False: a new configuration every episode, the data's
+    # expert episodes as demos
     fixed_configuration: bool = True
     configuration_seed: int = 10_000
     demo_noise: float = Field(0.1, ge=0)  # action noise of the scene's demos after the first
@@ -230,10 +231,17 @@ def _rlhf(ds, train_q, test_ids, stride, cfg: Config, seed: int):
     return rewards, model
 
 
+def _rl_scene(config: Config) -> int:
+    """The reset seed of the RL scene: the data's scene when it was collected in one."""
+    if config.collect is not None and config.collect.scene_seed is not None:
+        return config.collect.scene_seed
+    return config.rl.configuration_seed + config.seed
+
+
 def _scene_demos(config: Config, horizon: int) -> tuple[list[np.ndarray], float]:
     """``num_demos`` scripted-expert videos ``[T', H, W, 3]`` of the RL scene (the first without
     action noise) and the fraction of them that succeed."""
-    scene = config.rl.configuration_seed + config.seed
+    scene = _rl_scene(config)
     env = make_env(config.task, seed=scene, max_episode_steps=horizon)
     policy = ScriptedPolicy(config.task)
     videos, successes = [], []
@@ -258,7 +266,7 @@ def _train_sac(config: Config, reward_name: str, wrap, horizon: int, log_dir: Pa
     from robopref.envs.wrappers import FixedConfigurationWrapper, OTRewardWrapper, make_ot_callback
 
     rl = config.rl
-    scene = rl.configuration_seed + config.seed
+    scene = _rl_scene(config)
     env = make_env(config.task, seed=scene, max_episode_steps=horizon)
     if rl.fixed_configuration:
         env = FixedConfigurationWrapper(env, scene)

@@ -151,3 +151,27 @@ def test_config_validation_names_the_field():
         CollectConfig(tasks=[TASK, TASK])
     with pytest.raises(ValidationError, match="noise_levels: expected distinct values"):
         CollectConfig(tasks=[TASK], noise_levels=[0.5, 0.5])
+
+
+def test_scene_seed_collects_one_scene_with_distinct_episodes():
+    cfg = CollectConfig(tasks=["reach-v3"], expert_episodes=2, noisy_episodes=2, noise_levels=[0.5],
+                        goal_mismatch_episodes=2, random_episodes=2, other_task_episodes=0,
+                        max_episode_steps=20, scene_seed=777)  # fmt: skip
+    ds = collect_dataset(cfg, progress=False)
+    assert len(ds) == 8
+    assert {t.metadata["seed"] for t in ds} == {777}
+    first_states = np.stack([t.state[0] for t in ds])
+    np.testing.assert_array_equal(
+        first_states, np.broadcast_to(first_states[0], first_states.shape)
+    )
+    by_mode = {}
+    for t in ds:
+        by_mode.setdefault(t.metadata["mode"], []).append(t.actions)
+    np.testing.assert_array_equal(by_mode["expert"][0], by_mode["expert"][1])  # no noise
+    for mode in ("noisy_expert", "goal_mismatch", "random"):  # each episode its own noise / goal
+        assert np.abs(by_mode[mode][0] - by_mode[mode][1]).max() > 1e-3, mode
+    # and the scene is the one reset(seed=777) gives
+    from robopref.envs import make_env
+
+    obs, _ = make_env("reach-v3", max_episode_steps=20).reset(seed=777)
+    np.testing.assert_allclose(first_states[0], obs, atol=1e-6)

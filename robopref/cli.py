@@ -143,7 +143,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from robopref.bench import write_report
 
-    print(write_report(args.store))
+    if args.metrics:
+        print(write_report(args.store, tuple(args.metrics)))
+    else:
+        print(write_report(args.store))
     return 0
 
 
@@ -231,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="tables and plots from a results store")
     p.add_argument("store")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        help="numeric columns to aggregate (default: label_accuracy reward_accuracy success_rate)",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="small end-to-end PEARL run (minutes on 2 CPU cores)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,6 +13,15 @@ from robopref.utils import atomic_path
 
 DEFAULT_METRICS = ("label_accuracy", "reward_accuracy", "success_rate")
 NOT_GROUP_KEYS = {"cell", "config_hash", "wall_s", "versions", "seed"}
+
+
+def _natural(text: str) -> tuple:
+    """Sort key that orders ``rapl@50`` before ``rapl@150`` (numbers compare as numbers)."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in re.split(r"(\d+)", str(text))
+        if part
+    )
 
 
 def aggregate(
@@ -34,7 +44,7 @@ def aggregate(
     for r in rows:
         groups[tuple(r.get(k, "") for k in group_by)].append(r)
     out = []
-    for key, members in sorted(groups.items()):
+    for key, members in sorted(groups.items(), key=lambda kv: [_natural(v) for v in kv[0]]):
         entry = dict(zip(group_by, key))
         entry["n"] = len(members)
         for m in metrics:

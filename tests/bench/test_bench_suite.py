@@ -106,6 +106,10 @@ def test_report_aggregates_over_seeds(suite_file, tmp_path):
     assert "success_rate" in report and json.loads(
         (tmp_path / "st" / "results.jsonl").read_text().splitlines()[0]
     )
+    from robopref.cli import main
+
+    assert main(["report", str(tmp_path / "st"), "--metrics", "success_rate"]) == 0
+    assert "11.050 ± 0.050" in (tmp_path / "st" / "report.md").read_text()
 
 
 def test_ray_matches_local(suite_file, tmp_path):
@@ -116,3 +120,11 @@ def test_ray_matches_local(suite_file, tmp_path):
     assert sorted((r["cell"], r["success_rate"]) for r in local) == sorted(
         (r["cell"], r["success_rate"]) for r in ray_rows
     )
+
+
+def test_report_orders_numbers_inside_labels_as_numbers():
+    rows = [{"variant": v, "cell": c, "x": 1.0} for c in ("s0", "s1") for v in
+            ("rapl@300", "rapl@50", "rapl@150", "gt")]  # fmt: skip
+    agg = aggregate(rows, metrics=("x",))
+    assert [e["variant"] for e in agg] == ["gt", "rapl@50", "rapl@150", "rapl@300"]
+    assert all(e["n"] == 2 for e in agg)

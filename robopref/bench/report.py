@@ -84,10 +84,11 @@ def plot_metric(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = sorted({e[x_key] for e in agg})
-    hues = sorted({e[hue_key] for e in agg}) if hue_key else [None]
+    xs = sorted({e[x_key] for e in agg}, key=_natural)
+    hues = sorted({e[hue_key] for e in agg}, key=_natural) if hue_key else [None]
+    colors = plt.get_cmap("tab20" if len(hues) > 10 else "tab10").colors
     width = 0.8 / len(hues)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(xs)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(xs)) + (2.5 if hue_key else 0), 4))
     for h_i, hue in enumerate(hues):
         means, stds = [], []
         for x in xs:
@@ -100,12 +101,13 @@ def plot_metric(
             width,
             yerr=stds,
             label=str(hue) if hue else None,
+            color=colors[h_i % len(colors)],
         )
     ax.set_xticks(np.arange(len(xs)) + width * (len(hues) - 1) / 2)
     ax.set_xticklabels(xs, rotation=20, ha="right")
     ax.set_ylabel(metric.replace("_", " "))
     if hue_key:
-        ax.legend(title=hue_key)
+        ax.legend(title=hue_key, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

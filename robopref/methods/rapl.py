@@ -406,6 +406,8 @@ def run(config: Config, out_dir: Path) -> dict:
         _ot_frame_rewards(base.embed, videos, demos, test_ids, config.ot_eps),
         started,
     )
+    (out_dir / "encoders").mkdir(exist_ok=True)
+    base.save(out_dir / "encoders" / "unaligned.pt")
     embed_ds = _embedding_dataset(ds, base, stride) if "embedding" in config.rlhf.inputs else None
 
     encoders: dict[int, VisualEncoder] = {}
@@ -419,6 +421,7 @@ def run(config: Config, out_dir: Path) -> dict:
                              eval_q.traj_index, eval_q.labels)  # fmt: skip
         enc.cpu()
         encoders[b] = enc
+        enc.save(out_dir / "encoders" / f"rapl@{b}.pt")
         add("rapl", b, _ot_frame_rewards(enc.embed, videos, demos, test_ids, config.ot_eps),
             started, align_val_accuracy=[h.get("val_accuracy") for h in hist])  # fmt: skip
         for inputs in config.rlhf.inputs:

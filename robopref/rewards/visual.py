@@ -22,8 +22,10 @@ preferred pairs of each list; ``plackett_luce``, ...); tied pairs add
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +35,7 @@ from torch import nn
 from robopref import losses
 from robopref.config import StrictModel
 from robopref.rewards.ot_reward import cosine_cost, ot_distance
-from robopref.utils import resolve_device
+from robopref.utils import atomic_path, resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,6 +99,12 @@ class VisualEncoder(nn.Module):
         cnn_width: int = 32,
     ) -> None:
         super().__init__()
+        self.init_kwargs = {
+            "backbone": backbone,
+            "out_dim": out_dim,
+            "freeze_backbone": freeze_backbone,
+            "cnn_width": cnn_width,
+        }
         if backbone == "cnn":
             if weights_path is not None:
                 raise ValueError("weights_path: only for backbone='resnet18', found a path")
@@ -129,6 +137,26 @@ class VisualEncoder(nn.Module):
         x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float()
         x = (x - self.mean) / self.std
         return self.head(self.backbone(x)).reshape(*lead, self.out_dim)
+
+    def save(self, path: str | Path) -> None:
+        """Write the encoder (constructor arguments and weights) to ``path`` atomically."""
+        with atomic_path(path) as tmp:
+            torch.save({"init_kwargs": self.init_kwargs, "state_dict": self.state_dict()}, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> VisualEncoder:
+        """An encoder written by :meth:`save` (no ResNet weights file is needed)."""
+        try:
+            blob = torch.load(path, map_location=device, weights_only=True)
+            kwargs, state = blob["init_kwargs"], blob["state_dict"]
+        except (OSError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
+            raise ValueError(
+                f"{path}: expected a VisualEncoder checkpoint with fields 'init_kwargs' and "
+                f"'state_dict' ({type(e).__name__}: {e})"
+            ) from e
+        encoder = cls(**kwargs)
+        encoder.load_state_dict(state)
+        return encoder.to(device)
 
     @torch.no_grad()
     def embed(self, frames: np.ndarray, batch_size: int = 256) -> np.ndarray:

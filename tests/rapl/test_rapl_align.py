@@ -89,3 +89,20 @@ def test_resnet18_without_torchvision_or_with_local_weights(tmp_path):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
     enc = VisualEncoder("resnet18", out_dim=32, weights_path=str(path))
     assert enc.embed(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 32)
+
+
+def test_encoder_checkpoint_round_trip(tmp_path):
+    import torch
+
+    from robopref.rewards.visual import VisualEncoder
+
+    torch.manual_seed(3)
+    enc = VisualEncoder("cnn", out_dim=8, cnn_width=4)
+    frames = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
+    enc.save(tmp_path / "enc.pt")
+    loaded = VisualEncoder.load(tmp_path / "enc.pt")
+    assert loaded.init_kwargs == enc.init_kwargs
+    np.testing.assert_array_equal(loaded.embed(frames), enc.embed(frames))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        VisualEncoder.load(tmp_path / "bad.pt")

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from pydantic import Field
 
-from robopref.config import StrictModel, save_config
+from robopref.config import StrictModel
 from robopref.data import TrajectoryDataset, load_dataset, save_dataset, save_queries
 from robopref.data.summary import summarize
 from robopref.envs import CollectConfig, collect_dataset
+from robopref.methods.common import start_run
 from robopref.teachers import TeacherConfig, label_queries, make_teacher
 from robopref.utils import atomic_path
 
@@ -55,9 +56,7 @@ def label_file(path: str | Path, label: LabelConfig) -> TrajectoryDataset:
 
 
 def run(config: Config, out_dir: Path) -> dict:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.yaml")
+    out_dir, _ = start_run(config, out_dir)
     path = Path(config.dataset_path)
     path = path if path.is_absolute() else out_dir / path
     dataset = collect_dataset(config.collect, progress=True)

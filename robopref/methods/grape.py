@@ -26,9 +26,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel, save_config
+from robopref.config import StrictModel
 from robopref.data import Trajectory
 from robopref.losses import get_loss
+from robopref.methods.common import start_run
 from robopref.policies.vla import (
     DEFAULT_TEMPLATE,
     KEYPOINTS,
@@ -51,7 +52,7 @@ from robopref.policies.vla import (
     stage_costs,
     tpo_train,
 )
-from robopref.utils import atomic_path, resolve_device, seed_everything
+from robopref.utils import atomic_path, resolve_device
 
 # ----------------------------------------------------------------------------------------------
 # Config
@@ -625,17 +626,11 @@ def _tpo_round(
 def run(config: GrapeConfig, out_dir: Path) -> dict:
     """SFT, then ``tpo.rounds`` GRAPE rounds per cost variant, with evaluations; writes
     ``results.json`` into ``out_dir`` and returns it (as a dict)."""
-    import torch
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.yaml")
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
+    out_dir, _ = start_run(config, out_dir)
     device = resolve_device(config.device)
     if "image" in config.model.obs_mode:
         os.environ.setdefault("MUJOCO_GL", "egl" if device.type == "cuda" else "osmesa")
-    seed_everything(config.seed)
     ckpt = out_dir / "checkpoints"
     writer = None
     if config.tensorboard:

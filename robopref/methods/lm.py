@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel, save_config
+from robopref.config import StrictModel
 from robopref.losses import get_loss
+from robopref.methods.common import start_run
 from robopref.policies.lm import (
     LMPreferenceTrainer,
     WordTokenizer,
@@ -28,7 +29,7 @@ from robopref.policies.lm import (
     load_pretrained,
     loss_options_for,
 )
-from robopref.utils import atomic_path, seed_everything
+from robopref.utils import atomic_path
 
 
 class TinyModelConfig(StrictModel):
@@ -127,14 +128,7 @@ def _print_table(before: dict[str, float], after: dict[str, float], title: str) 
 def run(config: LMConfig, out_dir: Path) -> dict:
     """Train on ``config.train_path``, evaluate on ``config.eval_path`` before and after, write
     ``config.yaml`` and ``results.json`` into ``out_dir`` and return the results dict."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.yaml")
-    if config.num_threads is not None:
-        import torch
-
-        torch.set_num_threads(config.num_threads)
-    seed_everything(config.seed)
+    out_dir, _ = start_run(config, out_dir)
     train = load_preference_jsonl(config.train_path)
     held_out = load_preference_jsonl(config.eval_path)
 

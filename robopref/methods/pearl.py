@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from robopref.config import StrictModel, save_config
+from robopref.config import StrictModel
 from robopref.data import (
     PreferenceQueries,
     TrajectoryDataset,
@@ -36,6 +36,7 @@ from robopref.data import (
     save_dataset,
 )
 from robopref.envs import CollectConfig, collect_dataset, evaluate_policy
+from robopref.methods.common import start_run
 from robopref.policies.buffer import TransitionBuffer
 from robopref.policies.iql import IQL, IQLConfig
 from robopref.rewards import GaussianReward, MLPReward, RewardTrainer, RewardTrainerConfig
@@ -129,14 +130,7 @@ def _reward_model(robust: bool, obs_dim: int, act_dim: int, config: RewardConfig
 
 
 def run(config: Config, out_dir: Path) -> dict:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.yaml")
-    if config.num_threads:
-        import torch
-
-        torch.set_num_threads(config.num_threads)
-    rng = seed_everything(config.seed)
+    out_dir, rng = start_run(config, out_dir)
     source = _dataset(config.source_dataset, config.source, out_dir / "source.h5")
     target = _dataset(config.target_dataset, config.target, out_dir / "target.h5")
     qc = config.queries

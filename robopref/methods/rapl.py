@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel, save_config
+from robopref.config import StrictModel
 from robopref.data import Trajectory, TrajectoryDataset, load_dataset, save_dataset
 from robopref.envs import CollectConfig, collect_dataset, evaluate_policy, make_env, run_episode
 from robopref.envs.render import (
@@ -42,11 +42,12 @@ from robopref.envs.render import (
     strided_video,
 )
 from robopref.envs.tasks import ScriptedPolicy
+from robopref.methods.common import start_run
 from robopref.rewards import MLPReward, RewardTrainer, RewardTrainerConfig
 from robopref.rewards.ot_reward import OTReward, affine_to_range
 from robopref.rewards.visual import AlignConfig, VisualEncoder, align_encoder, top1_accuracy
 from robopref.teachers import label_queries, make_teacher
-from robopref.utils import atomic_path, seed_everything
+from robopref.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -342,12 +343,7 @@ def _expert_ids(ds: TrajectoryDataset) -> list[int]:
 
 def run(config: Config, out_dir: Path) -> dict:
     """Run the recipe; write ``results.json`` and ``results.md`` to ``out_dir``; return results."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.yaml")
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    rng = seed_everything(config.seed)
+    out_dir, rng = start_run(config, out_dir)
     t0 = time.time()
     ds = _dataset(config)
     if config.save_data:

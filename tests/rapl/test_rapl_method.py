@@ -51,7 +51,10 @@ def test_micro_run_writes_every_reward_row(tmp_path):
     by_variant = {r["variant"]: r for r in res["rows"]}
     assert by_variant["rapl@6"]["success_rate"] == res["rl"][0]["success_rate"]
     assert by_variant["gt"]["success_rate"] == res["rl"][3]["success_rate"]
-    assert sorted(f.name for f in (tmp_path / "encoders").iterdir()) == ["rapl@6.pt", "unaligned.pt"]
+    assert sorted(f.name for f in (tmp_path / "encoders").iterdir()) == [
+        "rapl@6.pt",
+        "unaligned.pt",
+    ]
     runs = sorted(d.name for d in (tmp_path / "tensorboard").iterdir())
     assert runs == ["sac_gt_1", "sac_rapl_1", "sac_rlhf_state_1", "sac_unaligned_1"]
     assert json.loads((tmp_path / "results.json").read_text())["task"] == "button-press-v3"

@@ -26,6 +26,7 @@ import pickle
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -181,6 +182,9 @@ class AlignConfig(StrictModel):
 
     Attributes:
         loss: loss-core name applied to the ``[B, K]`` OT scores (``bt``, ``plackett_luce``, ...).
+        anchor: ``"demo"``: each query is scored against an expert demo drawn from ``anchors``;
+            ``"preferred"``: the paper's choice, the query's top-ranked video is the anchor and the
+            other ``K - 1`` videos are ranked by their OT cost to it (needs ``K >= 3``).
         temperature: scores are ``-OT / temperature`` (OT costs lie in [0, 2]).
         tie_weight: weight of the ``(0.5 - p)^2`` term on tied pairs (0 disables).
         eps: Sinkhorn entropy (cost units); ``sinkhorn_iters``: unrolled iterations.
@@ -189,6 +193,7 @@ class AlignConfig(StrictModel):
     """
 
     loss: str = "bt"
+    anchor: Literal["demo", "preferred"] = "demo"
     temperature: float = Field(0.05, gt=0)
     tie_weight: float = Field(1.0, ge=0)
     eps: float = Field(0.05, gt=0)
@@ -258,6 +263,18 @@ def video_scores(
     return -cost.min(1)
 
 
+def _split_preferred(items: np.ndarray, labels: np.ndarray):
+    """Per query ``[B, K]``: the top-ranked video (the first on ties) as the anchor, and the other
+    ``K - 1`` videos with their labels: ``(items [B, K-1], labels [B, K-1], anchors [B])``."""
+    top = labels.argmax(1)
+    keep = np.array([[j for j in range(items.shape[1]) if j != t] for t in top])
+    return (
+        np.take_along_axis(items, keep, 1),
+        np.take_along_axis(labels, keep, 1),
+        items[np.arange(len(items)), top],
+    )
+
+
 def align_encoder(
     encoder: VisualEncoder,
     videos: np.ndarray,
@@ -292,6 +309,10 @@ def align_encoder(
     items = np.asarray(items, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.float64)
     _check_queries(items, labels, len(videos), "items/labels")
+    if cfg.anchor == "preferred" and items.shape[1] < 3:
+        raise ValueError(
+            f"items: anchor='preferred' needs queries of K >= 3 videos, found K={items.shape[1]}"
+        )
     anchors = np.asarray(anchors, dtype=np.int64)
     if anchors.ndim != 1 or len(anchors) == 0:
         raise ValueError(f"anchors: expected a non-empty list of video indices, found {anchors}")
@@ -328,20 +349,24 @@ def align_encoder(
         for i in range(0, Q, cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
             B = len(idx)
-            anchor_ids = anchors[rng.integers(0, len(anchors), size=B)]
+            if cfg.anchor == "preferred":
+                q_items, q_labels, anchor_ids = _split_preferred(items[idx], labels[idx])
+            else:
+                anchor_ids = anchors[rng.integers(0, len(anchors), size=B)]
+                q_items, q_labels = items[idx], labels[idx]
             used, inv = np.unique(
-                np.concatenate([anchor_ids, items[idx].ravel()]), return_inverse=True
+                np.concatenate([anchor_ids, q_items.ravel()]), return_inverse=True
             )
             emb = encoder(torch.as_tensor(videos[used], device=device))  # [U, T, d]
             a = emb[torch.as_tensor(inv[:B], device=device)]  # [B, T, d]
             v = emb[torch.as_tensor(inv[B:], device=device)].reshape(
-                B, items.shape[1], *emb.shape[1:]
+                B, q_items.shape[1], *emb.shape[1:]
             )
             dist = ot_distance(
                 a[:, None].expand(-1, v.shape[1], -1, -1), v, cfg.eps, max_iter=cfg.sinkhorn_iters
-            )  # [B, K]
+            )  # [B, K] (K - 1 with the preferred video as anchor)
             scores = -dist / cfg.temperature
-            lab = torch.as_tensor(labels[idx], dtype=scores.dtype, device=device)
+            lab = torch.as_tensor(q_labels, dtype=scores.dtype, device=device)
             loss = loss_fn(scores, lab, None)
             if cfg.tie_weight > 0:
                 loss = loss + cfg.tie_weight * tie_penalty(scores, lab)

@@ -106,3 +106,29 @@ def test_encoder_checkpoint_round_trip(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="bad.pt"):
         VisualEncoder.load(tmp_path / "bad.pt")
+
+
+def test_preferred_anchor_split_and_alignment():
+    from robopref.rewards.visual import _split_preferred
+
+    items = np.array([[5, 6, 7], [8, 9, 10]])
+    labels = np.array([[0.0, 2.0, 1.0], [1.0, 1.0, 0.0]])  # second query: tie at the top
+    rest, rest_labels, anchors = _split_preferred(items, labels)
+    np.testing.assert_array_equal(anchors, [6, 8])
+    np.testing.assert_array_equal(rest, [[5, 7], [9, 10]])
+    np.testing.assert_array_equal(rest_labels, [[0.0, 1.0], [1.0, 0.0]])
+
+    rng = np.random.default_rng(0)
+    goals = np.concatenate([np.ones(4), rng.uniform(0, 1, 40)])
+    videos = _videos(goals, rng)
+    items, labels = _queries(np.arange(4, 30), goals, 40, 3, rng)
+    val_items, val_labels = _queries(np.arange(30, 44), goals, 60, 2, rng)
+    torch.manual_seed(0)
+    enc = VisualEncoder("cnn", out_dim=16, cnn_width=8)
+    cfg = AlignConfig(anchor="preferred", epochs=8, batch_size=10, lr=3e-3, device="cpu")
+    hist = align_encoder(enc, videos, items, labels, [0, 1, 2, 3], cfg, val_items, val_labels)
+    assert (
+        hist[-1]["val_accuracy"] >= 0.8 and hist[-1]["val_accuracy"] > hist[0]["val_accuracy"] + 0.1
+    )
+    with pytest.raises(ValueError, match="K >= 3"):
+        align_encoder(enc, videos, val_items, val_labels, [0], cfg)

@@ -142,11 +142,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from robopref.bench import write_report
+    from robopref.bench.report import DEFAULT_METRICS
 
-    if args.metrics:
-        print(write_report(args.store, tuple(args.metrics)))
-    else:
-        print(write_report(args.store))
+    metrics = tuple(args.metrics) if args.metrics else DEFAULT_METRICS
+    try:
+        print(write_report(args.store, metrics, columns=args.columns))
+    except ValueError as e:
+        raise ConfigError(f"report {args.store}: {e}") from None
     return 0
 
 
@@ -239,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         help="numeric columns to aggregate (default: label_accuracy reward_accuracy success_rate)",
+    )
+    p.add_argument(
+        "--columns", default=None, help="also one table per metric with a column per KEY value"
     )
     p.set_defaults(func=cmd_report)
 

@@ -75,6 +75,26 @@ def markdown_table(agg: list[dict], metrics: tuple[str, ...] = DEFAULT_METRICS) 
     return "\n".join(lines)
 
 
+def pivot_table(agg: list[dict], metric: str, column_key: str, metrics: tuple[str, ...]) -> str:
+    """One markdown table of ``metric`` (mean ± std) with a column per value of ``column_key``
+    and a row per combination of the other group keys (e.g. variants x tasks)."""
+    if not agg:
+        return "(no results)"
+    keys = [k for k in agg[0] if k not in metrics and k not in ("n", column_key)]
+    columns = sorted({e[column_key] for e in agg}, key=_natural)
+    cells: dict[tuple, dict[str, str]] = {}
+    for e in agg:
+        mean, std = e[metric]
+        cells.setdefault(tuple(e[k] for k in keys), {})[e[column_key]] = f"{mean:.2f} ± {std:.2f}"
+    lines = [
+        "| " + " | ".join([*keys, *columns]) + " |",
+        "|" + "|".join("---" for _ in range(len(keys) + len(columns))) + "|",
+    ]
+    for row in sorted(cells, key=lambda r: [_natural(v) for v in r]):
+        lines.append("| " + " | ".join([*row, *(cells[row].get(c, "") for c in columns)]) + " |")
+    return "\n".join(lines)
+
+
 def plot_metric(
     agg: list[dict], metric: str, x_key: str, hue_key: str | None, path: str | Path
 ) -> None:
@@ -114,12 +134,23 @@ def plot_metric(
     plt.close(fig)
 
 
-def write_report(store: str | Path, metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
-    """Write ``report.md`` and one PNG per metric into ``store``; return the markdown."""
+def write_report(
+    store: str | Path, metrics: tuple[str, ...] = DEFAULT_METRICS, columns: str | None = None
+) -> str:
+    """Write ``report.md`` and one PNG per metric into ``store``; return the markdown. With
+    ``columns`` (a group key such as ``task``), one pivot table per metric follows the long one."""
     store = Path(store)
     rows = read_results(store)
     agg = aggregate(rows, metrics)
     md = f"# Results: {store.name}\n\n{markdown_table(agg, metrics)}\n"
+    if columns and agg:
+        if columns not in agg[0]:
+            raise ValueError(
+                f"columns: expected one of the group keys "
+                f"{[k for k in agg[0] if k not in metrics and k != 'n']}, found {columns!r}"
+            )
+        for m in metrics:
+            md += f"\n## {m} (mean ± std over seeds)\n\n{pivot_table(agg, m, columns, metrics)}\n"
     if agg:
         keys = [k for k in agg[0] if k not in metrics and k != "n"]
         x_key = keys[0]

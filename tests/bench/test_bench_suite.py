@@ -128,3 +128,30 @@ def test_report_orders_numbers_inside_labels_as_numbers():
     agg = aggregate(rows, metrics=("x",))
     assert [e["variant"] for e in agg] == ["gt", "rapl@50", "rapl@150", "rapl@300"]
     assert all(e["n"] == 2 for e in agg)
+
+
+def test_pivot_table_puts_one_key_in_columns(tmp_path):
+    from robopref.bench.report import pivot_table
+
+    rows = [
+        {"cell": f"{t},{s}", "task": t, "variant": v, "x": x}
+        for t, v, s, x in [("b", "rapl@150", 0, 0.5), ("b", "rapl@150", 1, 0.7),
+                           ("a", "rapl@150", 0, 0.2), ("a", "rapl@50", 0, 0.1)]
+    ]  # fmt: skip
+    table = pivot_table(aggregate(rows, metrics=("x",)), "x", "task", ("x",))
+    assert table.splitlines() == [
+        "| variant | a | b |",
+        "|---|---|---|",
+        "| rapl@50 | 0.10 ± 0.00 |  |",
+        "| rapl@150 | 0.20 ± 0.00 | 0.60 ± 0.10 |",
+    ]
+    store = tmp_path / "s"
+    store.mkdir()
+    (store / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from robopref.cli import main
+
+    assert main(["report", str(store), "--metrics", "x", "--columns", "task"]) == 0
+    assert "| rapl@150 | 0.20 ± 0.00 | 0.60 ± 0.10 |" in (store / "report.md").read_text()
+    with pytest.raises(ValueError, match="columns"):
+        write_report(store, ("x",), columns="nope")
+    assert main(["report", str(store), "--metrics", "x", "--columns", "nope"]) == 2

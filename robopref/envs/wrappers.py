@@ -171,3 +171,42 @@ class FixedConfigurationWrapper(gym.Wrapper):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         return self.env.reset(seed=self.configuration_seed, options=options)
+
+
+def make_gt_logger_callback():
+    """:class:`GroundTruthLogger`, defined lazily (stable-baselines3 is imported on use)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class GroundTruthLogger(BaseCallback):
+        """Logs the env's own return (``info["gt_reward"]``, else the reward) and success of every
+        training episode as ``rollout/gt_return`` and ``rollout/gt_success`` (TensorBoard), so a
+        run on a learned reward shows whether it also solves the task. ``self.returns`` and
+        ``self.successes`` keep one entry per finished episode."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.returns: list[float] = []
+            self.successes: list[bool] = []
+            self._ret: np.ndarray | None = None
+            self._succ: np.ndarray | None = None
+
+        def _on_step(self) -> bool:
+            infos, rewards, dones = (
+                self.locals["infos"],
+                self.locals["rewards"],
+                self.locals["dones"],
+            )
+            if self._ret is None:
+                self._ret, self._succ = np.zeros(len(infos)), np.zeros(len(infos), dtype=bool)
+            for i, info in enumerate(infos):
+                self._ret[i] += float(info.get("gt_reward", rewards[i]))
+                self._succ[i] |= bool(info.get("success", False))
+                if dones[i]:
+                    self.returns.append(float(self._ret[i]))
+                    self.successes.append(bool(self._succ[i]))
+                    self.logger.record_mean("rollout/gt_return", self.returns[-1])
+                    self.logger.record_mean("rollout/gt_success", float(self.successes[-1]))
+                    self._ret[i], self._succ[i] = 0.0, False
+            return True
+
+    return GroundTruthLogger

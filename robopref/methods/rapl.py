@@ -263,8 +263,14 @@ def _train_sac(config: Config, reward_name: str, wrap, horizon: int, log_dir: Pa
     """SAC on state observations with the reward that ``wrap(env)`` installs (``None``: GT);
     TensorBoard logs (SB3's, including the Monitor's GT-free reward curves) go to ``log_dir``."""
     from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import CallbackList
 
-    from robopref.envs.wrappers import FixedConfigurationWrapper, OTRewardWrapper, make_ot_callback
+    from robopref.envs.wrappers import (
+        FixedConfigurationWrapper,
+        OTRewardWrapper,
+        make_gt_logger_callback,
+        make_ot_callback,
+    )
 
     rl = config.rl
     scene = _rl_scene(config)
@@ -273,13 +279,14 @@ def _train_sac(config: Config, reward_name: str, wrap, horizon: int, log_dir: Pa
         env = FixedConfigurationWrapper(env, scene)
     if wrap is not None:
         env = wrap(env)
-    callback = (
-        make_ot_callback()() if isinstance(env, OTRewardWrapper) and rl.mode == "episode" else None
-    )
+    gt_logger = make_gt_logger_callback()()
+    callbacks = [gt_logger]
+    if isinstance(env, OTRewardWrapper) and rl.mode == "episode":
+        callbacks.insert(0, make_ot_callback()())
     agent = SAC("MlpPolicy", env, learning_starts=rl.learning_starts, seed=config.seed,
                 device=config.device, verbose=0, tensorboard_log=str(log_dir))  # fmt: skip
     started = time.time()
-    agent.learn(rl.total_steps, callback=callback, tb_log_name=f"sac_{reward_name}")
+    agent.learn(rl.total_steps, callback=CallbackList(callbacks), tb_log_name=f"sac_{reward_name}")
     env.close()
 
     def policy(obs):
@@ -290,7 +297,14 @@ def _train_sac(config: Config, reward_name: str, wrap, horizon: int, log_dir: Pa
     else:
         res = evaluate_policy(policy, config.task, rl.eval_episodes, seed=10_000 + config.seed,
                               max_episode_steps=horizon)  # fmt: skip
-    return {"reward": reward_name, "seconds": time.time() - started, **res}
+    last = slice(-20, None)  # the last 20 training episodes (stochastic policy), GT terms
+    return {
+        "reward": reward_name,
+        "seconds": time.time() - started,
+        **res,
+        "train_gt_return": float(np.mean(gt_logger.returns[last])) if gt_logger.returns else 0.0,
+        "train_success": float(np.mean(gt_logger.successes[last])) if gt_logger.successes else 0.0,
+    }
 
 
 def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_models, out_dir):

@@ -180,3 +180,15 @@ def test_state_reward_wrapper_and_fixed_configuration():
     obs, reward, _, _, info = env.step(np.zeros(4, dtype=np.float32))
     assert reward == pytest.approx(-np.linalg.norm(obs[:3] - obs[36:39]))
     assert info["gt_reward"] != reward and np.isfinite(info["gt_reward"])
+
+
+def test_gt_logger_reads_the_env_reward_not_the_learned_one():
+    from stable_baselines3 import SAC
+
+    from robopref.envs.wrappers import make_gt_logger_callback
+
+    env = StateRewardWrapper(make_env("reach-v3", seed=0, max_episode_steps=12), lambda obs: 0.0)
+    logger = make_gt_logger_callback()()
+    SAC("MlpPolicy", env, learning_starts=100, seed=0, device="cpu").learn(24, callback=logger)
+    assert len(logger.returns) == 2 and len(logger.successes) == 2
+    assert all(r > 0 for r in logger.returns)  # reach's own reward is positive; the learned one is 0

@@ -47,6 +47,8 @@ def test_micro_run_writes_every_reward_row(tmp_path):
     for rl in res["rl"]:
         assert 0.0 <= rl["success_rate"] <= 1.0 and rl["num_episodes"] == 1
         assert 0.0 <= rl["demo_success"] <= 1.0
+        # 30 steps of 12-step episodes: 2 finished training episodes, GT terms logged
+        assert 0.0 <= rl["train_success"] <= 1.0 and np.isfinite(rl["train_gt_return"])
     # RL success is carried on the matching reward rows (and a row of its own for gt)
     by_variant = {r["variant"]: r for r in res["rows"]}
     assert by_variant["rapl@6"]["success_rate"] == res["rl"][0]["success_rate"]

@@ -191,4 +191,6 @@ def test_gt_logger_reads_the_env_reward_not_the_learned_one():
     logger = make_gt_logger_callback()()
     SAC("MlpPolicy", env, learning_starts=100, seed=0, device="cpu").learn(24, callback=logger)
     assert len(logger.returns) == 2 and len(logger.successes) == 2
-    assert all(r > 0 for r in logger.returns)  # reach's own reward is positive; the learned one is 0
+    assert all(
+        r > 0 for r in logger.returns
+    )  # reach's own reward is positive; the learned one is 0

@@ -85,6 +85,9 @@ class RLConfig(StrictModel):
     fixed_configuration: bool = True
     configuration_seed: int = 10_000
     demo_noise: float = Field(0.1, ge=0)  # action noise of the scene's demos after the first
+    # SACfD-style: the scene demos' transitions, rewarded by the reward SAC is trained on, are put
+    # in the replay buffer before training (only with fixed_configuration)
+    demos_in_buffer: bool = False
     # learned rewards are mapped affinely so that the 5% / 95% quantiles of their per-frame values
     # on the train videos become these (Meta-World's GT reward lies in [0, 10] per step)
     reward_range: tuple[float, float] = (0.0, 10.0)
@@ -239,13 +242,13 @@ def _rl_scene(config: Config) -> int:
     return config.rl.configuration_seed + config.seed
 
 
-def _scene_demos(config: Config, horizon: int) -> tuple[list[np.ndarray], float]:
+def _scene_demos(config: Config, horizon: int) -> tuple[list[np.ndarray], float, list]:
     """``num_demos`` scripted-expert videos ``[T', H, W, 3]`` of the RL scene (the first without
-    action noise) and the fraction of them that succeed."""
+    action noise), the fraction of them that succeed, and their episodes (states, actions)."""
     scene = _rl_scene(config)
     env = make_env(config.task, seed=scene, max_episode_steps=horizon)
     policy = ScriptedPolicy(config.task)
-    videos, successes = [], []
+    videos, successes, episodes = [], [], []
     with FrameRenderer(env, config.render) as renderer:
         for k in range(config.num_demos):
             noise = config.rl.demo_noise if k else 0.0
@@ -255,13 +258,18 @@ def _scene_demos(config: Config, horizon: int) -> tuple[list[np.ndarray], float]
             frames = replay_frames(env, renderer, scene, ep.actions)
             videos.append(frames[:: config.render.frame_stride])
             successes.append(bool(ep.successes.any()))
+            episodes.append(ep)
     env.close()
-    return videos, float(np.mean(successes))
+    return videos, float(np.mean(successes)), episodes
 
 
-def _train_sac(config: Config, reward_name: str, wrap, horizon: int, log_dir: Path) -> dict:
+def _train_sac(
+    config: Config, reward_name: str, wrap, horizon: int, log_dir: Path, demo_transitions=()
+) -> dict:
     """SAC on state observations with the reward that ``wrap(env)`` installs (``None``: GT);
-    TensorBoard logs (SB3's, including the Monitor's GT-free reward curves) go to ``log_dir``."""
+    TensorBoard logs (SB3's, including the Monitor's GT-free reward curves) go to ``log_dir``.
+    ``demo_transitions`` (``(obs, next_obs, action, reward)`` tuples) are put in the replay buffer
+    before training."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import CallbackList
 
@@ -285,6 +293,10 @@ def _train_sac(config: Config, reward_name: str, wrap, horizon: int, log_dir: Pa
         callbacks.insert(0, make_ot_callback()())
     agent = SAC("MlpPolicy", env, learning_starts=rl.learning_starts, seed=config.seed,
                 device=config.device, verbose=0, tensorboard_log=str(log_dir))  # fmt: skip
+    for obs, next_obs, action, reward in demo_transitions:
+        # done=False: demo episodes end by the time limit, which SAC bootstraps through
+        agent.replay_buffer.add(obs[None], next_obs[None], action[None], np.array([reward]),
+                                np.array([False]), [{}])  # fmt: skip
     started = time.time()
     agent.learn(rl.total_steps, callback=CallbackList(callbacks), tb_log_name=f"sac_{reward_name}")
     env.close()
@@ -301,6 +313,7 @@ def _train_sac(config: Config, reward_name: str, wrap, horizon: int, log_dir: Pa
     return {
         "reward": reward_name,
         "seconds": time.time() - started,
+        "buffer_transitions": int(agent.replay_buffer.size()),
         **res,
         "train_gt_return": float(np.mean(gt_logger.returns[last])) if gt_logger.returns else 0.0,
         "train_success": float(np.mean(gt_logger.successes[last])) if gt_logger.successes else 0.0,
@@ -316,13 +329,15 @@ def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_model
     horizon = rl.max_episode_steps or T
     demo_success = float("nan")
     if rl.fixed_configuration:
-        demos, demo_success = _scene_demos(config, horizon)
+        demos, demo_success, demo_episodes = _scene_demos(config, horizon)
     else:
         demos = [videos[d] for d in _expert_ids(ds)[: config.num_demos]]
+        demo_episodes = []
     low, high = rl.reward_range
     rows = []
     for name in rl.rewards:
         wrap = None
+        demo_rewards = [ep.rewards for ep in demo_episodes]  # GT unless a learned reward is used
         if name in ("rapl", "unaligned"):
             enc = encoders[budget] if name == "rapl" else base
             ot = OTReward(enc.embed, demos, eps=config.ot_eps)
@@ -331,6 +346,12 @@ def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_model
 
             def wrap(env, ot=ot):
                 return OTRewardWrapper(env, ot, config.render, mode=rl.mode)
+
+            # a rendered frame rewards the transitions up to the next one (held, like the wrapper)
+            demo_rewards = [
+                np.repeat(ot.reward(v), config.render.frame_stride)[: len(ep.actions)]
+                for v, ep in zip(demos, demo_episodes)
+            ]
 
         elif name == "rlhf_state":
             model = rlhf_models[budget]
@@ -342,13 +363,28 @@ def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_model
                     env, lambda obs: a * float(model.predict(obs[None])[0]) + b
                 )
 
-        row = _train_sac(config, name, wrap, horizon, out_dir / "tensorboard")
+            demo_rewards = [
+                a * model.predict(_next_observations(ep)).astype(np.float64) + b
+                for ep in demo_episodes
+            ]
+
+        transitions = []
+        if rl.demos_in_buffer:
+            for ep, rewards in zip(demo_episodes, demo_rewards):
+                nxt = _next_observations(ep)
+                transitions += list(zip(ep.observations, nxt, ep.actions, rewards))
+        row = _train_sac(config, name, wrap, horizon, out_dir / "tensorboard", transitions)
         row.update(
             budget=budget if name in ("rapl", "rlhf_state") else 0, demo_success=demo_success
         )
         rows.append(row)
         log.info("rl: %s", row)
     return rows
+
+
+def _next_observations(ep) -> np.ndarray:
+    """``[T, 39]`` the observation after each action of an :class:`~robopref.envs.Episode`."""
+    return np.concatenate([ep.observations[1:], ep.final_observation[None]])
 
 
 def _expert_ids(ds: TrajectoryDataset) -> list[int]:

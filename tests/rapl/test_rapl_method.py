@@ -65,11 +65,22 @@ def test_micro_run_writes_every_reward_row(tmp_path):
 
 def test_scene_demos_show_one_solved_scene():
     cfg = _micro(task="reach-v3", collect=None, num_demos=2)
-    videos, success = _scene_demos(cfg, horizon=100)
+    videos, success, episodes = _scene_demos(cfg, horizon=100)
+    assert [len(ep.actions) for ep in episodes] == [100, 100]
     assert success == 1.0  # the scripted expert solves reach within 100 steps, with noise 0.1 too
     assert [v.shape for v in videos] == [(25, 16, 16, 3)] * 2
     np.testing.assert_array_equal(videos[0][0], videos[1][0])  # same scene
     assert np.abs(videos[0][-1].astype(int) - videos[1][-1]).sum() > 0  # different noise
+
+
+def test_demos_in_buffer_adds_the_scene_demos(tmp_path):
+    rl = {"enabled": True, "rewards": ["rapl", "rlhf_state", "gt"], "total_steps": 30,
+          "learning_starts": 10, "demos_in_buffer": True}  # fmt: skip
+    res = run(_micro(rl=rl), tmp_path)
+    # 30 environment steps + 2 demos of 12 steps each, whatever the reward
+    assert [r["buffer_transitions"] for r in res["rl"]] == [54, 54, 54]
+    res = run(_micro(rl={**rl, "demos_in_buffer": False, "rewards": ["gt"]}), tmp_path / "b")
+    assert res["rl"][0]["buffer_transitions"] == 30
 
 
 def test_config_errors():

@@ -20,6 +20,7 @@ replayed states are checked against the stored ones.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import gymnasium as gym
@@ -170,16 +171,7 @@ def render_trajectory(
         image_stride=renderer.config.frame_stride,
         camera=renderer.config.camera,
     )
-    return Trajectory(
-        observations=obs,
-        actions=traj.actions,
-        rewards=traj.rewards,
-        successes=traj.successes,
-        dones=traj.dones,
-        task=traj.task,
-        instruction=traj.instruction,
-        metadata=meta,
-    )
+    return dataclasses.replace(traj, observations=obs, metadata=meta)
 
 
 def render_dataset(

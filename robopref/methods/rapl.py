@@ -21,6 +21,7 @@ Rewards compared (all on the same frames, demos and labels):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import time
@@ -205,18 +206,8 @@ def _embedding_dataset(ds: TrajectoryDataset, encoder: VisualEncoder, stride: in
     out = []
     for traj in ds:
         emb = encoder.embed(strided_video(traj))
-        held = np.repeat(emb, stride, axis=0)[: len(traj)]
         out.append(
-            Trajectory(
-                held,
-                traj.actions,
-                traj.rewards,
-                traj.successes,
-                traj.dones,
-                traj.task,
-                traj.instruction,
-                traj.metadata,
-            )  # fmt: skip
+            dataclasses.replace(traj, observations=np.repeat(emb, stride, axis=0)[: len(traj)])
         )
     return TrajectoryDataset(out)
 
@@ -335,9 +326,14 @@ def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_model
         demo_episodes = []
     low, high = rl.reward_range
     rows = []
+
+    def gt_demo_reward(ep, video, next_obs):
+        return ep.rewards
+
     for name in rl.rewards:
-        wrap = None
-        demo_rewards = [ep.rewards for ep in demo_episodes]  # GT unless a learned reward is used
+        # wrap(env) installs the reward; demo_reward(episode, video, next_obs) -> [T] rewards the
+        # scene demos' transitions with the same reward (for rl.demos_in_buffer)
+        wrap, demo_reward = None, gt_demo_reward
         if name in ("rapl", "unaligned"):
             enc = encoders[budget] if name == "rapl" else base
             ot = OTReward(enc.embed, demos, eps=config.ot_eps)
@@ -347,32 +343,31 @@ def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_model
             def wrap(env, ot=ot):
                 return OTRewardWrapper(env, ot, config.render, mode=rl.mode)
 
-            # a rendered frame rewards the transitions up to the next one (held, like the wrapper)
-            demo_rewards = [
-                np.repeat(ot.reward(v), config.render.frame_stride)[: len(ep.actions)]
-                for v, ep in zip(demos, demo_episodes)
-            ]
+            def demo_reward(ep, video, next_obs, ot=ot):
+                # a rendered frame rewards the transitions up to the next one (held, like the wrapper)
+                return np.repeat(ot.reward(video), config.render.frame_stride)[: len(ep.actions)]
 
         elif name == "rlhf_state":
             model = rlhf_models[budget]
             states = np.concatenate([ds[int(i)].state for i in train_ids])
             a, b = affine_to_range(model.predict(states), low, high)
 
-            def wrap(env, model=model, a=a, b=b):
-                return StateRewardWrapper(
-                    env, lambda obs: a * float(model.predict(obs[None])[0]) + b
-                )
+            def scaled(x, model=model, a=a, b=b):
+                return a * model.predict(x).astype(np.float64) + b
 
-            demo_rewards = [
-                a * model.predict(_next_observations(ep)).astype(np.float64) + b
-                for ep in demo_episodes
-            ]
+            def wrap(env, scaled=scaled):
+                return StateRewardWrapper(env, lambda obs: float(scaled(obs[None])[0]))
+
+            def demo_reward(ep, video, next_obs, scaled=scaled):
+                return scaled(next_obs)
 
         transitions = []
         if rl.demos_in_buffer:
-            for ep, rewards in zip(demo_episodes, demo_rewards):
+            for ep, video in zip(demo_episodes, demos):
                 nxt = _next_observations(ep)
-                transitions += list(zip(ep.observations, nxt, ep.actions, rewards))
+                transitions += list(
+                    zip(ep.observations, nxt, ep.actions, demo_reward(ep, video, nxt))
+                )
         row = _train_sac(config, name, wrap, horizon, out_dir / "tensorboard", transitions)
         row.update(
             budget=budget if name in ("rapl", "rlhf_state") else 0, demo_success=demo_success

@@ -1,7 +1,8 @@
 """The ``robopref`` command.
 
     robopref collect [--config F] [key=value ...]        collect a Meta-World dataset (HDF5)
-    robopref label FILE [--config F] [key=value ...]     label it with a simulated teacher
+    robopref label FILE [--config F] [--overwrite | --append] [key=value ...]
+                                                         label it with a simulated teacher
     robopref info FILE                                   what is in a dataset
     robopref import SRC OUT.h5                           import robomimic / LeRobot data
     robopref label-ui FILE [--port P --k K ...]          label queries yourself in the browser
@@ -60,20 +61,37 @@ def run_config(
         module = get_method(name)
     except ValueError as e:
         raise ConfigError(f"config '{config_path}': field 'method': {e}") from None
-    config = validate_config(module.Config, {**raw, "method": name}, str(config_path))
+    config = validate_config(module.Config, {**raw, "method": name}, str(config_path), overrides)
     out_dir = Path(out) if out else _default_out(name, config_path)
     _console().print(f"[bold]robopref {name}[/bold] -> {out_dir}")
     return module.run(config, out_dir)
 
 
+def _check_output_file(path: str, flag: str) -> None:
+    """Fail before any work when ``path`` cannot be an output file (a directory, or inside
+    something that is not a directory)."""
+    p = Path(path)
+    if p.is_dir():
+        raise DataValidationError(f"{path}: {flag}: expected an HDF5 file path, found a directory")
+    parent = next((a for a in p.absolute().parents if a.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DataValidationError(f"{path}: {flag}: expected a path inside a folder, found "
+                                  f"'{parent}', which is a file")  # fmt: skip
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from robopref.data import save_dataset
+    from robopref.data.locks import writer_lock
     from robopref.data.summary import summarize
     from robopref.envs import CollectConfig, collect_dataset
 
     config = load_config(CollectConfig, args.config, args.overrides)
-    dataset = collect_dataset(config, progress=True)
-    save_dataset(dataset, args.out)
+    _check_output_file(args.out, "--out")
+    # Held from the start: a `label` of the old file meanwhile would write its labels over the
+    # new trajectories.
+    with writer_lock(args.out, what="collect into it"):
+        dataset = collect_dataset(config, progress=True)
+        save_dataset(dataset, args.out)
     _print_summary(summarize(dataset))
     _console().print(f"wrote {args.out}")
     return 0
@@ -84,7 +102,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     from robopref.methods.collect import LabelConfig, label_file
 
     config = load_config(LabelConfig, args.config, args.overrides)
-    dataset = label_file(args.file, config)
+    existing = "overwrite" if args.overwrite else "append" if args.append else "refuse"
+    dataset = label_file(args.file, config, existing=existing)
     _print_summary(summarize(dataset))
     return 0
 
@@ -115,10 +134,25 @@ def cmd_lm(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from robopref.data import import_dataset, save_dataset
+    from robopref.data.locks import writer_lock
     from robopref.data.summary import summarize
 
-    dataset = import_dataset(args.source, format=args.format)
-    save_dataset(dataset, args.out)
+    _check_output_file(args.out, "OUT")
+    source, out = Path(args.source), Path(args.out)
+    if source.exists() and out.exists() and source.samefile(out):
+        raise DataValidationError(
+            f"{args.out}: OUT: expected a new file, found the source file {args.source} itself "
+            f"(writing it would replace the data being read); nothing was written"
+        )
+    with writer_lock(args.out, what="import into it"):
+        try:
+            dataset = import_dataset(args.source, format=args.format)
+        except OSError as e:  # h5py cannot open or read it: truncated, corrupt, unreadable
+            raise DataValidationError(
+                f"{args.source}: expected a readable robomimic HDF5 file or LeRobot folder, found "
+                f"one that cannot be read (truncated or corrupt? {e})"
+            ) from e
+        save_dataset(dataset, args.out)
     _print_summary(summarize(dataset))
     _console().print(f"wrote {args.out}")
     return 0
@@ -181,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=str(REPO_CONFIGS / "label" / "default.yaml"))
     p.add_argument(
         "overrides", nargs="*", help="dotted overrides, e.g. teacher.name=mistake teacher.eps=0.1"
+    )
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--overwrite", action="store_true", help="replace the labels the file already holds"
+    )
+    existing.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the labels the file holds and add the new ones (use another seed= to get "
+        "other queries)",
     )
     p.set_defaults(func=cmd_label)
 
@@ -254,15 +298,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``key=value`` overrides may also follow options (``run C --out D a=1``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; bad input (config, data, a busy or unwritable file) prints one line
+    ``robopref: ...`` to stderr and returns 2. Other exceptions are bugs and propagate."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["label-ui"]:  # the labelling page parses its own options (incl. --help)
         return cmd_label_ui(argparse.Namespace(args=argv[1:]))
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     try:
         return args.func(args)
     except (ConfigError, DataValidationError) as e:
-        print(f"robopref: {e}", file=sys.stderr)
+        print(f"robopref: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:  # not about a file the user named: a bug, show the traceback
+            raise
+        names = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+        print(f"robopref: {names}: {e.strerror or e}", file=sys.stderr)
         return 2
 
 

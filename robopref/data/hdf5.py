@@ -45,6 +45,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from robopref.data.locks import writer_lock
 from robopref.data.queries import PreferenceQueries, check_segments
 from robopref.data.trajectory import DataValidationError, Trajectory, TrajectoryDataset
 from robopref.utils import atomic_path
@@ -172,7 +173,11 @@ def save_dataset(
             "type": _GYM_ENV_TYPE,
             "env_kwargs": {},
         }
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=_LIBVER) as f:
+    with (
+        writer_lock(path, what="save a dataset to it"),
+        atomic_path(path) as tmp,
+        h5py.File(tmp, "w", libver=_LIBVER) as f,
+    ):
         f.attrs[_FORMAT_ATTR] = FORMAT_VERSION
         data = f.create_group("data")
         data.attrs["total"] = int(sum(len(t) for t in dataset))
@@ -274,21 +279,23 @@ def save_queries(path: PathLike, queries: PreferenceQueries | None) -> None:
     path = Path(path)
     src = str(path)
     source = f"save_queries({path})"
-    with _open(path) as f:
-        reader = _Reader(f, src)
-        lengths = reader.run(reader.lengths)
     if queries is not None:
         queries.validate(source)
-        check_segments(queries, lengths, source)
-    # The source is closed before the temporary file is renamed over it.
-    with atomic_path(path) as tmp:
-        with _open(path) as f, h5py.File(tmp, "w", libver=_LIBVER) as out:
-            out.attrs.update(f.attrs)
-            for name in f:
-                if name != PREFERENCES:
-                    f.copy(f[name], out, name=name)
-            if queries is not None:
-                _write_queries(out, queries, source)
+    with writer_lock(path, what="save labels to it"):
+        with _open(path) as f:
+            reader = _Reader(f, src)
+            lengths = reader.run(reader.lengths)
+        if queries is not None:
+            check_segments(queries, lengths, source)
+        # The source is closed before the temporary file is renamed over it.
+        with atomic_path(path) as tmp:
+            with _open(path) as f, h5py.File(tmp, "w", libver=_LIBVER) as out:
+                out.attrs.update(f.attrs)
+                for name in f:
+                    if name != PREFERENCES:
+                        f.copy(f[name], out, name=name)
+                if queries is not None:
+                    _write_queries(out, queries, source)
 
 
 # --------------------------------------------------------------------------- reading

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from robopref.config import StrictModel
+
+#: The name of a teacher configured field by field rather than from a preset.
+CUSTOM = "custom"
+
+#: Named presets: B-Pref's teachers plus the regret model. Thresholds of "skip" and "equal" are
+#: relative (fractions of the mean segment return), as in B-Pref's scripts.
+PRESETS: dict[str, dict[str, Any]] = {
+    "oracle": {},
+    "stochastic": {"beta": 1.0},
+    "myopic": {"gamma": 0.9},
+    "mistake": {"eps": 0.1},
+    "skip": {"skip_threshold": 0.1, "threshold_mode": "relative"},
+    "equal": {"equal_threshold": 0.1, "threshold_mode": "relative"},
+    "regret": {"regret": True, "beta": 1.0},
+}
 
 
 class TeacherConfig(StrictModel):
@@ -26,6 +41,12 @@ class TeacherConfig(StrictModel):
     * ``equal_threshold``: items whose (undiscounted) returns differ by less than this
       threshold are labelled equally preferred (for pairs ``[0.5, 0.5]``).
 
+    ``name`` is one of the presets of :data:`PRESETS` or ``"custom"``. A preset name fills in
+    the preset's settings for every field the config does not set itself, so
+    ``{name: mistake}`` (or ``teacher.name=mistake`` on the command line) is B-Pref's mistake
+    teacher (``eps = 0.1``) and ``{name: mistake, eps: 0.2}`` the same teacher with more
+    mistakes.
+
     ``threshold_mode = "relative"`` multiplies both thresholds by the dataset's mean segment
     return (mean reward per step x segment length), as B-Pref does with its average return.
 
@@ -33,7 +54,7 @@ class TeacherConfig(StrictModel):
     ``beta`` is in 1 / reward units.
     """
 
-    name: str = "custom"
+    name: str = CUSTOM
     beta: float | None = Field(default=None, gt=0)
     gamma: float = Field(default=1.0, gt=0, le=1)
     eps: float = Field(default=0.0, ge=0, le=1)
@@ -47,18 +68,24 @@ class TeacherConfig(StrictModel):
     soft: bool = False
     seed: int = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        # The preset's settings first, then what the config says: explicit values win.
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            preset = PRESETS.get(data["name"])
+            if preset:
+                return {**preset, **data}
+        return data
 
-#: Named presets: B-Pref's teachers plus the regret model. Thresholds of "skip" and "equal" are
-#: relative (fractions of the mean segment return), as in B-Pref's scripts.
-PRESETS: dict[str, dict[str, Any]] = {
-    "oracle": {},
-    "stochastic": {"beta": 1.0},
-    "myopic": {"gamma": 0.9},
-    "mistake": {"eps": 0.1},
-    "skip": {"skip_threshold": 0.1, "threshold_mode": "relative"},
-    "equal": {"equal_threshold": 0.1, "threshold_mode": "relative"},
-    "regret": {"regret": True, "beta": 1.0},
-}
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        if name not in PRESETS and name != CUSTOM:
+            raise ValueError(
+                f"unknown teacher '{name}': expected one of {', '.join([*PRESETS, CUSTOM])}"
+            )
+        return name
 
 
 def preset_config(name: str, **overrides: Any) -> TeacherConfig:

@@ -23,10 +23,13 @@ def get_method(name: str) -> ModuleType:
     user's own module that defines ``Config`` and ``run`` (e.g. ``method: my_lab.recipes.sweep``)."""
     if name in METHODS:
         return importlib.import_module(METHODS[name])
-    try:
-        module = importlib.import_module(name)
-    except ImportError:
-        module = None
+    module = None
+    # a YAML value can be a number or a list; relative names ('.x') need a package
+    if isinstance(name, str) and name and not name.startswith("."):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            pass
     if module is None or not (hasattr(module, "Config") and hasattr(module, "run")):
         raise ValueError(
             f"unknown method '{name}': expected one of {sorted(METHODS)} "

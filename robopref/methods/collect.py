@@ -102,6 +102,12 @@ def label_file(path: str | Path, label: LabelConfig, existing: str = "refuse") -
             budget=label.budget,
             seed=label.seed,
         )
+        if queries.num_queries == 0:  # e.g. a skip teacher whose threshold skips every query
+            raise DataValidationError(
+                f"{path}: the teacher '{teacher.name}' skipped all "
+                f"{queries.metadata.get('num_asked', 0)} queries it was asked (teacher."
+                f"skip_threshold = {label.teacher.skip_threshold}); nothing was written"
+            )
         if old is not None and old.label_kind != "none" and existing == "append":
             queries = append_queries(old, queries, str(path))
         save_queries(path, queries)

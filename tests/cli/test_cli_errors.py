@@ -260,3 +260,14 @@ def test_collect_writes_through_the_lock(tmp_path, capsys):
         assert run_main(capsys, "collect", "--out", out, "tasks=[reach-v3]").rc == 0
     assert len(load_dataset(out)) == 6
     assert run_cli("label", out, *LABEL).rc == 0  # another process can take the lock now
+
+
+def test_a_teacher_that_skips_everything_does_not_wipe_labels(tmp_path, capsys):
+    """Found by the fuzz test: --overwrite with a skip threshold above every return wrote an
+    empty label set over the stored labels."""
+    path = tiny_file(tmp_path / "d.h5", labels=7)
+    before = path.read_bytes()
+    args = ["teacher.name=skip", "teacher.skip_threshold=1e9", "teacher.threshold_mode=absolute"]
+    res = run_main(capsys, "label", path, "--overwrite", *LABEL, *args)
+    assert_one_line_error(res, str(path), "skipped all 300 queries", "nothing was written")
+    assert path.read_bytes() == before

@@ -145,7 +145,9 @@ def save_dataset(
     """Write ``dataset`` (and its queries, if any) to ``path`` atomically.
 
     The file is written to a temporary file next to ``path`` and renamed over it, so an
-    exception or crash leaves the previous file (or none) intact.
+    exception or crash leaves the previous file (or none) intact. The file's writer lock
+    (:func:`robopref.data.locks.writer_lock`) is held meanwhile; a symlink ``path`` stays a
+    link and its target is written (see :func:`robopref.utils.atomic_path`).
 
     Args:
         dataset: the trajectories; checked with :meth:`TrajectoryDataset.validate` first.
@@ -156,6 +158,7 @@ def save_dataset(
     Raises:
         DataValidationError: the dataset is inconsistent (naming the trajectory and field),
             or a metadata dict is not JSON-serialisable.
+        FileBusyError: another process holds the writer lock of ``path``.
     """
     path = Path(path)
     source = f"save_dataset({path})"
@@ -270,11 +273,14 @@ def save_queries(path: PathLike, queries: PreferenceQueries | None) -> None:
 
     Every other group is copied unchanged into a temporary file next to ``path``, the new
     ``preferences`` group is written, and the temporary file is renamed over ``path``; an
-    exception leaves the old file intact. ``queries=None`` removes the queries.
+    exception leaves the old file intact. ``queries=None`` removes the queries. The writer
+    lock of ``path`` is held from reading to renaming (hold it yourself around a longer
+    read-modify-write: it is re-entrant).
 
     Raises:
         DataValidationError: ``path`` is not a readable dataset file, or the queries do not
             fit its trajectories (index out of range, segment past the end).
+        FileBusyError: another process holds the writer lock of ``path``.
     """
     path = Path(path)
     src = str(path)

@@ -205,7 +205,7 @@ def test_collect_random_command_lines(root, labelled, ovs, config, existing):
         assert len(load_dataset(out)) == 6
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=EXTRA or 25)
 @given(ovs=overrides(RUN_VALID, RUN_KEYS), position=st.sampled_from(["before", "after"]))
 def test_run_random_command_lines(root, ovs, position):
     ex = Example(root)

@@ -86,11 +86,15 @@ def label_file(path: str | Path, label: LabelConfig, existing: str = "refuse") -
         dataset = load_dataset(path)
         check_rewards_recorded(dataset, path)
         old = dataset.queries
-        if old is not None and old.label_kind != "none" and existing == "refuse":
+        if old is not None and existing == "refuse":
+            what = (
+                f"{old.num_queries} unlabelled queries (chosen for label-ui)"
+                if old.label_kind == "none"
+                else f"{old.num_queries} labels by '{old.teacher or old.label_kind}'"
+            )
             raise DataValidationError(
-                f"{path}: preferences: already holds {old.num_queries} labels by "
-                f"'{old.teacher or old.label_kind}'; pass --overwrite to replace them or "
-                f"--append to add new ones (nothing was written)"
+                f"{path}: preferences: already holds {what}; pass --overwrite to replace them "
+                f"or --append to add new ones (nothing was written)"
             )
         teacher = make_teacher(label.teacher)
         queries = label_queries(
@@ -108,7 +112,7 @@ def label_file(path: str | Path, label: LabelConfig, existing: str = "refuse") -
                 f"{queries.metadata.get('num_asked', 0)} queries it was asked (teacher."
                 f"skip_threshold = {label.teacher.skip_threshold}); nothing was written"
             )
-        if old is not None and old.label_kind != "none" and existing == "append":
+        if old is not None and existing == "append":
             queries = append_queries(old, queries, str(path))
         save_queries(path, queries)
     dataset.queries = queries

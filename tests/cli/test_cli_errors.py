@@ -271,3 +271,18 @@ def test_a_teacher_that_skips_everything_does_not_wipe_labels(tmp_path, capsys):
     res = run_main(capsys, "label", path, "--overwrite", *LABEL, *args)
     assert_one_line_error(res, str(path), "skipped all 300 queries", "nothing was written")
     assert path.read_bytes() == before
+
+
+def test_unlabelled_queries_chosen_for_label_ui_are_kept(tmp_path, capsys):
+    """Queries picked for the labelling page (label_kind "none") are the user's work too."""
+    from robopref.data import sample_queries, save_queries
+
+    path = tiny_file(tmp_path / "d.h5")
+    asked = sample_queries(load_dataset(path), 4, 2, 5, np.random.default_rng(0))
+    save_queries(path, asked)
+    before = path.read_bytes()
+    res = run_main(capsys, "label", path, *LABEL)
+    assert_one_line_error(res, "4 unlabelled queries", "--overwrite")
+    res = run_main(capsys, "label", path, "--append", *LABEL)
+    assert_one_line_error(res, "--append", "none")
+    assert path.read_bytes() == before

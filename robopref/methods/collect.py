@@ -82,6 +82,11 @@ def label_file(path: str | Path, label: LabelConfig, existing: str = "refuse") -
         raise ValueError(
             f"label_file: existing: expected refuse, overwrite or append, found {existing!r}"
         )
+    if not Path(path).is_file():  # before the lock, which would create its folder
+        raise DataValidationError(
+            f"{path}: expected a dataset file, found "
+            f"{'a directory' if Path(path).is_dir() else 'nothing (missing)'}"
+        )
     with writer_lock(path, what="label it"):
         dataset = load_dataset(path)
         check_rewards_recorded(dataset, path)

@@ -286,3 +286,9 @@ def test_unlabelled_queries_chosen_for_label_ui_are_kept(tmp_path, capsys):
     res = run_main(capsys, "label", path, "--append", *LABEL)
     assert_one_line_error(res, "--append", "none")
     assert path.read_bytes() == before
+
+
+def test_label_of_a_missing_file_creates_nothing(tmp_path, capsys):
+    res = run_main(capsys, "label", tmp_path / "nodir" / "x.h5", *LABEL)
+    assert_one_line_error(res, "x.h5", "missing")
+    assert list(tmp_path.iterdir()) == []

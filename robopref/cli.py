@@ -132,6 +132,14 @@ def cmd_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raised_in_h5py(e: BaseException) -> bool:
+    """Whether the innermost Python frame of ``e``'s traceback is inside h5py."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith("h5py")
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from robopref.data import import_dataset, save_dataset
     from robopref.data.locks import writer_lock
@@ -147,10 +155,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     with writer_lock(args.out, what="import into it"):
         try:
             dataset = import_dataset(args.source, format=args.format)
-        except OSError as e:  # h5py cannot open or read it: truncated, corrupt, unreadable
+        except (OSError, KeyError, RuntimeError, ValueError) as e:
+            # h5py reports a truncated or corrupt file as OSError, or as KeyError/RuntimeError
+            # raised inside h5py (bad checksums); the same types raised elsewhere are bugs
+            if not (isinstance(e, OSError) or _raised_in_h5py(e)):
+                raise
             raise DataValidationError(
                 f"{args.source}: expected a readable robomimic HDF5 file or LeRobot folder, found "
-                f"one that cannot be read (truncated or corrupt? {e})"
+                f"one that cannot be read (truncated or corrupt? {type(e).__name__}: {e})"
             ) from e
         save_dataset(dataset, args.out)
     _print_summary(summarize(dataset))

@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 
 from robopref.data import load_queries
-from robopref.data.locks import writer_lock
 from robopref.humans import make_server
 
 sys.path.insert(0, str(Path(__file__).parent))
-from humans_factory import vector_dataset  # noqa: E402
+from humans_factory import lock_held_by_another_process, vector_dataset  # noqa: E402
 
 GOOD = {"query": 0, "choice": "ranking", "ranks": [1, 2], "seconds": 2.5}
 
@@ -186,7 +185,7 @@ def test_bad_lengths_and_numbers_get_a_json_400_never_a_traceback(running, capsy
 
 def test_busy_or_rewritten_dataset_gives_409(running):
     srv, path = running()
-    with writer_lock(path, what="label"):
+    with lock_held_by_another_process(path):
         status, err = post(srv, GOOD)
     assert status == 409 and "another robopref process" in err["error"]
     assert load_queries(path) is None

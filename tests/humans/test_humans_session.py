@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from robopref.data import DataValidationError, PreferenceQueries, load_queries, save_queries
-from robopref.data.locks import FileBusyError, writer_lock
+from robopref.data.locks import FileBusyError
 from robopref.humans import FileChangedError, LabelSession, answered_queries, grades_from_ranks
 from robopref.humans import session as session_mod
 
 sys.path.insert(0, str(Path(__file__).parent))
-from humans_factory import image_dataset, vector_dataset  # noqa: E402
+from humans_factory import image_dataset, lock_held_by_another_process, vector_dataset  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -186,7 +186,7 @@ def test_busy_file_refuses_the_answer(tmp_path):
     path = tmp_path / "d.h5"
     image_dataset(path)
     s = LabelSession(path, num_queries=3, segment_length=6)
-    with writer_lock(path, what="label"):  # another writer (e.g. `robopref label`) holds it
+    with lock_held_by_another_process(path):  # e.g. a `robopref label` run
         with pytest.raises(FileBusyError, match="cannot save labels now"):
             s.answer(0, "equal")
     assert load_queries(path) is None and s.num_answered == 0

@@ -154,6 +154,7 @@ def test_rank_three_vector_only_rollouts(tmp_path, browser):
     try:
         browser.get(server.url)
         _wait_text(browser, "progress", "0 / 2")
+        _wait_text(browser, "query-index", "1 of 2")  # set in the same JS task as the items
         assert len(browser.find_elements("css selector", "#items svg .cursor")) == 6
         for k, rank in enumerate([2, 1, 2]):
             Select(browser.find_element("id", f"rank-{k}")).select_by_value(str(rank))

@@ -1,26 +1,31 @@
 """A human labelling session over one dataset file: which queries, which answers, saved how.
 
 Storage (the ``preferences`` group of the dataset file, written with
-:func:`robopref.data.save_queries` after every answer, so a crash loses at most the answer
-being written):
+:func:`robopref.data.save_queries` after every answer, under the dataset's writer lock, so a
+crash loses at most the answer being written). Nothing is written before the first answer:
+opening a session (and starting the server) leaves the file untouched.
 
-* ``label_kind = "graded"``, ``teacher = "human"`` (or the labeller's name), ``seed``.
-* Answered query: graded labels as the simulated teachers write them, ``psi_k = n - 1 -
-  (#items ranked better) - (#other items tied with k) / 2``: a preferred left item of a pair is
-  ``[1, 0]``, "equal" is ``[0.5, 0.5]``; confidence 1.
-* "Can't tell": labels all equal (a tie) and confidence 0, so trainers drop it.
-* Unanswered query: labels 0 and confidence 0 (dropped by trainers too), so a file
-  labelled half-way is safe to train on.
-* ``metadata["human_labels"]``: ``{"version": 1, "answered": [Q] bool, "answers": [Q] of
-  null or {"choice": "ranking" | "equal" | "cant_tell", "ranks": [K] (1 = best; null for
-  padding items) or null, "seconds": time on the query, "time": UTC ISO time}}``. Reopening
-  the file continues at the first query with ``answered`` False.
+* ``preferences`` holds **only the answered queries that carry a preference**, in session
+  order: ``label_kind = "graded"``, ``teacher = "human"`` (or the labeller's name), ``seed``,
+  graded labels as the simulated teachers write them, ``psi_k = n - 1 - (#items ranked
+  better) - (#other items tied with k) / 2`` (a preferred left item of a pair is ``[1, 0]``,
+  "equal" is ``[0.5, 0.5]``), confidence 1. Unanswered and "can't tell" queries are *not*
+  stored there, so no trainer, summary or accuracy can read them as ties.
+* ``metadata["human_labels"]`` (version 2): ``"plan"`` (the session's Q queries:
+  ``traj_index``, ``start``, ``length``, ``mask`` as ``[Q][K]`` lists), ``"rows"`` (the plan
+  index of each stored query), ``"answered"`` (``[Q]`` bool) and ``"answers"`` (``[Q]`` of null
+  or ``{"choice": "ranking" | "equal" | "cant_tell", "ranks": [K] (1 = best; null for padding
+  items) or null, "seconds": time on the query, "time": UTC ISO time}``). Reopening the file
+  continues at the first query with ``answered`` False. Files of version 1 (every plan query in
+  ``preferences``, unanswered ones with labels 0 and confidence 0) are resumed and rewritten as
+  version 2 at the next answer.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as _dt
+import math
 import os
 import threading
 from pathlib import Path
@@ -35,9 +40,28 @@ from robopref.data import (
     sample_queries,
     save_queries,
 )
+from robopref.data.locks import writer_lock
 
 KEY = "human_labels"
+VERSION = 2
 CHOICES = ("ranking", "equal", "cant_tell")
+MAX_SECONDS = 1e7
+"""Largest accepted ``seconds`` of an answer (about 116 days): a sanity bound, not a timeout."""
+
+
+class FileChangedError(DataValidationError):
+    """The dataset file was rewritten by another program after the session read it."""
+
+
+def _short(x: Any, n: int = 40) -> str:
+    r = repr(x)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _signature(path: Path) -> tuple[int, int, int, int]:
+    """What tells us that someone else rewrote ``path``: device, inode, size, mtime (ns)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def grades_from_ranks(ranks: np.ndarray) -> np.ndarray:
@@ -49,19 +73,177 @@ def grades_from_ranks(ranks: np.ndarray) -> np.ndarray:
     return len(r) - 1 - better - 0.5 * (tied - 1)
 
 
+def check_answer(
+    mask: np.ndarray, q: Any, choice: Any, ranks: Any = None, num_queries: int | None = None
+) -> tuple[np.ndarray, float, list[int | None] | None]:
+    """Validate one answer to a query whose item mask is ``mask`` ``[K]``.
+
+    Returns ``(labels [K], confidence, stored ranks)``. Raises :class:`DataValidationError`
+    naming the field (``query``, ``choice`` or ``ranks``) with expected vs found.
+    """
+    K = len(mask)
+    if num_queries is not None and (
+        not isinstance(q, int) or isinstance(q, bool) or not 0 <= q < num_queries
+    ):
+        raise DataValidationError(
+            f"answer: field 'query': expected an integer 0 <= query < {num_queries}, "
+            f"found {_short(q)}"
+        )
+    if not isinstance(choice, str) or choice not in CHOICES:
+        raise DataValidationError(
+            f"answer: field 'choice': expected one of {CHOICES}, found {_short(choice)}"
+        )
+    n = int(mask.sum())
+    labels = np.zeros(K)
+    if choice != "ranking":
+        if ranks is not None:
+            raise DataValidationError(
+                f"answer: field 'ranks': expected null for choice {choice!r}, found {_short(ranks)}"
+            )
+        labels[mask] = (n - 1) / 2.0
+        return labels, (0.0 if choice == "cant_tell" else 1.0), None
+
+    def is_int(r: Any) -> bool:
+        return isinstance(r, int) and not isinstance(r, bool)
+
+    ok = (
+        isinstance(ranks, list)
+        and len(ranks) == K
+        and all(
+            (is_int(r) and 1 <= r <= n) if m else (r is None or is_int(r))
+            for r, m in zip(ranks, mask)
+        )
+    )
+    if not ok:
+        raise DataValidationError(
+            f"answer: field 'ranks': expected {K} integers in [1, {n}] (1 = best; null or any "
+            f"integer for padding items), found {_short(ranks)}"
+        )
+    labels[mask] = grades_from_ranks(np.array([r for r, m in zip(ranks, mask) if m]))
+    return labels, 1.0, [int(r) if m else None for r, m in zip(ranks, mask)]
+
+
+def check_seconds(seconds: Any) -> float | None:
+    """``seconds`` of an answer as a float rounded to ms, or None; raises
+    :class:`DataValidationError` unless it is null or a finite number in [0, MAX_SECONDS]."""
+    if seconds is None:
+        return None
+    value = math.nan
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        try:
+            value = float(seconds)
+        except OverflowError:  # an integer of hundreds of digits
+            value = math.inf
+    if not (math.isfinite(value) and 0.0 <= value <= MAX_SECONDS):
+        raise DataValidationError(
+            f"answer: field 'seconds': expected null or a number in [0, {MAX_SECONDS:g}] (time "
+            f"spent on the query), found {_short(seconds)}"
+        )
+    return round(value, 3)
+
+
+def plan_queries(queries: PreferenceQueries, source: str = "preferences") -> PreferenceQueries:
+    """All queries of the human session stored in ``queries`` (answered or not), with labels
+    and confidence rebuilt from the answers (unanswered: labels 0, confidence 0 — in memory
+    only, never written). Raises :class:`DataValidationError` if the session state is broken."""
+    state = queries.metadata.get(KEY)
+    where = f"{source}.attrs['metadata']['{KEY}']"
+    if not isinstance(state, dict):
+        raise DataValidationError(f"{where}: expected a JSON object, found {_short(state)}")
+    version = state.get("version", 1)
+    if version == 1:
+        plan = copy.deepcopy(queries)
+    elif version == VERSION:
+        arrays = state.get("plan")
+        try:
+            plan = PreferenceQueries(
+                np.asarray(arrays["traj_index"], dtype=np.int64),
+                np.asarray(arrays["start"], dtype=np.int64),
+                np.asarray(arrays["length"], dtype=np.int64),
+                mask=np.asarray(arrays["mask"], dtype=bool),
+                label_kind="none",
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataValidationError(
+                f"{where}['plan']: expected traj_index, start, length and mask as [Q][K] integer "
+                f"lists, found {_short(arrays)} ({e})"
+            ) from None
+    else:
+        raise DataValidationError(f"{where}['version']: expected 1 or {VERSION}, found {version!r}")
+    Q, K = plan.traj_index.shape
+    for name in ("answered", "answers"):
+        if not isinstance(state.get(name), list) or len(state[name]) != Q:
+            raise DataValidationError(
+                f"{where}['{name}']: expected a list of {Q} entries, found "
+                f"{_short(state.get(name), 60)}"
+            )
+    labels, confidence = np.zeros((Q, K)), np.zeros(Q)
+    for i, (done, record) in enumerate(zip(state["answered"], state["answers"])):
+        if not done:
+            continue
+        if not isinstance(record, dict):
+            raise DataValidationError(
+                f"{where}['answers'][{i}]: expected an answer object, found {_short(record)}"
+            )
+        try:
+            labels[i], confidence[i], _ = check_answer(
+                plan.mask[i], i, record.get("choice"), record.get("ranks")
+            )
+        except DataValidationError as e:
+            raise DataValidationError(f"{where}['answers'][{i}]: {e}") from None
+    plan.labels, plan.confidence = labels, confidence
+    plan.label_kind = "graded"
+    plan.teacher, plan.seed = queries.teacher, queries.seed
+    plan.metadata = copy.deepcopy(queries.metadata)
+    plan.metadata[KEY] = {"version": VERSION, "answered": list(state["answered"]),
+                          "answers": list(state["answers"])}  # fmt: skip
+    return plan
+
+
+def stored_queries(plan: PreferenceQueries) -> PreferenceQueries:
+    """What a session writes to the file: the plan's queries answered with a preference
+    (ranking or equal), and the whole plan and every answer in ``metadata["human_labels"]``."""
+    state = plan.metadata[KEY]
+    rows = [
+        i
+        for i, (done, a) in enumerate(zip(state["answered"], state["answers"]))
+        if done and a["choice"] != "cant_tell"
+    ]
+    out = plan.subset(np.array(rows, dtype=np.int64))
+    out.metadata = {
+        **plan.metadata,
+        KEY: {
+            "version": VERSION,
+            "plan": {
+                "traj_index": plan.traj_index.tolist(),
+                "start": plan.start.tolist(),
+                "length": plan.length.tolist(),
+                "mask": plan.mask.astype(int).tolist(),
+            },
+            "rows": rows,
+            "answered": state["answered"],
+            "answers": state["answers"],
+        },
+    }
+    return out
+
+
 def answered_queries(
     queries: PreferenceQueries, include_cant_tell: bool = False
 ) -> PreferenceQueries:
-    """The answered queries of a human session (without "can't tell" answers unless
-    ``include_cant_tell``), e.g. for a trainer run with ``use_confidence=False``, which would
-    otherwise read unanswered queries as ties. Queries from elsewhere are returned unchanged."""
-    state = queries.metadata.get(KEY)
-    if state is None:
+    """The answered queries of a human session, without "can't tell" answers unless
+    ``include_cant_tell`` (then as ties with confidence 0). A version-2 file already stores
+    only answered queries with a preference, so without ``include_cant_tell`` that is the
+    stored set; version-1 files (unanswered queries stored with confidence 0) are filtered.
+    Queries from elsewhere are returned unchanged."""
+    if queries.metadata.get(KEY) is None:
         return queries
+    plan = plan_queries(queries)
+    state = plan.metadata[KEY]
     keep = np.array(state["answered"], dtype=bool)
     if not include_cant_tell:
         keep &= np.array([a is None or a.get("choice") != "cant_tell" for a in state["answers"]])
-    return queries.subset(np.flatnonzero(keep))
+    return plan.subset(np.flatnonzero(keep))
 
 
 class LabelSession:
@@ -75,12 +257,20 @@ class LabelSession:
         seed: seed of the query sampling.
         labeller: stored as the queries' ``teacher``.
         overwrite: replace preference labels the file already holds from a teacher (a new set
-            of queries is sampled); without it such a file is an error.
+            of queries is sampled, written at the first answer); without it such a file is an
+            error.
 
     The file decides: queries of an earlier human session are resumed (``k``, ``num_queries``
     are then ignored), unlabelled queries (``label_kind "none"``, e.g. picked by
     :func:`robopref.rewards.active.select_queries`) are labelled as they are, and a file
-    without queries gets ``num_queries`` new ones from :func:`robopref.data.sample_queries`.
+    without queries gets ``num_queries`` new ones from :func:`robopref.data.sample_queries`
+    (the same ones for the same seed, so a session that got no answer can simply be reopened).
+
+    Opening reads the file and writes nothing. Each answer rewrites the file under its writer
+    lock (:func:`robopref.data.locks.writer_lock`): another robopref process writing it at that
+    moment makes the answer fail with :class:`~robopref.data.locks.FileBusyError`, and a file
+    rewritten by anyone else since the session read it with :class:`FileChangedError` (the
+    session never overwrites labels or trajectories it has not seen).
     """
 
     def __init__(
@@ -94,13 +284,15 @@ class LabelSession:
         overwrite: bool = False,
     ) -> None:
         self.path = Path(path)
+        # Taken before reading, so a write that races with the read counts as a change.
+        self._signature = _signature(self.path) if self.path.is_file() else None
         self.dataset = load_dataset(self.path)
         self.lock = threading.Lock()
-        self.shown_at: dict[int, float] = {}
         q = self.dataset.queries
         if q is not None and KEY in q.metadata:
-            self.queries = q
-            self._check_state()
+            source = f"{self.path}: preferences"
+            self.queries = plan_queries(q, source)
+            self.queries.validate(source, self.dataset)
             return
         if q is not None and q.label_kind == "none":
             queries = q
@@ -111,6 +303,10 @@ class LabelSession:
                 f"overwrite=True / --overwrite to replace them with new queries)"
             )
         else:
+            if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 1:
+                raise DataValidationError(
+                    f"{self.path}: num_queries: expected an integer >= 1, found {num_queries!r}"
+                )
             lengths = [len(t) for t in self.dataset]
             if lengths and segment_length > max(lengths):
                 raise DataValidationError(
@@ -128,22 +324,11 @@ class LabelSession:
         queries.teacher = labeller
         queries.metadata = {
             **queries.metadata,
-            KEY: {"version": 1, "answered": [False] * Q, "answers": [None] * Q},
+            KEY: {"version": VERSION, "answered": [False] * Q, "answers": [None] * Q},
         }
         self.queries = queries
-        self.save()
 
     # ---------------------------------------------------------------- state
-
-    def _check_state(self) -> None:
-        state = self.queries.metadata[KEY]
-        Q = self.queries.num_queries
-        for name in ("answered", "answers"):
-            if not isinstance(state.get(name), list) or len(state[name]) != Q:
-                raise DataValidationError(
-                    f"{self.path}: preferences.attrs['metadata']['{KEY}']['{name}']: expected a "
-                    f"list of {Q} entries, found {str(state.get(name))[:60]}"
-                )
 
     @property
     def state(self) -> dict[str, Any]:
@@ -174,71 +359,58 @@ class LabelSession:
             "k": self.queries.k,
         }
 
-    def save(self) -> None:
-        save_queries(self.path, self.queries)
-
     # ---------------------------------------------------------------- answers
 
     def answer(
         self, q: int, choice: str, ranks: list[int] | None = None, seconds: float | None = None
     ) -> dict[str, Any]:
-        """Record the answer to query ``q`` and write the file (atomically).
+        """Record the answer to query ``q`` and write the file (atomically, under its lock).
 
         Args:
+            q: query index, ``0 <= q < num_queries`` (an answered query may be answered again).
             choice: ``"ranking"`` (with ``ranks``: K integers, 1 = best, equal ranks are ties,
-                any value for padding items), ``"equal"`` (all items tied) or ``"cant_tell"``.
-            seconds: time spent on the query (stored for reference).
+                null or any integer for padding items), ``"equal"`` (all items tied) or
+                ``"cant_tell"`` (``ranks`` must then be None).
+            seconds: time spent on the query, None or a finite number in [0, MAX_SECONDS].
 
         Returns:
             :meth:`progress` after the answer.
+
+        Raises:
+            DataValidationError: a field is invalid (nothing is written).
+            FileBusyError: another robopref process is writing the file (nothing is written).
+            FileChangedError: the file was rewritten by someone else since it was read.
         """
-        Q, K = self.queries.traj_index.shape
-        if not isinstance(q, int) or isinstance(q, bool) or not 0 <= q < Q:
-            raise DataValidationError(
-                f"answer: field 'query': expected 0 <= query < {Q}, found {q!r}"
-            )
-        if choice not in CHOICES:
-            raise DataValidationError(
-                f"answer: field 'choice': expected one of {CHOICES}, found {choice!r}"
-            )
-        mask = self.queries.mask[q]
-        n = int(mask.sum())
-        stored_ranks = None
-        if choice == "ranking":
-            ok = (
-                isinstance(ranks, list)
-                and len(ranks) == K
-                and all(
-                    isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= n
-                    for r, m in zip(ranks, mask)
-                    if m
-                )
-            )
-            if not ok:
-                raise DataValidationError(
-                    f"answer: field 'ranks': expected {K} integers in [1, {n}] (1 = best), "
-                    f"found {ranks!r}"
-                )
-            valid = np.array([r for r, m in zip(ranks, mask) if m])
-            grades = grades_from_ranks(valid)
-            stored_ranks = [int(r) if m else None for r, m in zip(ranks, mask)]
+        if isinstance(q, int) and not isinstance(q, bool) and 0 <= q < self.num_queries:
+            mask = self.queries.mask[q]
         else:
-            grades = np.full(n, (n - 1) / 2.0)
-        labels = np.zeros(K)
-        labels[mask] = grades
+            mask = np.ones(self.queries.k, dtype=bool)  # only to report the bad query below
+        labels, confidence, stored_ranks = check_answer(
+            mask, q, choice, ranks, num_queries=self.num_queries
+        )
         record = {
             "choice": choice,
             "ranks": stored_ranks,
-            "seconds": None if seconds is None else round(float(seconds), 3),
+            "seconds": check_seconds(seconds),
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         with self.lock:
             # Change a copy and keep it only once the file holds it.
             new = copy.deepcopy(self.queries)
             new.labels[q] = labels
-            new.confidence[q] = 0.0 if choice == "cant_tell" else 1.0
+            new.confidence[q] = confidence
             new.metadata[KEY]["answered"][q] = True
             new.metadata[KEY]["answers"][q] = record
-            save_queries(self.path, new)
+            with writer_lock(self.path, what="save labels"):
+                now = _signature(self.path) if self.path.is_file() else None
+                if now != self._signature:
+                    raise FileChangedError(
+                        f"{self.path}: the file was rewritten by another program since the "
+                        "labelling session read it; this answer was NOT saved (the session "
+                        "never overwrites data it has not seen): restart label-ui to continue "
+                        "with the file as it is now"
+                    )
+                save_queries(self.path, stored_queries(new))
+                self._signature = _signature(self.path)
             self.queries = new
             return self.progress()

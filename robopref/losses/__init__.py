@@ -13,7 +13,9 @@ language policies::
 Registry names (aliases in brackets): ``bt`` (``dpo``, ``pairwise_logistic``), ``slic``
 (``pairwise_hinge``), ``ipo``, ``listnet``, ``plackett_luce`` (``listmle``, ``dpo_pl``),
 ``lipo_lambda``. Formulas, sources and reductions: docs/rooms/losses.md and each function's
-docstring.
+docstring. A NaN or infinite score or label at a valid (unmasked) item raises ``ValueError``
+(``check_finite=False`` skips that check). TRL's IPO is ``ipo_loss`` on the token-averaged
+log-ratios ``log_ratio_scores(..., average=True)``.
 """
 
 from __future__ import annotations

@@ -33,12 +33,18 @@ def check_reduction(reduction: str) -> None:
 
 
 def check_inputs(
-    scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None,
+    name: str = "loss",
+    check_finite: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Validate shapes and return ``(scores, labels, mask)`` with masked entries set to 0.
 
     ``labels`` is cast to the dtype and device of ``scores``; ``mask`` becomes a bool tensor
-    (all ``True`` when ``None``).
+    (all ``True`` when ``None``). With ``check_finite`` (the default of every loss), a NaN or
+    infinite score or label at a *valid* item raises ``ValueError`` naming ``name`` and the
+    first such ``[b, k]`` (see :func:`check_finite_values`); masked items may hold anything.
     """
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or not scores.is_floating_point():
         raise ValueError(
@@ -53,7 +59,10 @@ def check_inputs(
         )
     labels = labels.to(device=scores.device, dtype=scores.dtype)
     if mask is None:
-        return scores, labels, torch.ones(shape, dtype=torch.bool, device=scores.device)
+        mask = torch.ones(shape, dtype=torch.bool, device=scores.device)
+        if check_finite:
+            check_finite_values(name, scores, labels, mask)
+        return scores, labels, mask
     if not isinstance(mask, torch.Tensor):
         mask = torch.as_tensor(mask)
     if list(mask.shape) != shape:
@@ -63,7 +72,34 @@ def check_inputs(
     mask = mask.to(scores.device)
     mask = mask if mask.dtype == torch.bool else mask != 0
     zero = scores.new_zeros(())
-    return torch.where(mask, scores, zero), torch.where(mask, labels, zero), mask
+    scores, labels = torch.where(mask, scores, zero), torch.where(mask, labels, zero)
+    if check_finite:
+        check_finite_values(name, scores, labels, mask)
+    return scores, labels, mask
+
+
+def check_finite_values(
+    name: str, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+) -> None:
+    """Raise ``ValueError`` if a valid entry of ``scores`` or ``labels`` ``[B, K]`` is NaN/inf.
+
+    Masked entries must already be replaced by 0 (as :func:`check_inputs` does), so one
+    ``isfinite(...).all()`` over both tensors decides; that is a single host sync per loss call
+    (pass ``check_finite=False`` to a loss to skip it, e.g. in a CUDA-graph-captured step).
+    The slow search for the first offending ``[b, k]`` runs only on failure.
+    """
+    ok = torch.isfinite(scores).all() & torch.isfinite(labels).all()
+    if bool(ok):
+        return
+    for field, x in (("scores", scores), ("labels", labels)):
+        bad = ~torch.isfinite(x) & mask
+        if bool(bad.any()):
+            b, k = (int(i) for i in torch.nonzero(bad)[0])
+            raise ValueError(
+                f"{name}: {field}[{b}, {k}] (list {b}, item {k}) is {x[b, k].item()} at a valid "
+                f"(unmasked) item, {int(bad.sum())} such value(s) in all; expected finite values "
+                "(only items with mask False may hold NaN/inf)"
+            )
 
 
 def preferred_pairs(

@@ -44,6 +44,7 @@ def listnet_loss(
     mask: torch.Tensor | None = None,
     *,
     reduction: Reduction = "mean",
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """ListNet / softmax cross-entropy ``-sum_k (psi_k / sum_j psi_j) log softmax(s)_k``.
 
@@ -57,9 +58,11 @@ def listnet_loss(
         labels: ``[B, K]`` non-negative graded labels (e.g. LiPO's mean win probabilities).
         mask: ``[B, K]`` bool or ``None``.
         reduction: ``"mean"`` over lists with >= 2 valid items, ``"sum"``, ``"none"`` (``[B]``).
+        check_finite: raise ``ValueError`` naming the list and item when a valid score or
+            label is NaN or infinite (default; one host sync per call).
     """
     check_reduction(reduction)
-    s, y, m = check_inputs(scores, labels, mask)
+    s, y, m = check_inputs(scores, labels, mask, "listnet_loss", check_finite)
     if bool((y < 0).any()):
         raise ValueError(
             "labels: ListNet needs non-negative labels (a target distribution), found < 0"
@@ -83,6 +86,7 @@ def plackett_luce_loss(
     *,
     ties: Literal["ignore", "breslow"] = "ignore",
     reduction: Reduction = "mean",
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Plackett-Luce negative log-likelihood of the label order (ListMLE, DPO-PL).
 
@@ -102,11 +106,13 @@ def plackett_luce_loss(
         ties: ``"ignore"`` or ``"breslow"``.
         reduction: ``"mean"`` over lists that carry a signal (``"ignore"``: at least one
             preferred pair; ``"breslow"``: >= 2 valid items), ``"sum"``, ``"none"`` (``[B]``).
+        check_finite: raise ``ValueError`` naming the list and item when a valid score or
+            label is NaN or infinite (default; one host sync per call).
     """
     check_reduction(reduction)
     if ties not in ("ignore", "breslow"):
         raise ValueError(f"ties: expected 'ignore' or 'breslow', found {ties!r}")
-    s, y, m = check_inputs(scores, labels, mask)
+    s, y, m = check_inputs(scores, labels, mask, "plackett_luce_loss", check_finite)
     K = s.shape[1]
     below = y[:, None, :] < y[:, :, None] if ties == "ignore" else y[:, None, :] <= y[:, :, None]
     eye = torch.eye(K, dtype=torch.bool, device=s.device)
@@ -129,6 +135,7 @@ def lambda_weights(
     normalize: bool = False,
     scale_by_list_size: bool = True,
     log_base: float = 2.0,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """DCG lambda weights ``Delta [B, K, K]`` of LiPO-lambda (no gradient).
 
@@ -139,9 +146,10 @@ def lambda_weights(
     ``sum_k G_(k) / D(k)`` (gains sorted in decreasing order; lists whose ideal DCG is <= 0 are
     left unnormalised). ``scale_by_list_size`` multiplies by the number of valid items of the list
     (Rax multiplies by the padded list size K; the two agree without padding, and the valid
-    count keeps padding exactly neutral). Entries for masked items are 0.
+    count keeps padding exactly neutral). Entries for masked items are 0. ``check_finite``: as
+    in the losses (a NaN/inf valid score or label raises ``ValueError``).
     """
-    s, y, m = check_inputs(scores, labels, mask)
+    s, y, m = check_inputs(scores, labels, mask, "lambda_weights", check_finite)
     return _lambda_grid(s, m, *_lambda_parts(s, y, m, normalize, scale_by_list_size, log_base))
 
 
@@ -203,6 +211,7 @@ def lipo_lambda_loss(
     scale_by_list_size: bool = True,
     log_base: float = 2.0,
     reduction: Reduction = "mean",
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """LiPO-lambda ``sum_{psi_i > psi_j} Delta_ij log(1 + exp(-(s_i - s_j)))`` (Liu et al. 2024).
 
@@ -219,9 +228,11 @@ def lipo_lambda_loss(
         scale_by_list_size: multiply the weights by the number of valid items (Rax: by K).
         log_base: base of the discount logarithm (2 in LiPO and Rax).
         reduction: ``"mean"`` over preferred pairs, ``"sum"``, ``"none"`` (``[B]``).
+        check_finite: raise ``ValueError`` naming the list and item when a valid score or
+            label is NaN or infinite (default; one host sync per call).
     """
     check_reduction(reduction)
-    s, y, m = check_inputs(scores, labels, mask)
+    s, y, m = check_inputs(scores, labels, mask, "lipo_lambda_loss", check_finite)
     delta = _lambda_grid(s, m, *_lambda_parts(s, y, m, normalize, scale_by_list_size, log_base))
     d, valid = preferred_pairs(s, y, m)
     return reduce_pairs(delta.flatten(1) * F.softplus(-d), valid, reduction)

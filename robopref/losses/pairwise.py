@@ -12,7 +12,7 @@ With ``d_ij = s_i - s_j``:
 ``pairwise_hinge``        ``max(0, margin - d_ij)`` (SLiC-HF, Zhao et al. 2023; Rax
                           ``pairwise_hinge_loss``)
 ``ipo``                   ``(d_ij - 1 / (2 beta))^2`` (IPO, Azar et al. 2023; TRL
-                          ``loss_type="ipo"``)
+                          ``loss_type="ipo"`` on token-averaged log-ratios)
 ========================  ===================================================================
 
 Reduction (``reduction=``): ``"mean"`` (default) divides the sum of the terms over every
@@ -42,6 +42,7 @@ def pairwise_logistic_loss(
     *,
     soft: bool = False,
     reduction: Reduction = "mean",
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Bradley-Terry / DPO loss ``sum_{psi_i > psi_j} log(1 + exp(-(s_i - s_j)))``.
 
@@ -55,12 +56,14 @@ def pairwise_logistic_loss(
             contributes ``log 2`` at ``d = 0``, unlike a graded tie, which is skipped).
         reduction: ``"mean"`` over preferred pairs (soft: over valid pairs), ``"sum"``,
             ``"none"`` (``[B]``).
+        check_finite: raise ``ValueError`` naming the list and item when a valid score or
+            label is NaN or infinite (default; one host sync per call).
 
     Returns:
         Scalar loss (``[B]`` for ``reduction="none"``), in nats.
     """
     check_reduction(reduction)
-    s, y, m = check_inputs(scores, labels, mask)
+    s, y, m = check_inputs(scores, labels, mask, "pairwise_logistic_loss", check_finite)
     if not soft:
         d, valid = preferred_pairs(s, y, m)
         return reduce_pairs(F.softplus(-d), valid, reduction)
@@ -85,6 +88,7 @@ def pairwise_hinge_loss(
     *,
     margin: float = 1.0,
     reduction: Reduction = "mean",
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """SLiC / pairwise hinge loss ``sum_{psi_i > psi_j} max(0, margin - (s_i - s_j))``.
 
@@ -92,9 +96,11 @@ def pairwise_hinge_loss(
         scores, labels, mask: see :func:`pairwise_logistic_loss`.
         margin: required score gap delta (SLiC-HF uses 1).
         reduction: ``"mean"`` over preferred pairs, ``"sum"``, ``"none"`` (``[B]``).
+        check_finite: raise ``ValueError`` naming the list and item when a valid score or
+            label is NaN or infinite (default; one host sync per call).
     """
     check_reduction(reduction)
-    s, y, m = check_inputs(scores, labels, mask)
+    s, y, m = check_inputs(scores, labels, mask, "pairwise_hinge_loss", check_finite)
     d, valid = preferred_pairs(s, y, m)
     return reduce_pairs(F.relu(margin - d), valid, reduction)
 
@@ -107,11 +113,16 @@ def ipo_loss(
     beta: float = 0.1,
     scores_include_beta: bool = False,
     reduction: Reduction = "mean",
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """IPO loss ``sum_{psi_i > psi_j} (h_i - h_j - 1 / (2 beta))^2`` (Azar et al. 2023).
 
-    ``h`` is the *unscaled* log-ratio ``log pi - log pi_ref`` summed over the item, as in TRL's
-    ``loss_type="ipo"`` (``(logits - 1 / (2 beta))^2`` with ``logits`` free of beta).
+    ``h`` is the *unscaled* log-ratio ``log pi - log pi_ref`` of each item, as in TRL's
+    ``loss_type="ipo"`` (``(logits - 1 / (2 beta))^2`` with ``logits`` free of beta). TRL
+    length-normalises ``h`` (the mean over the completion's tokens, not the sum): its value is
+    this loss on ``log_ratio_scores(logp, ref_logp, mask, average=True)``; on summed
+    log-ratios it is the paper's IPO on sequence log-ratios, which differs from TRL's whenever
+    the completions differ in length.
 
     Args:
         scores, labels, mask: see :func:`pairwise_logistic_loss`.
@@ -119,13 +130,15 @@ def ipo_loss(
         scores_include_beta: ``False`` (default): ``scores`` are ``h`` (e.g.
             ``log_ratio_scores(..., beta=1)``). ``True``: ``scores = beta * h`` (e.g. the DPO-style
             scores of ``log_ratio_scores(..., beta=beta)``) and are divided by ``beta`` first, so
-            that both settings give TRL's value for the same model.
+            that both settings give the same value for the same scores' ``h``.
         reduction: ``"mean"`` over preferred pairs, ``"sum"``, ``"none"`` (``[B]``).
+        check_finite: raise ``ValueError`` naming the list and item when a valid score or
+            label is NaN or infinite (default; one host sync per call).
     """
     check_reduction(reduction)
     if not beta > 0:
         raise ValueError(f"beta: expected a positive number, found {beta}")
-    s, y, m = check_inputs(scores, labels, mask)
+    s, y, m = check_inputs(scores, labels, mask, "ipo_loss", check_finite)
     d, valid = preferred_pairs(s, y, m)
     if scores_include_beta:
         d = d / beta

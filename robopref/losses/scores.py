@@ -53,8 +53,18 @@ def log_ratio_scores(
     ref_logp: torch.Tensor,
     token_mask: torch.Tensor | None = None,
     beta: float = 1.0,
+    *,
+    average: bool = False,
 ) -> torch.Tensor:
     """DPO implicit reward ``s_k = beta * sum_t (log pi(a_t | .) - log pi_ref(a_t | .))``.
+
+    With ``average=True`` the sum is divided by the item's number of valid tokens ``n_k``
+    (``token_mask.sum(-1)``; ``T`` without a mask): ``s_k = beta * (1/n_k) sum_t (...)``, the
+    length-normalised log-ratio of TRL's IPO (``DPOTrainer`` with ``loss_type="ipo"`` averages
+    each completion's per-token log-probabilities, for the policy and the reference alike:
+    ``get_batch_logps(..., average_log_prob=True)``, later ``all_logps / size_completion``).
+    TRL's IPO value is therefore ``ipo_loss(log_ratio_scores(logp, ref, mask, average=True),
+    labels, beta=beta)``. An item without a valid token (a padding item) gets 0.
 
     Args:
         logp: ``[B, K, T]`` per-token (per-action-token) log-probabilities of the policy, nats.
@@ -62,9 +72,10 @@ def log_ratio_scores(
         token_mask: ``[B, K, T]`` bool, ``False`` for prompt/padding tokens; ``None``: all count.
         beta: KL strength (DPO's beta); ``beta = 1`` gives the unscaled log-ratio that
             :func:`~robopref.losses.ipo_loss` expects by default.
+        average: divide by the number of valid tokens of each item (nats per token).
 
     Returns:
-        ``[B, K]`` scores, nats times beta.
+        ``[B, K]`` scores, nats (per token with ``average``) times beta.
     """
     _check_steps("logp", logp)
     if not isinstance(ref_logp, torch.Tensor) or list(ref_logp.shape) != list(logp.shape):
@@ -76,4 +87,10 @@ def log_ratio_scores(
     diff = logp - ref_logp.to(device=logp.device, dtype=logp.dtype)
     if token_mask is not None:
         diff = torch.where(token_mask, diff, diff.new_zeros(()))
-    return beta * diff.sum(-1)
+    total = diff.sum(-1)
+    if average:
+        if token_mask is None:
+            total = total / max(logp.shape[-1], 1)
+        else:
+            total = total / token_mask.sum(-1).clamp(min=1).to(total.dtype)
+    return beta * total

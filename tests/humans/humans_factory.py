@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+
 import numpy as np
 
 from robopref.data import Trajectory, TrajectoryDataset, save_dataset
@@ -41,3 +45,25 @@ def vector_dataset(path, n=4, T=15, seed=0):
     ds = TrajectoryDataset(trajs)
     save_dataset(ds, path)
     return ds
+
+
+@contextlib.contextmanager
+def lock_held_by_another_process(path):
+    """Hold the writer lock of ``path`` in a child process (the lock is re-entrant within a
+    process, so only another process shows what a concurrent ``robopref label`` does)."""
+    code = (
+        "import sys; from robopref.data.locks import writer_lock\n"
+        "with writer_lock(sys.argv[1], what='label'):\n"
+        "    print('locked', flush=True); sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+        proc.stdout.close()

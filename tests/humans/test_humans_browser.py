@@ -101,13 +101,13 @@ def test_click_through_kill_restart_and_resume(tmp_path, browser):
         while not browser.execute_script("return !!data.items[0].img"):
             assert time.monotonic() < deadline, "the film strip did not load"
             time.sleep(0.05)
-        item = load_queries(path)
+        assert load_queries(path) is None  # serving writes nothing before the first answer
+        ti, st = browser.execute_script("return [data.items[0].trajectory, data.items[0].start]")
         f, pixel = browser.execute_script(
             "const c = document.querySelector('#item-0 canvas');"
             "return [Math.min(frame, data.items[0].frames - 1),"
             " Array.from(c.getContext('2d').getImageData(0, 0, 1, 1).data)];"
         )
-        ti, st = int(item.traj_index[0, 0]), int(item.start[0, 0])
         assert pixel[:3] == ds[ti].observations["image"][st + f, 0, 0].tolist()
         browser.find_element("id", "btn-play").click()
 
@@ -116,9 +116,10 @@ def test_click_through_kill_restart_and_resume(tmp_path, browser):
         _click(browser, "btn-cant-tell", "3 / 5", "4 of 5")
     finally:
         server.kill()  # no clean shutdown: answers must already be on disk
-    q = load_queries(path)
-    np.testing.assert_array_equal(q.labels[:3], [[1, 0], [0.5, 0.5], [0.5, 0.5]])
-    np.testing.assert_array_equal(q.confidence, [1, 1, 0, 0, 0])
+    q = load_queries(path)  # only answers with a preference: no "can't tell" or unanswered ties
+    np.testing.assert_array_equal(q.labels, [[1, 0], [0.5, 0.5]])
+    np.testing.assert_array_equal(q.confidence, [1, 1])
+    assert q.traj_index[0, 0] == ti and q.start[0, 0] == st
     state = q.metadata["human_labels"]
     assert state["answered"] == [True, True, True, False, False]
     assert [a["choice"] for a in state["answers"][:3]] == ["ranking", "equal", "cant_tell"]
@@ -136,8 +137,9 @@ def test_click_through_kill_restart_and_resume(tmp_path, browser):
     finally:
         server.kill()
     q = load_queries(path)
-    np.testing.assert_array_equal(q.labels, [[1, 0], [0.5, 0.5], [0.5, 0.5], [0, 1], [1, 0]])
-    np.testing.assert_array_equal(q.confidence, [1, 1, 0, 1, 1])
+    np.testing.assert_array_equal(q.labels, [[1, 0], [0.5, 0.5], [0, 1], [1, 0]])
+    np.testing.assert_array_equal(q.confidence, [1, 1, 1, 1])
+    assert q.metadata["human_labels"]["rows"] == [0, 1, 3, 4]
     assert q.teacher == "human" and q.label_kind == "graded"
     back = load_dataset(path)  # the trajectories are untouched by the answers
     np.testing.assert_array_equal(back[2].observations["image"], ds[2].observations["image"])
@@ -152,6 +154,7 @@ def test_rank_three_vector_only_rollouts(tmp_path, browser):
     try:
         browser.get(server.url)
         _wait_text(browser, "progress", "0 / 2")
+        _wait_text(browser, "query-index", "1 of 2")  # set in the same JS task as the items
         assert len(browser.find_elements("css selector", "#items svg .cursor")) == 6
         for k, rank in enumerate([2, 1, 2]):
             Select(browser.find_element("id", f"rank-{k}")).select_by_value(str(rank))
@@ -169,3 +172,52 @@ def test_rank_three_vector_only_rollouts(tmp_path, browser):
     q = load_queries(path)
     np.testing.assert_array_equal(q.labels, [[0.5, 2.0, 0.5], [1.0, 1.0, 1.0]])
     np.testing.assert_array_equal(q.confidence, [1, 1])
+
+
+def test_another_web_page_cannot_write_labels(tmp_path, browser):
+    """A page on another origin POSTs an answer the way any site can (``no-cors`` fetch,
+    ``text/plain``, and a form): the requests reach the server and are refused (403)."""
+    import http.server
+    import threading
+
+    path = tmp_path / "reach.h5"
+    vector_dataset(path)
+    server = Server(str(path), "--num-queries", "2", "--segment-length", "5", "--verbose")
+    target = server.url + "api/answer"
+    evil = f"""<!doctype html><html><body>
+<form id="f" method="POST" action="{target}" enctype="text/plain">
+<input name='{{"query": 0, "choice": "ranking", "ranks": [1, 2], "x": "' value='"}}'></form>
+<script>
+fetch("{target}", {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}},
+  body: JSON.stringify({{query: 0, choice: "ranking", ranks: [1, 2]}})}})
+  .finally(() => document.getElementById("f").submit());
+</script></body></html>""".encode()
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(evil)))
+            self.end_headers()
+            self.wfile.write(evil)
+
+        def log_message(self, *args):
+            pass
+
+    site = http.server.HTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=site.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{site.server_address[1]}/")
+        deadline = time.monotonic() + 10
+        refused = []
+        while len(refused) < 2 and time.monotonic() < deadline:
+            line = server.proc.stdout.readline()
+            if '"POST /api/answer' in line:
+                refused.append(line)
+        assert len(refused) == 2, refused  # both requests arrived...
+        assert all('" 403 ' in r for r in refused), refused  # ...and were refused
+    finally:
+        site.shutdown()
+        site.server_close()
+        server.kill()
+    assert load_queries(path) is None

@@ -41,9 +41,11 @@ def _get(url):
         return r.status, r.headers["Content-Type"], r.read()
 
 
-def _post(url, obj):
+def _post(srv, obj):
     req = urllib.request.Request(
-        url, json.dumps(obj).encode(), headers={"Content-Type": "application/json"}
+        srv.url + "api/answer",
+        json.dumps(obj).encode(),
+        headers={"Content-Type": "application/json", "X-Robopref-Token": srv.token},
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -79,14 +81,12 @@ def test_vector_data_gets_path_svgs_and_answers_are_saved(tmp_path, running):
     for item in q["items"]:
         assert item["kind"] == "path" and item["svg"].startswith("<svg")
         assert len(item["cursor"]) == 2 and len(item["cursor"][0]) == 5  # two views, 5 steps
-    status, p = _post(srv.url + "api/answer", {"query": 0, "choice": "ranking", "ranks": [3, 1, 2]})
+    status, p = _post(srv, {"query": 0, "choice": "ranking", "ranks": [3, 1, 2]})
     assert status == 200 and p == {"answered": 1, "total": 2, "next": 1, "done": False, "k": 3}
     np.testing.assert_array_equal(load_queries(tmp_path / "v.h5").labels[0], [0, 2, 1])
-    status, err = _post(
-        srv.url + "api/answer", {"query": 1, "choice": "ranking", "ranks": [1, 9, 2]}
-    )
+    status, err = _post(srv, {"query": 1, "choice": "ranking", "ranks": [1, 9, 2]})
     assert status == 400 and "field 'ranks'" in err["error"]
-    status, err = _post(srv.url + "api/answer", ["not", "a", "dict"])
+    status, err = _post(srv, ["not", "a", "dict"])
     assert status == 400 and "expected a JSON object" in err["error"]
     for path in ("api/query/7", "media/0/0.png", "nope"):
         with pytest.raises(urllib.error.HTTPError) as e:

@@ -68,11 +68,17 @@ def load_run_config(
 
 def one_line(error: ValidationError) -> str:
     """The first problem of a pydantic error on one line: ``field 'a.b': message (found x)``."""
-    first = error.errors()[0]
+    first = _first(error)
     where = ".".join(str(p) for p in first["loc"]) or "<top level>"
     found = "" if first["type"] == "missing" else f" (found {_short(first['input'])})"
     more = f"; and {error.error_count() - 1} more" if error.error_count() > 1 else ""
     return f"field '{where}': {first['msg']}{found}{more}"
+
+
+def _first(error: ValidationError) -> dict:
+    # an unknown key first: a misspelt key also makes the real one "missing"
+    errors = error.errors()
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
 
 
 def _short(value: object, limit: int = 80) -> str:
@@ -82,7 +88,7 @@ def _short(value: object, limit: int = 80) -> str:
 
 def _origin(config_path: str | None, overrides: list[str], error: ValidationError) -> str:
     """Name the command-line override that set the failing field, else the config file."""
-    where = ".".join(str(p) for p in error.errors()[0]["loc"])
+    where = ".".join(str(p) for p in _first(error)["loc"])
     for item in reversed(overrides):
         key = item.split("=", 1)[0].strip()
         if where and (where == key or where.startswith(key + ".")):

@@ -39,7 +39,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from robopref.config import ConfigError, StrictModel
 from robopref.data.locks import writer_lock
@@ -56,6 +56,19 @@ class SuiteConfig(StrictModel):
     base: str
     overrides: list[str] = Field(default_factory=list)
     axes: dict[str, dict[str, list[str]]] = Field(min_length=1)
+
+    @field_validator("axes", mode="before")
+    @classmethod
+    def _labels_as_text(cls, axes: object) -> object:
+        # `seed: {0: [seed=0]}` reads label 0 as an int; a label is a name, keep it as text
+        if isinstance(axes, dict):
+            return {
+                k: {str(lab): v for lab, v in labels.items()}
+                if isinstance(labels, dict)
+                else labels
+                for k, labels in axes.items()
+            }
+        return axes
 
 
 def load_suite(path: str | Path) -> SuiteConfig:

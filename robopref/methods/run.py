@@ -92,7 +92,7 @@ def _origin(config_path: str | None, overrides: list[str], error: ValidationErro
     for item in reversed(overrides):
         key = item.split("=", 1)[0].strip()
         if where and (where == key or where.startswith(key + ".")):
-            return f"override '{item}' (config '{config_path}'): "
+            return f"command line override '{item}' (config '{config_path}'): "
     return f"config '{config_path}': "
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -131,3 +132,16 @@ def cached(
     save(value, path)
     mark_cache(path, producer)
     return value
+
+
+def checkpoint_dir(path: str | Path, producer: BaseModel | dict, what: str = "") -> Path:
+    """A folder of resumable checkpoints made by ``producer``: kept when its record matches
+    (a killed run resumes), emptied when another config made it (its checkpoints would resume a
+    model trained on other data), then recorded as ``producer``'s."""
+    path = Path(path)
+    if path.exists() and not cache_is_valid(path, producer, what):
+        forget_cache(path)
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    mark_cache(path, producer)
+    return path

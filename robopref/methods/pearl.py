@@ -36,7 +36,7 @@ from robopref.data import (
     save_dataset,
 )
 from robopref.envs import CollectConfig, collect_dataset, evaluate_policy
-from robopref.methods.common import cached, start_run
+from robopref.methods.common import cached, checkpoint_dir, start_run
 from robopref.policies.buffer import TransitionBuffer
 from robopref.policies.iql import IQL, IQLConfig
 from robopref.rewards import GaussianReward, MLPReward, RewardTrainer, RewardTrainerConfig
@@ -152,6 +152,21 @@ def run(config: Config, out_dir: Path) -> dict:
 
     obs_dim, act_dim = target[0].state.shape[1], target[0].actions.shape[1]
     target_task = target[0].task
+    # reward and IQL checkpoints resume a killed run; they are kept only for the same data and
+    # settings (IQL would otherwise resume a policy trained on another task's data). More
+    # epochs / steps still resume: the trainers count them from zero.
+    data_key = config.model_dump(
+        mode="json",
+        include={"source", "target", "source_dataset", "target_dataset", "teacher", "queries"}
+        | {"transfer", "seed"},
+        exclude={
+            "source": {"num_workers", "start_method"},
+            "target": {"num_workers", "start_method"},
+        },
+    )
+    reward_key = {**data_key, "reward": config.reward.model_dump(mode="json")}
+    reward_key["reward"]["trainer"].pop("epochs")
+    iql_key = {**reward_key, "iql": config.iql.model_dump(mode="json", exclude={"steps", "device"})}
     rows = []
     for variant in config.variants:
         started = time.time()
@@ -168,7 +183,11 @@ def run(config: Config, out_dir: Path) -> dict:
                 "seed": config.seed,
                 "device": config.device,
                 "log_dir": str(out_dir / "tb" / f"reward-{variant}"),
-                "checkpoint_dir": str(out_dir / "ckpt" / f"reward-{variant}"),
+                "checkpoint_dir": str(
+                    checkpoint_dir(
+                        out_dir / "ckpt" / f"reward-{variant}", reward_key, "checkpoints"
+                    )
+                ),
             }
         )
         trainer = RewardTrainer(model, trainer_cfg)
@@ -181,7 +200,9 @@ def run(config: Config, out_dir: Path) -> dict:
                 "seed": config.seed,
                 "device": config.device,
                 "log_dir": str(out_dir / "tb" / f"iql-{variant}"),
-                "checkpoint_dir": str(out_dir / "ckpt" / f"iql-{variant}"),
+                "checkpoint_dir": str(
+                    checkpoint_dir(out_dir / "ckpt" / f"iql-{variant}", iql_key, "checkpoints")
+                ),
             }
         )
         agent = IQL(obs_dim, act_dim, iql_cfg)

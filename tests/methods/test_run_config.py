@@ -11,7 +11,7 @@ import pytest
 from robopref.config import ConfigError
 from robopref.envs import CollectConfig
 from robopref.methods import pearl
-from robopref.methods.common import cached, config_sha256, sidecar_path
+from robopref.methods.common import cached, checkpoint_dir, config_sha256, sidecar_path
 from robopref.methods.run import FAILED_FILE, run_config
 
 
@@ -67,6 +67,21 @@ def test_cached_keys_files_by_the_config_that_made_them(tmp_path, capsys):
     sidecar_path(path).unlink()
     assert cached(path, b, make("B2"), save, load) == "B2"
     assert "no record of the config" in capsys.readouterr().err
+
+
+def test_checkpoint_dir_is_emptied_when_another_config_made_it(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt" / "iql-pearl"
+    ckpt.mkdir(parents=True)
+    (ckpt / "checkpoint.pt").write_text("from an older robopref")
+    a, b = {"tasks": ["button-press-v3"], "lr": 1e-3}, {"tasks": ["reach-v3"], "lr": 1e-3}
+    assert checkpoint_dir(ckpt, a) == ckpt and list(ckpt.iterdir()) == []  # no record: emptied
+    (ckpt / "checkpoint.pt").write_text("step 500 of a")
+    checkpoint_dir(ckpt, a)  # the same config: a killed run resumes from it
+    assert (ckpt / "checkpoint.pt").read_text() == "step 500 of a"
+    checkpoint_dir(ckpt, b)  # other data: it would resume a policy of another task
+    assert list(ckpt.iterdir()) == []
+    assert "tasks: ['button-press-v3'] -> ['reach-v3']" in capsys.readouterr().err
+    assert json.loads(sidecar_path(ckpt).read_text())["config"] == b
 
 
 def _collect(task: str, **kw) -> CollectConfig:

@@ -25,7 +25,9 @@ by the config that made it (:func:`robopref.methods.common.cached`), so nothing 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
+import importlib.metadata
 import itertools
 import json
 import os
@@ -258,16 +260,22 @@ def _last_byte(path: Path) -> bytes:
         return f.read(1)
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
-    import numpy
-    import torch
-
     import robopref
+
+    def installed(name: str) -> str:
+        # read from the installed package's metadata: importing torch just for its version
+        # costs seconds in a process that only records rows
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
 
     return {
         "robopref": robopref.__version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
+        "torch": installed("torch"),
+        "numpy": installed("numpy"),
         "python": platform.python_version(),
     }
 

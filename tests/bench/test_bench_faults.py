@@ -33,6 +33,9 @@ SLOW_TOY = textwrap.dedent(
         root = Path(out_dir).parent.parent
         with open(root / "pids.log", "a") as f:
             f.write(f"{os.getpid()}\\n")
+        deadline = time.time() + 120
+        while (root / "hold").exists() and time.time() < deadline:  # the test holds the cells
+            time.sleep(0.02)
         time.sleep(config.sleep)
         with open(root / "calls.log", "a") as f:
             f.write(f"task={config.task},seed={config.seed}\\n")
@@ -133,17 +136,26 @@ def test_kill_9_leaves_no_worker_and_the_rerun_finishes_the_rest(slow_suite, tmp
 
 def test_two_benches_on_one_store_write_no_duplicate_rows(slow_suite, tmp_path):
     store = tmp_path / "store"
+    store.mkdir()
+    (store / "hold").touch()  # the first bench's cells wait until the second one is done
     first = _bench(slow_suite, store)
-    deadline = time.time() + 120
-    while not (store / "pids.log").exists() and first.poll() is None:
-        assert time.time() < deadline
-        time.sleep(0.02)
-    second = _bench(slow_suite, store)
-    assert second.wait(timeout=120) == 2
-    err = second.stderr.read().strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert "another robopref process is writing" in err and "results.jsonl" in err
-    assert first.wait(timeout=300) == 0, first.stderr.read()
+    try:
+        deadline = time.time() + 120
+        while not (store / "pids.log").exists() and first.poll() is None:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        second = _bench(slow_suite, store)
+        assert second.wait(timeout=120) == 2
+        err = second.stderr.read().strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert "another robopref process is writing" in err and "results.jsonl" in err
+        (store / "hold").unlink()
+        assert first.wait(timeout=300) == 0, first.stderr.read()
+    finally:
+        (store / "hold").unlink(missing_ok=True)
+        if first.poll() is None:
+            first.kill()
+            first.wait()
     assert _rows_per_cell(store) == Counter({c: 3 for c in CELLS})
 
 

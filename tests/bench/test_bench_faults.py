@@ -37,6 +37,8 @@ SLOW_TOY = textwrap.dedent(
         while (root / "hold").exists() and time.time() < deadline:  # the test holds the cells
             time.sleep(0.02)
         time.sleep(config.sleep)
+        if (root / f"fail-{config.task}").exists():
+            raise RuntimeError(f"cell {config.task} failed")
         with open(root / "calls.log", "a") as f:
             f.write(f"task={config.task},seed={config.seed}\\n")
         score = len(config.task) + 0.1 * config.seed
@@ -157,6 +159,23 @@ def test_two_benches_on_one_store_write_no_duplicate_rows(slow_suite, tmp_path):
             first.kill()
             first.wait()
     assert _rows_per_cell(store) == Counter({c: 3 for c in CELLS})
+
+
+def test_a_failed_cell_keeps_the_finished_ones_and_names_itself(slow_suite, tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "fail-bb").touch()
+    suite = load_suite(slow_suite)
+    with pytest.raises(RuntimeError, match="cell bb failed") as info:
+        run_suite(suite, store, jobs=2, progress=False)
+    assert any("in cell task=bb,seed=0 of suite slow" in n for n in info.value.__notes__)
+    done = set(_rows_per_cell(store))
+    assert "task=a,seed=0" in done and not any("bb" in c for c in done)
+    (store / "fail-bb").unlink()
+    calls = len((store / "calls.log").read_text().splitlines())
+    run_suite(suite, store, jobs=2, progress=False)
+    assert _rows_per_cell(store) == Counter({c: 3 for c in CELLS})
+    assert len((store / "calls.log").read_text().splitlines()) - calls == len(CELLS - done)
 
 
 def test_changed_base_config_reruns_cells_and_keeps_old_rows_apart(slow_suite, tmp_path):

@@ -46,7 +46,7 @@ def load_run_config(
             raw = apply_overrides(raw, [item])
         except yaml.YAMLError as e:
             raise ConfigError(
-                f"override '{item}': value is not valid YAML ({yaml_where(e)})"
+                f"command line override '{item}': value is not valid YAML ({yaml_where(e)})"
             ) from None
     name = method or raw.get("method")
     if not name:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-from robopref.config import ConfigError, load_config, read_config_data, validate_config
+from robopref.config import ConfigError, load_config
 from robopref.data import DataValidationError
+from robopref.methods.run import run_config
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -40,31 +40,6 @@ def _print_summary(summary: dict) -> None:
     from robopref.data.summary import format_summary
 
     _console().print(format_summary(summary))
-
-
-def _default_out(method: str, config_path: str | None) -> Path:
-    stem = Path(config_path).stem if config_path else method
-    return Path("runs") / f"{method}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def run_config(
-    config_path: str | None, overrides: list[str], out: str | None, method: str | None = None
-) -> dict:
-    """Load a recipe config (its ``method:`` key picks the recipe), run it, return its metrics."""
-    from robopref.methods import get_method
-
-    raw = read_config_data(config_path, overrides)
-    name = method or raw.get("method")
-    if not name:
-        raise ConfigError(f"config '{config_path}': missing the top-level 'method:' key")
-    try:
-        module = get_method(name)
-    except ValueError as e:
-        raise ConfigError(f"config '{config_path}': field 'method': {e}") from None
-    config = validate_config(module.Config, {**raw, "method": name}, str(config_path), overrides)
-    out_dir = Path(out) if out else _default_out(name, config_path)
-    _console().print(f"[bold]robopref {name}[/bold] -> {out_dir}")
-    return module.run(config, out_dir)
 
 
 def _check_output_file(path: str, flag: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robopref.bench.suite import read_results
+from robopref.bench.suite import RESULTS_FILE, read_results
 from robopref.utils import atomic_path
 
 DEFAULT_METRICS = ("label_accuracy", "reward_accuracy", "success_rate")
@@ -140,6 +140,12 @@ def write_report(
     """Write ``report.md`` and one PNG per metric into ``store``; return the markdown. With
     ``columns`` (a group key such as ``task``), one pivot table per metric follows the long one."""
     store = Path(store)
+    if not (store / RESULTS_FILE).is_file():
+        what = "folder" if store.is_dir() else "results store"
+        raise ValueError(
+            f"no {what} with {RESULTS_FILE} at '{store}' (expected the --store folder of "
+            "'robopref bench')"
+        )
     rows = read_results(store)
     agg = aggregate(rows, metrics)
     md = f"# Results: {store.name}\n\n{markdown_table(agg, metrics)}\n"

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from robopref.config import StrictModel
 from robopref.data import Trajectory
 from robopref.losses import get_loss
-from robopref.methods.common import start_run
+from robopref.methods.common import cache_is_valid, forget_cache, mark_cache, start_run
 from robopref.policies.vla import (
     DEFAULT_TEMPLATE,
     KEYPOINTS,
@@ -623,6 +623,11 @@ def _tpo_round(
     }
 
 
+# the config sections that make the SFT checkpoint and its evaluation
+_SFT_SECTIONS = {"tasks", "held_out_tasks", "task_specs", "max_episode_steps", "model", "sft"}
+_SFT_SECTIONS |= {"eval", "seed"}
+
+
 def run(config: GrapeConfig, out_dir: Path) -> dict:
     """SFT, then ``tpo.rounds`` GRAPE rounds per cost variant, with evaluations; writes
     ``results.json`` into ``out_dir`` and returns it (as a dict)."""
@@ -645,10 +650,19 @@ def run(config: GrapeConfig, out_dir: Path) -> dict:
     try:
         # ---- SFT -------------------------------------------------------------------------
         sft_path, sft_json = ckpt / "sft.pt", ckpt / "sft.json"
-        if config.resume and sft_path.exists() and sft_json.exists():
+        # checkpoints are reused only when the config sections that made them are unchanged
+        # (their sidecar ``*.config.json``); once one stage is made again, all later ones are
+        sft_key = config.model_dump(mode="json", include=_SFT_SECTIONS)
+        fresh = not (
+            config.resume
+            and sft_path.exists()
+            and cache_is_valid(sft_json, sft_key, "SFT checkpoint")
+        )
+        if not fresh:
             console.print(f"resuming: SFT policy from {sft_path}")
             sft_info = _read_json(sft_json)
         else:
+            forget_cache(sft_json)
             policy = _build_policy(config).to(device)
             with console.status("collecting scripted demonstrations"):
                 demos = collect_demos(config, pool)
@@ -674,6 +688,7 @@ def run(config: GrapeConfig, out_dir: Path) -> dict:
                 "eval": metrics,
             }
             _write_json(sft_json, sft_info)
+            mark_cache(sft_json, sft_key)
         _log_eval(writer, "sft", sft_info["eval"], 0)
         console.print(_eval_line("SFT", sft_info["eval"]))
 
@@ -695,9 +710,21 @@ def run(config: GrapeConfig, out_dir: Path) -> dict:
             )
             rounds = []
             resumed: Path | None = None  # adapters of the last completed round, loaded lazily
+            round_key = {
+                "sft": sft_key,
+                "lora": L.model_dump(mode="json"),
+                "tpo": config.tpo.model_dump(mode="json", exclude={"rounds"}),
+                "variant": [vi, name, cost.model_dump(mode="json")],
+            }
+            stale = fresh
             for r in range(config.tpo.rounds):
                 adapter, info_path = vdir / f"round_{r:02d}.pt", vdir / f"round_{r:02d}.json"
-                if config.resume and adapter.exists() and info_path.exists():
+                stale = stale or not (
+                    config.resume
+                    and adapter.exists()
+                    and cache_is_valid(info_path, round_key, f"{name} round {r} checkpoint")
+                )
+                if not stale:
                     info = _read_json(info_path)
                     resumed = adapter
                     console.print(f"resuming: {name} round {r} from {adapter}")
@@ -709,8 +736,10 @@ def run(config: GrapeConfig, out_dir: Path) -> dict:
                         info = _tpo_round(config, policy, pool, cost, vi, r, writer)
                     with console.status(f"[{name}] round {r}: evaluation"):
                         info["eval"] = evaluate_all(policy, pool)
+                    forget_cache(info_path)
                     save_adapters(policy, adapter)
                     _write_json(info_path, info)
+                    mark_cache(info_path, round_key)
                 _log_eval(writer, name, info["eval"], r + 1)
                 console.print(_eval_line(f"{name} round {r}", info["eval"]))
                 rounds.append(info)

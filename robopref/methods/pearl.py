@@ -36,7 +36,7 @@ from robopref.data import (
     save_dataset,
 )
 from robopref.envs import CollectConfig, collect_dataset, evaluate_policy
-from robopref.methods.common import start_run
+from robopref.methods.common import cached, checkpoint_dir, start_run
 from robopref.policies.buffer import TransitionBuffer
 from robopref.policies.iql import IQL, IQLConfig
 from robopref.rewards import GaussianReward, MLPReward, RewardTrainer, RewardTrainerConfig
@@ -55,13 +55,13 @@ VARIANTS: dict[str, tuple[str, bool]] = {  # variant -> (label source, robust re
 
 
 class QueryConfig(StrictModel):
-    segment_length: int = 25
-    source_pool: int = 300  # distinct labelled source segments
-    source_queries: int = 2000  # labelled source pairs among them
-    target_pool: int = 300
-    target_queries: int = 1000  # target pairs that receive transferred labels
-    eval_queries: int = 500  # held-out oracle-labelled target pairs for reward accuracy
-    min_confidence: float = 0.0  # drop transferred labels whose confidence is below this
+    segment_length: int = Field(25, ge=1)
+    source_pool: int = Field(300, ge=2)  # distinct labelled source segments
+    source_queries: int = Field(2000, ge=1)  # labelled source pairs among them
+    target_pool: int = Field(300, ge=2)
+    target_queries: int = Field(1000, ge=1)  # target pairs that receive transferred labels
+    eval_queries: int = Field(500, ge=1)  # held-out oracle-labelled target pairs
+    min_confidence: float = Field(0.0, ge=0, le=1)  # drop transferred labels below this
 
 
 class RewardConfig(StrictModel):
@@ -85,8 +85,8 @@ class Config(StrictModel):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     iql: IQLConfig = Field(default_factory=IQLConfig)
     variants: list[Variant] = ["pearl", "gw_plain", "sim", "oracle"]
-    eval_episodes: int = 50
-    eval_max_steps: int | None = None
+    eval_episodes: int = Field(50, ge=1)
+    eval_max_steps: int | None = Field(None, ge=1)
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
@@ -95,11 +95,16 @@ class Config(StrictModel):
 def _dataset(path: str | None, collect: CollectConfig, cache: Path) -> TrajectoryDataset:
     if path:
         return load_dataset(path)
-    if cache.exists():
-        return load_dataset(cache)
-    dataset = collect_dataset(collect, progress=True)
-    save_dataset(dataset, cache)
-    return dataset
+    # reused only when this very collect config made it (a run into an older run's folder with
+    # other tasks collects again); the worker count does not change the data
+    return cached(
+        cache,
+        collect.model_dump(mode="json", exclude={"num_workers", "start_method"}),
+        make=lambda: collect_dataset(collect, progress=True),
+        save=save_dataset,
+        load=load_dataset,
+        what="collected data",
+    )
 
 
 def _target_labels(
@@ -147,6 +152,21 @@ def run(config: Config, out_dir: Path) -> dict:
 
     obs_dim, act_dim = target[0].state.shape[1], target[0].actions.shape[1]
     target_task = target[0].task
+    # reward and IQL checkpoints resume a killed run; they are kept only for the same data and
+    # settings (IQL would otherwise resume a policy trained on another task's data). More
+    # epochs / steps still resume: the trainers count them from zero.
+    data_key = config.model_dump(
+        mode="json",
+        include={"source", "target", "source_dataset", "target_dataset", "teacher", "queries"}
+        | {"transfer", "seed"},
+        exclude={
+            "source": {"num_workers", "start_method"},
+            "target": {"num_workers", "start_method"},
+        },
+    )
+    reward_key = {**data_key, "reward": config.reward.model_dump(mode="json")}
+    reward_key["reward"]["trainer"].pop("epochs")
+    iql_key = {**reward_key, "iql": config.iql.model_dump(mode="json", exclude={"steps", "device"})}
     rows = []
     for variant in config.variants:
         started = time.time()
@@ -163,7 +183,11 @@ def run(config: Config, out_dir: Path) -> dict:
                 "seed": config.seed,
                 "device": config.device,
                 "log_dir": str(out_dir / "tb" / f"reward-{variant}"),
-                "checkpoint_dir": str(out_dir / "ckpt" / f"reward-{variant}"),
+                "checkpoint_dir": str(
+                    checkpoint_dir(
+                        out_dir / "ckpt" / f"reward-{variant}", reward_key, "checkpoints"
+                    )
+                ),
             }
         )
         trainer = RewardTrainer(model, trainer_cfg)
@@ -176,7 +200,9 @@ def run(config: Config, out_dir: Path) -> dict:
                 "seed": config.seed,
                 "device": config.device,
                 "log_dir": str(out_dir / "tb" / f"iql-{variant}"),
-                "checkpoint_dir": str(out_dir / "ckpt" / f"iql-{variant}"),
+                "checkpoint_dir": str(
+                    checkpoint_dir(out_dir / "ckpt" / f"iql-{variant}", iql_key, "checkpoints")
+                ),
             }
         )
         agent = IQL(obs_dim, act_dim, iql_cfg)

@@ -230,12 +230,7 @@ SUITE = st.dictionaries(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bench's input validation (bad YAML, missing base, unknown suite key) is helper "
-    "h13b's part of issue 13: remove this mark once that branch is merged",
-)
-@settings(SETTINGS, max_examples=EXTRA or 25, phases=[Phase.generate])  # no shrinking while xfail
+@settings(SETTINGS, max_examples=EXTRA or 25)
 @given(suite=st.one_of(SUITE, st.sampled_from(YAML_JUNK)))
 def test_bench_random_suites(root, suite):
     import yaml

@@ -111,6 +111,16 @@ def test_grape_end_to_end_and_resume(tmp_path):
     again = grape.run(config, tmp_path)
     assert again["table"] == saved["table"]
     assert (tmp_path / "checkpoints" / "task" / "round_01.json").stat().st_mtime_ns == stamp
+    # another TPO config: the SFT checkpoint is reused, the rounds (made by the old one) are not
+    sft_stamp = (tmp_path / "checkpoints" / "sft.json").stat().st_mtime_ns
+    changed = config.model_copy(update={"tpo": config.tpo.model_copy(update={"beta": 0.5})})
+    grape.run(changed, tmp_path)
+    assert (tmp_path / "checkpoints" / "sft.json").stat().st_mtime_ns == sft_stamp
+    assert (tmp_path / "checkpoints" / "task" / "round_01.json").stat().st_mtime_ns != stamp
+    record = json.loads(
+        (tmp_path / "checkpoints" / "task" / "round_01.json.config.json").read_text()
+    )
+    assert record["config"]["tpo"]["beta"] == 0.5
 
 
 @pytest.mark.slow

@@ -1,0 +1,142 @@
+"""Running a config file: read it, pick its recipe by the ``method:`` key, validate it, run it.
+
+The command line (``robopref run``, ``lm``, ``grape``, ``demo``) and benchmark suites
+(:mod:`robopref.bench`) both go through :func:`run_config`, so a config behaves the same however
+it is started. The whole config is validated before any work, and before the run folder is made.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+from pydantic import ValidationError
+
+from robopref.config import (
+    ConfigError,
+    StrictModel,
+    apply_overrides,
+    read_config_data,
+    validate_config,
+)
+from robopref.methods import get_method
+
+FAILED_FILE = "FAILED"  # written into the run folder of a run that raised (its one-line reason)
+
+
+def default_out(method: str, config_path: str | None) -> Path:
+    """``runs/<method>-<config stem>-<time>``: the run folder when none is given."""
+    stem = Path(config_path).stem if config_path else method
+    return Path("runs") / f"{method}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_run_config(
+    config_path: str | None, overrides: list[str], method: str | None = None
+) -> tuple[ModuleType, StrictModel]:
+    """Read ``config_path`` with ``overrides`` and validate it into its recipe's ``Config``.
+
+    Returns ``(recipe module, validated config)``; raises :class:`ConfigError` (naming the file
+    and the field) for a missing or unknown ``method:`` or any field that does not validate.
+    """
+    try:
+        raw = read_config_data(config_path)
+    except yaml.YAMLError as e:
+        raise ConfigError(
+            f"config file '{config_path}': not valid YAML ({yaml_where(e)})"
+        ) from None
+    for item in overrides:  # one at a time, so that an error names its override
+        try:
+            raw = apply_overrides(raw, [item])
+        except yaml.YAMLError as e:
+            raise ConfigError(
+                f"command line override '{item}': value is not valid YAML ({yaml_where(e)})"
+            ) from None
+    name = method or raw.get("method")
+    if not name:
+        raise ConfigError(f"config '{config_path}': missing the top-level 'method:' key")
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"config '{config_path}': field 'method': expected a name, found {name!r}"
+        )
+    try:
+        module = get_method(name)
+    except ValueError as e:
+        raise ConfigError(f"config '{config_path}': field 'method': {e}") from None
+    config = validate_config(module.Config, {**raw, "method": name}, str(config_path), overrides)
+    return module, config
+
+
+def one_line(error: ValidationError) -> str:
+    """The first problem of a pydantic error on one line: ``field 'a.b': message (found x)``."""
+    first = _first(error)
+    where = ".".join(str(p) for p in first["loc"]) or "<top level>"
+    found = "" if first["type"] == "missing" else f" (found {_short(first['input'])})"
+    more = f"; and {error.error_count() - 1} more" if error.error_count() > 1 else ""
+    return f"field '{where}': {first['msg']}{found}{more}"
+
+
+def _first(error: ValidationError) -> dict:
+    # an unknown key first: a misspelt key also makes the real one "missing"
+    errors = error.errors()
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def yaml_where(error: yaml.YAMLError) -> str:
+    """``line L, column C: problem`` of a YAML parse error (1-based, as editors count)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or type(error).__name__
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def run_config(
+    config_path: str | None,
+    overrides: list[str],
+    out: str | Path | None,
+    method: str | None = None,
+    announce: bool = True,
+) -> dict:
+    """Load a recipe config (its ``method:`` key picks the recipe), run it, return its metrics.
+
+    A run that raises leaves no folder behind when it had created the folder and written nothing
+    but its ``config.yaml``; otherwise (partial outputs a rerun can resume from) the folder stays
+    and gets a ``FAILED`` file with the reason, removed again by the next successful run.
+    """
+    module, config = load_run_config(config_path, overrides, method)
+    name = getattr(config, "method", None) or method
+    out_dir = Path(out) if out else default_out(str(name), config_path)
+    if announce:
+        from rich.console import Console
+
+        Console().print(f"[bold]robopref {name}[/bold] -> {out_dir}")
+    existed = out_dir.exists()
+    try:
+        metrics = module.run(config, out_dir)
+    except BaseException as e:
+        _after_failure(out_dir, existed, e)
+        raise
+    (out_dir / FAILED_FILE).unlink(missing_ok=True)
+    return metrics
+
+
+def _after_failure(out_dir: Path, existed: bool, error: BaseException) -> None:
+    if not out_dir.is_dir():
+        return
+    left = {p.name for p in out_dir.iterdir()}
+    if not existed and left <= {"config.yaml"}:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
+    reason = (
+        f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
+    )
+    try:
+        (out_dir / FAILED_FILE).write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {reason}\n")
+    except OSError:
+        pass  # a full disk must not hide the original error

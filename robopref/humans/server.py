@@ -525,12 +525,7 @@ def serve(
         dataset_path, host, port, k, num_queries, segment_length, seed, image_key, fps,
         labeller, overwrite, verbose, allow_remote,
     )  # fmt: skip
-    p = server.session.progress()
-    print(
-        f"Labelling {server.session.path}: {p['answered']} / {p['total']} answered, K={p['k']}. "
-        f"Open {server.url} (Ctrl-C to stop)",
-        flush=True,
-    )
+    # the warning first: whoever reads the URL line has been warned already
     if server.remote:
         bar = "!" * 78
         print(
@@ -541,6 +536,12 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
+    p = server.session.progress()
+    print(
+        f"Labelling {server.session.path}: {p['answered']} / {p['total']} answered, K={p['k']}. "
+        f"Open {server.url} (Ctrl-C to stop)",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

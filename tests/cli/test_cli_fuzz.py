@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 import pytest
 from cli_factory import ROOT, tiny_dataset, tiny_file
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from robopref.cli import main

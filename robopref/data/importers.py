@@ -324,8 +324,14 @@ def import_lerobot(
     decode_videos: bool = True,
     task: str | None = None,
     tolerance_s: float = 1e-4,
+    state_keys: Sequence[str] | None = None,
+    image_keys: Sequence[str] | None = None,
 ) -> TrajectoryDataset:
-    """Read a LeRobot dataset (format v2.0 / v2.1) from a local folder.
+    """Read a LeRobot dataset (format v2.0, v2.1 or v3.0) from a local folder.
+
+    v3.0 (written by LeRobot 0.4 and later: many episodes per parquet and video file) is read
+    by :mod:`robopref.data.lerobot`, streaming the chunk files; the arguments and the result
+    are the same.
 
     Layout read::
 
@@ -347,8 +353,9 @@ def import_lerobot(
 
     Args:
         root: the dataset folder (the one holding ``meta/``).
-        obs_keys: feature names to import as observations (default: every ``observation.*``
-            feature; video features are skipped when ``decode_videos`` is False).
+        obs_keys: feature names to import as observations, with or without the
+            ``observation.`` prefix (default: every ``observation.*`` feature; video features
+            are skipped when ``decode_videos`` is False).
         reward_key: per-frame reward column; if missing (or None) rewards are zero and
             ``metadata["rewards_recorded"]`` is False.
         action_key: the action column.
@@ -357,6 +364,9 @@ def import_lerobot(
         task: task name of every trajectory (default: the episode's LeRobot task string, which
             is also its ``instruction``).
         tolerance_s: largest allowed gap between a row's timestamp and its video frame.
+        state_keys: low-dim features concatenated (in this order) into ``"state"``.
+        image_keys: image/video features to import (default: all of them when ``obs_keys``
+            is None, else none beyond ``obs_keys``).
 
     Returns:
         One trajectory per episode (``dones`` from ``next.done`` else only the last step,
@@ -368,23 +378,32 @@ def import_lerobot(
         DataValidationError: naming the file, the field (column) and the expected vs found
             shape; ImportError when pyarrow (or av, for videos) is not installed.
     """
+    from robopref.data.lerobot import fold_state, import_lerobot_v3, read_info, select_keys
+
     root = Path(root)
     info_path = root / "meta" / "info.json"
-    if not info_path.is_file():
-        _fail(
-            root,
-            "meta/info.json",
-            "a LeRobot dataset folder holding meta/info.json",
-            "nothing (missing)",
-        )
-    try:
-        info = json.loads(info_path.read_text())
-    except ValueError as e:
-        _fail(info_path, "/", "a JSON object", f"invalid JSON ({e})")
+    info = read_info(root)
     version = str(info.get("codebase_version", ""))
-    if not version.startswith("v2."):
+    if version == "v3.0":
+        return import_lerobot_v3(
+            root,
+            info,
+            obs_keys=obs_keys,
+            reward_key=reward_key,
+            action_key=action_key,
+            episodes=episodes,
+            decode_videos=decode_videos,
+            task=task,
+            tolerance_s=tolerance_s,
+            state_keys=state_keys,
+            image_keys=image_keys,
+        )
+    if version not in ("v2.0", "v2.1"):
         _fail(
-            info_path, "codebase_version", "'v2.0' or 'v2.1' (LeRobot v2.x layout)", repr(version)
+            info_path,
+            "codebase_version",
+            "'v2.0', 'v2.1' or 'v3.0' (the LeRobot layouts robopref reads)",
+            repr(version),
         )
     for name in ("fps", "features", "data_path"):
         if name not in info:
@@ -399,28 +418,9 @@ def import_lerobot(
             "the action feature",
             f"features {sorted(features)}",
         )
-    if obs_keys is None:
-        obs_keys = [
-            k
-            for k, v in features.items()
-            if k.startswith("observation.") and (decode_videos or v.get("dtype") != "video")
-        ]
-    for k in obs_keys:
-        if k not in features:
-            _fail(
-                info_path,
-                f"features['{k}']",
-                f"an observation feature (available: {sorted(features)})",
-                "nothing (missing)",
-            )
-    names = [_obs_name(k) for k in obs_keys]
-    if len(set(names)) != len(names) or any("/" in n or not n for n in names):
-        _fail(
-            info_path,
-            "features",
-            "observation names unique after the 'observation.' prefix, without '/'",
-            str(names),
-        )
+    keys = select_keys(features, info_path, obs_keys, state_keys, image_keys, decode_videos)
+    obs_keys = keys.features
+    names = obs_keys  # observations are keyed by feature name until fold_state
     if reward_key is not None and reward_key not in features:
         if reward_key != "next.reward":  # only the default may be absent
             _fail(
@@ -557,6 +557,7 @@ def import_lerobot(
             instruction = task_names.get(ti, "")
         if not instruction and meta_eps[e].get("tasks"):
             instruction = str(meta_eps[e]["tasks"][0])
+        obs = fold_state(obs, keys)
         observations = obs["state"] if list(obs) == ["state"] else obs
         trajectories.append(
             Trajectory(
@@ -577,8 +578,11 @@ def import_lerobot(
         "fps": fps,
         "robot_type": info.get("robot_type"),
         "codebase_version": version,
-        "obs_features": dict(zip(names, obs_keys)),
+        "obs_features": {name: k for k, name in keys.obs.items()}
+        | ({"state": "+".join(keys.state)} if keys.state else {}),
     }
+    if keys.state:
+        metadata["state_keys"] = list(keys.state)
     if reward_key is None:
         metadata["rewards_recorded"] = False
     splits = _lerobot_splits(info.get("splits", {}), info_path)

@@ -625,8 +625,49 @@ class LeRobotV3Reader:
 
 
 def import_lerobot_v3(root: Path, info: dict[str, Any], **kwargs: Any) -> TrajectoryDataset:
-    """Every selected episode of a v3.0 folder in memory (see :class:`LeRobotV3Reader`)."""
+    """Every selected episode of a v3.0 folder in memory (see :class:`LeRobotV3Reader`).
+
+    A folder written by ``robopref export --format lerobot`` comes back as it was exported:
+    its preference table (``meta/robopref_preferences.parquet``) becomes ``queries`` (when
+    every episode is read) and ``meta/robopref.json`` restores observation names, tasks and
+    metadata.
+    """
     reader = LeRobotV3Reader.open(root, info, **kwargs)
-    out = TrajectoryDataset(list(reader), None, reader.metadata)
+    trajectories = list(reader)
+    metadata = reader.metadata
+    queries = None
+    side = root / "meta" / "robopref.json"
+    if side.is_file():
+        try:
+            extra = json.loads(side.read_text())
+            episodes = extra["episodes"]
+            names = extra["observations"]
+        except (ValueError, KeyError, TypeError) as e:
+            _fail(
+                side, "/", "robopref's export metadata (dataset, episodes, observations)", repr(e)
+            )
+        for t in trajectories:
+            e = t.metadata["episode_index"]
+            if isinstance(t.observations, dict):
+                t.observations = {
+                    names.get(f"observation.{k}", names.get(k, k)): v
+                    for k, v in t.observations.items()
+                }
+                if extra.get("array_observations") and list(t.observations) == ["state"]:
+                    t.observations = t.observations["state"]
+            if e < len(episodes) and kwargs.get("task") is None:
+                t.task = str(episodes[e].get("task", t.task))
+            if e < len(episodes):
+                t.metadata = dict(episodes[e].get("metadata", {}), episode_index=e)
+        exported = extra.get("dataset", {})
+        metadata = {**exported, **metadata}
+        if "filter_keys" in exported:  # robopref's own filter keys, not the splits written
+            metadata["filter_keys"] = exported["filter_keys"]
+        prefs = root / "meta" / "robopref_preferences.parquet"
+        if prefs.is_file() and kwargs.get("episodes") is None:
+            from robopref.data.exporters import read_preferences
+
+            queries = read_preferences(prefs)
+    out = TrajectoryDataset(trajectories, queries, metadata)
     out.validate(str(root))
     return out

@@ -671,3 +671,61 @@ def import_lerobot_v3(root: Path, info: dict[str, Any], **kwargs: Any) -> Trajec
     out = TrajectoryDataset(trajectories, queries, metadata)
     out.validate(str(root))
     return out
+
+
+def stream_v3_to_file(root: Path, info: dict[str, Any], out: Path, **kwargs: Any) -> dict[str, Any]:
+    """Stream the episodes of a v3.0 folder into robopref's HDF5 file ``out`` (same layout as
+    :func:`robopref.data.save_dataset`), one episode in memory at a time. Each episode is
+    checked against the first (keys, per-step shapes, finite values) before it is written;
+    on any error the temporary file is removed and ``out`` is untouched."""
+    import h5py
+
+    from robopref.data import hdf5
+    from robopref.data.importers import split_episodes
+    from robopref.utils import atomic_path
+
+    filter_key = kwargs.pop("filter_key", None)
+    if filter_key is not None:
+        kwargs["episodes"] = split_episodes(
+            info, root / "meta" / "info.json", filter_key, kwargs.get("episodes")
+        )
+    reader = LeRobotV3Reader.open(root, info, **kwargs)
+    source = str(root)
+    frames, first, tasks = 0, None, set()
+    with atomic_path(out) as tmp, h5py.File(tmp, "w", libver=hdf5._LIBVER) as f:
+        f.attrs[hdf5._FORMAT_ATTR] = hdf5.FORMAT_VERSION
+        data = f.create_group("data")
+        for i, t in enumerate(reader):
+            TrajectoryDataset([t] if first is None else [first, t]).validate(
+                f"{source}: episode {t.metadata['episode_index']}"
+            )
+            if first is None:
+                first = t
+            tasks.add(t.task)
+            meta = hdf5._dumps(t.metadata, f"{source}: trajectory {i}: metadata")
+            hdf5._write_demo(data.create_group(f"demo_{i}"), t, meta, "gzip")
+            frames += len(t)
+        n = len(reader)
+        metadata = dict(reader.metadata)
+        filter_keys = metadata.get("filter_keys") or {}
+        data.attrs["total"] = frames
+        env_args = {
+            "env_name": next(iter(tasks)) if len(tasks) == 1 else "",
+            "type": hdf5._GYM_ENV_TYPE,
+            "env_kwargs": {},
+        }
+        data.attrs["env_args"] = hdf5._dumps(env_args, f"{source}: env_args")
+        data.attrs["robopref_metadata"] = hdf5._dumps(metadata, f"{source}: metadata")
+        if filter_keys:
+            mask = f.create_group("mask")
+            for name, idx in filter_keys.items():
+                mask.create_dataset(name, data=np.array([f"demo_{j}" for j in idx], dtype="S"))
+    obs = {}
+    if first is not None:
+        o = (
+            first.observations
+            if isinstance(first.observations, dict)
+            else {"state": first.observations}
+        )
+        obs = {k: tuple(v.shape[1:]) for k, v in o.items()}
+    return {"episodes": n, "frames": frames, "observations": obs}

@@ -266,3 +266,28 @@ def test_export_robomimic_writes_next_obs(tmp_path, _cli):
     back = import_robomimic(tmp_path / "r.hdf5")
     np.testing.assert_array_equal(back[3].state, ds[3].state)
     assert load_dataset(tmp_path / "r.hdf5").queries is not None
+
+
+def test_robomimic_sequence_dataset_loads_the_export_with_its_defaults(tmp_path, _cli):
+    pytest.importorskip("robomimic", reason="robomimic not installed (extra 'robomimic')")
+    import robomimic.utils.obs_utils as obs_utils
+    from robomimic.utils.dataset import SequenceDataset
+
+    ds = import_lerobot(LEROBOT / "v30_image", image_keys=[])
+    save_dataset(ds, tmp_path / "d.h5")
+    assert _cli("export", str(tmp_path / "d.h5"), str(tmp_path / "r.hdf5"), "--format",
+                "robomimic").returncode == 0  # fmt: skip
+    obs_utils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": ["state"], "rgb": []}})
+    seq = SequenceDataset(
+        hdf5_path=str(tmp_path / "r.hdf5"),
+        obs_keys=("state",),
+        dataset_keys=("actions", "rewards", "dones"),
+        seq_length=3,
+    )  # default load_next_obs=True: robopref's plain file lacks next_obs (KeyError)
+    assert len(seq) == sum(LENGTHS)
+    # robomimic's index k is (demo, step) in demo order; check demo 1, step 2
+    item = seq[LENGTHS[0] + 2]
+    d = _episode(1)
+    np.testing.assert_array_equal(item["obs"]["state"][0], d["state"][2])
+    np.testing.assert_array_equal(item["next_obs"]["state"][0], d["state"][3])
+    np.testing.assert_array_equal(item["actions"], d["action"][2:5])

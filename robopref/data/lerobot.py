@@ -41,8 +41,10 @@ import numpy as np
 
 from robopref.data.trajectory import DataValidationError, Trajectory, TrajectoryDataset
 
-# Rows per parquet record batch read at a time (bounded memory; large enough to be fast).
+# Rows per parquet record batch read at a time: about _BATCH_BYTES of uncompressed columns,
+# between 64 and _BATCH_ROWS rows (bounded memory; large enough to be fast).
 _BATCH_ROWS = 65536
+_BATCH_BYTES = 8 * 2**20
 
 
 def _fail(src: Any, where: str, expected: str, found: str) -> None:
@@ -495,7 +497,12 @@ class LeRobotV3Reader:
                     _fail(file, c, "a column (a feature of info.json)", f"columns {names}")
             wanted = {e.index: e for e in eps}
             pending: dict[int, list[Any]] = {}
-            for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns):
+            meta = pf.metadata
+            row_bytes = sum(
+                meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)
+            ) / max(meta.num_rows, 1)
+            rows = int(min(_BATCH_ROWS, max(64, _BATCH_BYTES // max(row_bytes, 1))))
+            for batch in pf.iter_batches(batch_size=rows, columns=columns, use_threads=False):
                 ei = batch.column("episode_index").to_numpy(zero_copy_only=False)
                 # rows of one episode are contiguous: split the batch at changes of episode
                 starts = np.flatnonzero(np.r_[True, ei[1:] != ei[:-1]])

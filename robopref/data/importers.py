@@ -514,7 +514,8 @@ def import_lerobot(
         file = root / info["data_path"].format(episode_chunk=chunk, episode_index=e)
         if not file.is_file():
             _fail(file, "/", f"the parquet file of episode {e}", "nothing (missing)")
-        table = pq.read_table(file)
+        # ParquetFile.read: no dataset discovery and no thread pool for a one-episode file
+        table = pq.ParquetFile(file).read(use_threads=False)
         T = table.num_rows
         length = meta_eps[e].get("length")
         if length is not None and int(length) != T:

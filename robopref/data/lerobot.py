@@ -640,7 +640,8 @@ def import_lerobot_v3(root: Path, info: dict[str, Any], **kwargs: Any) -> Trajec
     metadata.
     """
     reader = LeRobotV3Reader.open(root, info, **kwargs)
-    trajectories = list(reader)
+    # in episode order (the order of metadata["filter_keys"]), whatever the files' order
+    trajectories = sorted(reader, key=lambda t: t.metadata["episode_index"])
     metadata = reader.metadata
     queries = None
     side = root / "meta" / "robopref.json"
@@ -698,7 +699,7 @@ def stream_v3_to_file(root: Path, info: dict[str, Any], out: Path, **kwargs: Any
         )
     reader = LeRobotV3Reader.open(root, info, **kwargs)
     source = str(root)
-    frames, first, tasks = 0, None, set()
+    frames, first, tasks, order = 0, None, set(), []
     with atomic_path(out) as tmp, h5py.File(tmp, "w", libver=hdf5._LIBVER) as f:
         f.attrs[hdf5._FORMAT_ATTR] = hdf5.FORMAT_VERSION
         data = f.create_group("data")
@@ -709,12 +710,21 @@ def stream_v3_to_file(root: Path, info: dict[str, Any], out: Path, **kwargs: Any
             if first is None:
                 first = t
             tasks.add(t.task)
+            order.append(t.metadata["episode_index"])
             meta = hdf5._dumps(t.metadata, f"{source}: trajectory {i}: metadata")
             hdf5._write_demo(data.create_group(f"demo_{i}"), t, meta, "gzip")
             frames += len(t)
         n = len(reader)
         metadata = dict(reader.metadata)
-        filter_keys = metadata.get("filter_keys") or {}
+        # filter keys are positions among the sorted episodes; demos are in the files' order
+        sorted_eps = list(reader.episodes)
+        written = {e: i for i, e in enumerate(order)}
+        filter_keys = {
+            name: sorted(written[sorted_eps[j]] for j in idx)
+            for name, idx in (metadata.get("filter_keys") or {}).items()
+        }
+        if filter_keys:
+            metadata["filter_keys"] = filter_keys
         data.attrs["total"] = frames
         env_args = {
             "env_name": next(iter(tasks)) if len(tasks) == 1 else "",

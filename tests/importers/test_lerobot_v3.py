@@ -214,6 +214,9 @@ def test_cli_import_streams_v3_and_equals_import_lerobot(tmp_path, _cli):
         np.testing.assert_array_equal(a.rewards, b.rewards)
         assert a.task == b.task
     assert back.metadata["filter_keys"] == {"train": [0, 1, 2, 3]}
+    r = _cli("import", str(LEROBOT / "v30_image"), str(tmp_path / "b.h5"), "--filter-key",
+             "train", "--state-keys", "state,next.reward", "--image-keys", "none")  # fmt: skip
+    assert r.returncode == 0 and "4 episodes, 27 frames; observations state [5]" in r.stdout
     r = _cli("info", str(LEROBOT / "v30_video"))
     assert r.returncode == 0 and f"{CAM}  [64, 64, 3] video (image)" in r.stdout
 

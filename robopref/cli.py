@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image-keys",
         default=None,
-        help="comma-separated image/video keys to import ('none' for none; default all)",
+        help="comma-separated image/video keys to import ('none' for none; default: all, "
+        "or only those in --obs-keys when that is given)",
     )
     p.add_argument(
         "--filter-key", default=None, help="robomimic mask or LeRobot split to import, e.g. train"

@@ -298,7 +298,9 @@ def _write_lerobot(
     (root / "meta/info.json").write_text(json.dumps(info, indent=4))
     meta = {
         "dataset": dataset.metadata,
-        "episodes": [{"task": t.task, "metadata": t.metadata} for t in dataset],
+        "episodes": [
+            {"task": t.task, "instruction": t.instruction, "metadata": t.metadata} for t in dataset
+        ],
         "observations": {n: f[4:] for n, (f, _) in features.items() if f.startswith("obs/")},
         "array_observations": not isinstance(dataset[0].observations, dict),
     }

@@ -665,6 +665,7 @@ def import_lerobot_v3(root: Path, info: dict[str, Any], **kwargs: Any) -> Trajec
                     t.observations = t.observations["state"]
             if e < len(episodes) and kwargs.get("task") is None:
                 t.task = str(episodes[e].get("task", t.task))
+                t.instruction = str(episodes[e].get("instruction", t.instruction))
             if e < len(episodes):
                 t.metadata = dict(episodes[e].get("metadata", {}), episode_index=e)
         exported = extra.get("dataset", {})

@@ -341,3 +341,38 @@ def test_v3_import_memory_stays_bounded(tmp_path):
     print(f"peak RSS grew {grew_mb:.0f} MB importing {data_mb:.0f} MB of state")
     assert grew_mb < data_mb / 4, (grew_mb, data_mb)
     assert load_dataset(tmp_path / "big.h5")[59].state.shape == (T, dim)
+
+
+def test_export_of_simulated_float64_array_data_round_trips(tmp_path):
+    from robopref.data import Trajectory, TrajectoryDataset
+    from robopref.data.exporters import export_lerobot
+
+    rng = np.random.default_rng(0)
+    ds = TrajectoryDataset(
+        [
+            Trajectory(
+                rng.normal(size=(8 + e, 39)),
+                rng.uniform(-1, 1, (8 + e, 4)),
+                rng.normal(size=8 + e),  # float64 rewards: stored as float64
+                successes=np.arange(8 + e) >= 6,
+                task="button-press-v3",
+                metadata={"seed": e},
+            )
+            for e in range(3)
+        ],
+        metadata={"filter_keys": {"train": [0, 2], "valid": [1]}},
+    )
+    export_lerobot(ds, tmp_path / "exp", fps=80)
+    back = import_lerobot(tmp_path / "exp")
+    assert back.metadata["filter_keys"] == {"train": [0, 2], "valid": [1]}
+    assert back.metadata["fps"] == 80.0 and back.queries is None
+    for a, b in zip(ds, back, strict=True):
+        assert isinstance(b.observations, np.ndarray) and b.observations.dtype == np.float64
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+        np.testing.assert_array_equal(a.successes, b.successes)
+        assert (b.task, b.instruction) == ("button-press-v3", "")  # as they were
+        assert b.metadata["seed"] == a.metadata["seed"]
+    with pytest.raises(DataValidationError, match="expected a new folder"):
+        export_lerobot(ds, tmp_path / "exp")

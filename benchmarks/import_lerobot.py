@@ -9,6 +9,10 @@ episode, episode metadata in parquet), v2.1 with one parquet file per episode an
 meta/episodes.jsonl (LeRobot 0.3's layout, written with pyarrow). Then it times, in-process,
 ``import_lerobot`` (to memory) and ``import_to_file`` (what ``robopref import`` runs; for
 v3.0 it streams episode by episode into HDF5). Best of --repeat runs.
+
+With ``--video DIR`` it also times the import of a v3.0 video dataset recorded by LeRobot
+(``python tests/fixtures/make_lerobot_fixtures.py bench-video DIR`` in lerobot's venv, which
+prints LeRobot's own decode time of the same frames).
 """
 
 from __future__ import annotations
@@ -113,7 +117,13 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--video", type=Path, default=None, help="a v3.0 video dataset folder")
     a = p.parse_args()
+    if a.video is not None:
+        n = sum(len(t) for t in import_lerobot(a.video))
+        dt = best(lambda: import_lerobot(a.video), a.repeat)
+        print(f"video {a.video}: {n} frames (state, action, one camera) in {dt:.2f} s "
+              f"({n / dt:,.0f} frames/s)")  # fmt: skip
     ds = make(a.episodes, a.frames)
     frames = a.episodes * a.frames
     with tempfile.TemporaryDirectory() as tmp:

@@ -182,6 +182,10 @@ def test_bad_v3_input_is_one_line_error_and_nothing_written(v3copy, tmp_path, _c
         r"shorter than its timestamps \(last frame at 1.1000 s\)",
     ):
         import_lerobot(v3copy, episodes=[1])
+    r = _cli("import", str(v3copy), str(out))  # streaming: episode 0 was written, then this
+    assert r.returncode == 2 and "shorter than its timestamps" in r.stderr
+    assert r.stderr.count("\n") == 1
+    assert not out.exists() and not list(tmp_path.glob(".out.h5*.tmp"))
     # a missing video file
     (video / "file-001.mp4").unlink()
     with pytest.raises(

@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[dev]'
+	# robomimic for the SequenceDataset test of our robomimic export; --no-deps: its declared
+	# dependencies pull a PyPI torchvision that does not import beside the CPU torch above
+	$(PY) -m pip install -q --no-deps robomimic==0.3.0 six termcolor
 	touch $(STAMP)
 
 setup: $(STAMP)

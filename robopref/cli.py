@@ -4,7 +4,8 @@
     robopref label FILE [--config F] [--overwrite | --append] [key=value ...]
                                                          label it with a simulated teacher
     robopref info FILE                                   what is in a dataset
-    robopref import SRC OUT.h5                           import robomimic / LeRobot data
+    robopref import SRC OUT.h5 [--state-keys a,b ...]    import robomimic / LeRobot (v2, v3.0) data
+    robopref export FILE OUT --format lerobot|robomimic  export a dataset and its labels
     robopref label-ui FILE [--port P --k K ...]          label queries yourself in the browser
     robopref run CONFIG [key=value ...] [--out DIR]      run a recipe (method: pearl | lm | collect ...)
     robopref lm --config F [key=value ...]               preference fine-tuning of a language policy
@@ -84,15 +85,45 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    import h5py
+
     from robopref.data import load_dataset
+    from robopref.data.importers import describe_source
     from robopref.data.summary import summarize
 
+    path = Path(args.file)
+    robopref_file = path.is_file() and h5py.is_hdf5(path)
+    if robopref_file:
+        with h5py.File(path, "r") as f:
+            robopref_file = "robopref_format_version" in f.attrs
+    source = describe_source(path)  # the keys a user can pass to `robopref import`
+    if not robopref_file:
+        if args.json:
+            print(json.dumps(source, indent=2))
+        else:
+            _print_source(source)
+        return 0
     summary = summarize(load_dataset(args.file))
     if args.json:
-        print(json.dumps(summary, indent=2, default=float))
+        print(json.dumps({**summary, "keys": source}, indent=2, default=float))
     else:
         _print_summary(summary)
+        _print_source(source)
     return 0
+
+
+def _print_source(source: dict) -> None:
+    print(
+        f"{source['source']}: {source['format']}"
+        + (f" {source['codebase_version']}" if source.get("codebase_version") else "")
+        + f", {source.get('episodes')} episodes"
+    )
+    print("observation keys (--obs-keys, --state-keys, --image-keys):")
+    for k, v in source["observations"].items():
+        print(f"  {k}  {v}")
+    print("other keys: " + ", ".join(f"{k} {v}" for k, v in source["other"].items()))
+    if source.get("filter_keys"):
+        print("filter keys (--filter-key): " + ", ".join(source["filter_keys"]))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -115,10 +146,15 @@ def _raised_in_h5py(e: BaseException) -> bool:
     return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith("h5py")
 
 
+def _keys(text: str | None) -> list[str] | None:
+    """``"a,b"`` -> ``["a", "b"]``; ``"none"`` -> ``[]``; None stays None."""
+    if text is None:
+        return None
+    return [] if text.strip().lower() == "none" else [k for k in text.split(",") if k.strip()]
+
+
 def cmd_import(args: argparse.Namespace) -> int:
-    from robopref.data import import_dataset, save_dataset
-    from robopref.data.locks import writer_lock
-    from robopref.data.summary import summarize
+    from robopref.data.importers import import_to_file
 
     _check_output_file(args.out, "OUT")
     source, out = Path(args.source), Path(args.out)
@@ -127,21 +163,45 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"{args.out}: OUT: expected a new file, found the source file {args.source} itself "
             f"(writing it would replace the data being read); nothing was written"
         )
-    with writer_lock(args.out, what="import into it"):
-        try:
-            dataset = import_dataset(args.source, format=args.format)
-        except (OSError, KeyError, RuntimeError, ValueError) as e:
-            # h5py reports a truncated or corrupt file as OSError, or as KeyError/RuntimeError
-            # raised inside h5py (bad checksums); the same types raised elsewhere are bugs
-            if not (isinstance(e, OSError) or _raised_in_h5py(e)):
-                raise
-            raise DataValidationError(
-                f"{args.source}: expected a readable robomimic HDF5 file or LeRobot folder, found "
-                f"one that cannot be read (truncated or corrupt? {type(e).__name__}: {e})"
-            ) from e
-        save_dataset(dataset, args.out)
-    _print_summary(summarize(dataset))
-    _console().print(f"wrote {args.out}")
+    kwargs = {}
+    for name in ("obs_keys", "state_keys", "image_keys"):
+        keys = _keys(getattr(args, name))
+        if keys is not None:
+            kwargs[name] = [k.strip() for k in keys]
+    if args.filter_key is not None:
+        kwargs["filter_key"] = args.filter_key
+    if args.task is not None:
+        kwargs["task"] = args.task
+    try:
+        result = import_to_file(args.source, args.out, format=args.format, **kwargs)
+    except (OSError, KeyError, RuntimeError, ValueError) as e:
+        # h5py reports a truncated or corrupt file as OSError, or as KeyError/RuntimeError
+        # raised inside h5py (bad checksums); the same types raised elsewhere are bugs
+        if isinstance(e, DataValidationError) or not (isinstance(e, OSError) or _raised_in_h5py(e)):
+            raise
+        raise DataValidationError(
+            f"{args.source}: expected a readable robomimic HDF5 file or LeRobot folder, found "
+            f"one that cannot be read (truncated or corrupt? {type(e).__name__}: {e})"
+        ) from e
+    obs = ", ".join(f"{k} {list(v)}" for k, v in result["observations"].items())
+    print(
+        f"wrote {args.out}: {result['episodes']} episodes, {result['frames']} frames; "
+        f"observations {obs}"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from robopref.data import load_dataset
+    from robopref.data.exporters import export_lerobot, export_robomimic
+
+    dataset = load_dataset(args.dataset)
+    if args.format == "lerobot":
+        export_lerobot(dataset, args.out, fps=args.fps, robot_type=args.robot_type)
+    else:
+        export_robomimic(dataset, args.out)
+    n_q = 0 if dataset.queries is None else len(dataset.queries.traj_index)
+    print(f"wrote {args.out} ({args.format}): {len(dataset)} episodes, {n_q} preference queries")
     return 0
 
 
@@ -221,10 +281,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("import", help="import a robomimic HDF5 file or a LeRobot folder")
-    p.add_argument("source")
+    p.add_argument("source", help="robomimic .hdf5 file or LeRobot folder (v2.0, v2.1, v3.0)")
     p.add_argument("out", help="output HDF5 file (robopref/robomimic layout)")
     p.add_argument("--format", default="auto", choices=["auto", "robomimic", "lerobot"])
+    p.add_argument(
+        "--state-keys",
+        default=None,
+        help="comma-separated low-dim keys concatenated into 'state' (what reward models "
+        "read), e.g. robot0_eef_pos,robot0_eef_quat,object",
+    )
+    p.add_argument(
+        "--obs-keys", default=None, help="comma-separated observation keys kept as they are"
+    )
+    p.add_argument(
+        "--image-keys",
+        default=None,
+        help="comma-separated image/video keys to import ('none' for none; default: all, "
+        "or only those in --obs-keys when that is given)",
+    )
+    p.add_argument(
+        "--filter-key", default=None, help="robomimic mask or LeRobot split to import, e.g. train"
+    )
+    p.add_argument("--task", default=None, help="task name of every trajectory")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser(
+        "export", help="export a robopref dataset (and its labels) to LeRobot or robomimic"
+    )
+    p.add_argument("dataset", help="robopref HDF5 file")
+    p.add_argument("out", help="output: a new LeRobot folder, or a robomimic .hdf5 file")
+    p.add_argument("--format", required=True, choices=["lerobot", "robomimic"])
+    p.add_argument(
+        "--fps", type=float, default=None, help="LeRobot fps (default: the dataset's, else 10)"
+    )
+    p.add_argument("--robot-type", default=None, help="LeRobot robot_type")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "label-ui",

@@ -65,6 +65,7 @@ def import_robomimic(
     filter_key: str | None = None,
     state_keys: Sequence[str] | None = None,
     task: str | None = None,
+    image_keys: Sequence[str] | None = None,
 ) -> TrajectoryDataset:
     """Read a robomimic HDF5 dataset (h5py only; robomimic itself is not needed).
 
@@ -92,6 +93,8 @@ def import_robomimic(
             ``[T, sum of dims]`` (what the reward models read), replacing those keys. They need
             not be in ``obs_keys``.
         task: task name of every trajectory (default ``env_args["env_name"]``).
+        image_keys: image observations (uint8 ``[T, H, W, C]``) to import; with ``obs_keys``
+            None the low-dim keys are imported too. Default: as ``obs_keys`` says.
 
     Returns:
         A dataset with dict observations (array observations when ``"state"`` is the only
@@ -142,6 +145,8 @@ def import_robomimic(
             demos = [n for n in all_demos if n in chosen]
         else:
             demos = all_demos
+        if image_keys is not None:
+            obs_keys = _with_image_keys(f, src, all_demos, obs_keys, image_keys)
         task_name = str(env_args.get("env_name", "")) if task is None else task
         trajectories = [
             _robomimic_demo(data[n], f"data/{n}", src, obs_keys, reward_key, state_keys, task_name)
@@ -168,6 +173,38 @@ def import_robomimic(
     out = TrajectoryDataset(trajectories, None, metadata)
     out.validate(src)
     return out
+
+
+def _with_image_keys(
+    f: h5py.File,
+    src: str,
+    demos: list[str],
+    obs_keys: Sequence[str] | None,
+    image_keys: Sequence[str],
+) -> list[str]:
+    """``obs_keys`` (default: the low-dim keys of the first demo) plus ``image_keys``, each
+    checked to be a uint8 ``[T, H, W, C]`` observation of the first demo."""
+    if not demos:
+        return list(obs_keys or []) + list(image_keys)
+    obs_g = f[f"data/{demos[0]}"].get("obs")
+    if not isinstance(obs_g, h5py.Group):
+        _fail(src, f"data/{demos[0]}/obs", "a group of observation datasets", _shape(obs_g))
+
+    def is_image(k: str) -> bool:
+        d = obs_g[k]
+        return isinstance(d, h5py.Dataset) and d.dtype == np.uint8 and d.ndim == 4
+
+    for k in image_keys:
+        if k not in obs_g or not is_image(k):
+            _fail(
+                src,
+                f"data/{demos[0]}/obs/{k}",
+                f"an image observation uint8 [T, H, W, C] (images: "
+                f"{sorted(n for n in obs_g if is_image(n))})",
+                _shape(obs_g.get(k)),
+            )
+    base = list(obs_keys) if obs_keys is not None else [k for k in obs_g if not is_image(k)]
+    return list(dict.fromkeys([*base, *image_keys]))
 
 
 def _robomimic_masks(f: h5py.File, src: str, demos: set[str]) -> dict[str, list[str]]:
@@ -324,8 +361,15 @@ def import_lerobot(
     decode_videos: bool = True,
     task: str | None = None,
     tolerance_s: float = 1e-4,
+    state_keys: Sequence[str] | None = None,
+    image_keys: Sequence[str] | None = None,
+    filter_key: str | None = None,
 ) -> TrajectoryDataset:
-    """Read a LeRobot dataset (format v2.0 / v2.1) from a local folder.
+    """Read a LeRobot dataset (format v2.0, v2.1 or v3.0) from a local folder.
+
+    v3.0 (written by LeRobot 0.4 and later: many episodes per parquet and video file) is read
+    by :mod:`robopref.data.lerobot`, streaming the chunk files; the arguments and the result
+    are the same.
 
     Layout read::
 
@@ -347,8 +391,9 @@ def import_lerobot(
 
     Args:
         root: the dataset folder (the one holding ``meta/``).
-        obs_keys: feature names to import as observations (default: every ``observation.*``
-            feature; video features are skipped when ``decode_videos`` is False).
+        obs_keys: feature names to import as observations, with or without the
+            ``observation.`` prefix (default: every ``observation.*`` feature; video features
+            are skipped when ``decode_videos`` is False).
         reward_key: per-frame reward column; if missing (or None) rewards are zero and
             ``metadata["rewards_recorded"]`` is False.
         action_key: the action column.
@@ -357,6 +402,10 @@ def import_lerobot(
         task: task name of every trajectory (default: the episode's LeRobot task string, which
             is also its ``instruction``).
         tolerance_s: largest allowed gap between a row's timestamp and its video frame.
+        state_keys: low-dim features concatenated (in this order) into ``"state"``.
+        image_keys: image/video features to import (default: all of them when ``obs_keys``
+            is None, else none beyond ``obs_keys``).
+        filter_key: import only the episodes of this split of ``info.json`` ``splits``.
 
     Returns:
         One trajectory per episode (``dones`` from ``next.done`` else only the last step,
@@ -368,23 +417,34 @@ def import_lerobot(
         DataValidationError: naming the file, the field (column) and the expected vs found
             shape; ImportError when pyarrow (or av, for videos) is not installed.
     """
+    from robopref.data.lerobot import fold_state, import_lerobot_v3, read_info, select_keys
+
     root = Path(root)
     info_path = root / "meta" / "info.json"
-    if not info_path.is_file():
-        _fail(
-            root,
-            "meta/info.json",
-            "a LeRobot dataset folder holding meta/info.json",
-            "nothing (missing)",
-        )
-    try:
-        info = json.loads(info_path.read_text())
-    except ValueError as e:
-        _fail(info_path, "/", "a JSON object", f"invalid JSON ({e})")
+    info = read_info(root)
     version = str(info.get("codebase_version", ""))
-    if not version.startswith("v2."):
+    if filter_key is not None:
+        episodes = split_episodes(info, info_path, filter_key, episodes)
+    if version == "v3.0":
+        return import_lerobot_v3(
+            root,
+            info,
+            obs_keys=obs_keys,
+            reward_key=reward_key,
+            action_key=action_key,
+            episodes=episodes,
+            decode_videos=decode_videos,
+            task=task,
+            tolerance_s=tolerance_s,
+            state_keys=state_keys,
+            image_keys=image_keys,
+        )
+    if version not in ("v2.0", "v2.1"):
         _fail(
-            info_path, "codebase_version", "'v2.0' or 'v2.1' (LeRobot v2.x layout)", repr(version)
+            info_path,
+            "codebase_version",
+            "'v2.0', 'v2.1' or 'v3.0' (the LeRobot layouts robopref reads)",
+            repr(version),
         )
     for name in ("fps", "features", "data_path"):
         if name not in info:
@@ -399,28 +459,9 @@ def import_lerobot(
             "the action feature",
             f"features {sorted(features)}",
         )
-    if obs_keys is None:
-        obs_keys = [
-            k
-            for k, v in features.items()
-            if k.startswith("observation.") and (decode_videos or v.get("dtype") != "video")
-        ]
-    for k in obs_keys:
-        if k not in features:
-            _fail(
-                info_path,
-                f"features['{k}']",
-                f"an observation feature (available: {sorted(features)})",
-                "nothing (missing)",
-            )
-    names = [_obs_name(k) for k in obs_keys]
-    if len(set(names)) != len(names) or any("/" in n or not n for n in names):
-        _fail(
-            info_path,
-            "features",
-            "observation names unique after the 'observation.' prefix, without '/'",
-            str(names),
-        )
+    keys = select_keys(features, info_path, obs_keys, state_keys, image_keys, decode_videos)
+    obs_keys = keys.features
+    names = obs_keys  # observations are keyed by feature name until fold_state
     if reward_key is not None and reward_key not in features:
         if reward_key != "next.reward":  # only the default may be absent
             _fail(
@@ -473,7 +514,8 @@ def import_lerobot(
         file = root / info["data_path"].format(episode_chunk=chunk, episode_index=e)
         if not file.is_file():
             _fail(file, "/", f"the parquet file of episode {e}", "nothing (missing)")
-        table = pq.read_table(file)
+        # ParquetFile.read: no dataset discovery and no thread pool for a one-episode file
+        table = pq.ParquetFile(file).read(use_threads=False)
         T = table.num_rows
         length = meta_eps[e].get("length")
         if length is not None and int(length) != T:
@@ -557,6 +599,7 @@ def import_lerobot(
             instruction = task_names.get(ti, "")
         if not instruction and meta_eps[e].get("tasks"):
             instruction = str(meta_eps[e]["tasks"][0])
+        obs = fold_state(obs, keys)
         observations = obs["state"] if list(obs) == ["state"] else obs
         trajectories.append(
             Trajectory(
@@ -577,8 +620,11 @@ def import_lerobot(
         "fps": fps,
         "robot_type": info.get("robot_type"),
         "codebase_version": version,
-        "obs_features": dict(zip(names, obs_keys)),
+        "obs_features": {name: k for k, name in keys.obs.items()}
+        | ({"state": "+".join(keys.state)} if keys.state else {}),
     }
+    if keys.state:
+        metadata["state_keys"] = list(keys.state)
     if reward_key is None:
         metadata["rewards_recorded"] = False
     splits = _lerobot_splits(info.get("splits", {}), info_path)
@@ -685,6 +731,22 @@ def _decode_images(col: Any, file: Path, key: str, feature: dict) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, *feature.get("shape", (0, 0, 3))), np.uint8)
 
 
+def split_episodes(
+    info: dict[str, Any], info_path: Path, name: str, episodes: Sequence[int] | None
+) -> list[int]:
+    """The episodes of split ``name`` (intersected with ``episodes`` if given)."""
+    splits = _lerobot_splits(info.get("splits", {}), info_path)
+    if name not in splits:
+        _fail(
+            info_path,
+            f"splits['{name}']",
+            f"one of the splits {sorted(splits)}",
+            "nothing (missing)",
+        )
+    chosen = splits[name]
+    return chosen if episodes is None else [e for e in chosen if e in set(episodes)]
+
+
 def _lerobot_splits(splits: Any, info_path: Path) -> dict[str, list[int]]:
     """``{"train": "0:40"}`` -> ``{"train": [0, ..., 39]}``."""
     out = {}
@@ -736,3 +798,102 @@ def import_dataset(path: PathLike, format: str = "auto", **kwargs: Any) -> Traje
     raise DataValidationError(
         f"import_dataset: field 'format': expected 'auto', 'robomimic' or 'lerobot', found {format!r}"
     )
+
+
+def import_to_file(
+    path: PathLike, out: PathLike, format: str = "auto", **kwargs: Any
+) -> dict[str, Any]:
+    """Import ``path`` and write robopref's HDF5 file ``out`` (atomically, under its writer
+    lock); nothing is written when the source has an error.
+
+    A LeRobot v3.0 folder is streamed: one episode at a time is read, checked against the
+    first one (same keys and per-step shapes) and written, so memory stays bounded by one
+    episode (plus one parquet record batch) whatever the dataset's size. Other sources are
+    read whole and written with :func:`robopref.data.save_dataset`.
+
+    Returns:
+        ``{"episodes": N, "frames": F, "observations": {key: per-step shape}}``.
+    """
+    from robopref.data.hdf5 import save_dataset
+    from robopref.data.locks import writer_lock
+
+    if format == "auto":
+        format = detect_format(path)
+    with writer_lock(out, what="import into it"):
+        if format == "lerobot":
+            from robopref.data.lerobot import read_info, stream_v3_to_file
+
+            info = read_info(Path(path))
+            exported = (Path(path) / "meta" / "robopref.json").is_file()
+            if str(info.get("codebase_version")) == "v3.0" and not exported:
+                return stream_v3_to_file(Path(path), info, Path(out), **kwargs)
+        ds = import_dataset(path, format=format, **kwargs)
+        save_dataset(ds, out)
+    t0 = ds[0] if len(ds) else None
+    obs = (
+        (t0.observations if isinstance(t0.observations, dict) else {"state": t0.observations})
+        if t0
+        else {}
+    )
+    return {
+        "episodes": len(ds),
+        "frames": int(sum(len(t) for t in ds)),
+        "observations": {k: tuple(v.shape[1:]) for k, v in obs.items()},
+    }
+
+
+def describe_source(path: PathLike) -> dict[str, Any]:
+    """What a robomimic file or LeRobot folder holds, without reading its arrays: the keys a
+    user can pass to ``--obs-keys`` / ``--state-keys`` / ``--image-keys`` / ``--filter-key``.
+
+    Returns:
+        ``{"format", "source", "episodes", "observations": {key: "shape dtype (kind)"},
+        "other": {key: ...}, "filter_keys": [...]}``; for LeRobot also ``codebase_version``.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    out: dict[str, Any] = {"format": fmt, "source": str(path)}
+    if fmt == "lerobot":
+        from robopref.data.lerobot import read_info
+
+        info = read_info(path)
+        feats = info.get("features", {})
+        out["codebase_version"] = info.get("codebase_version")
+        out["episodes"] = info.get("total_episodes")
+        out["observations"] = {
+            k: f"{list(v.get('shape') or [])} {v.get('dtype')}"
+            + (" (image)" if v.get("dtype") == "video" else "")
+            for k, v in feats.items()
+            if k.startswith("observation.")
+        }
+        out["other"] = {
+            k: f"{list(v.get('shape') or [])} {v.get('dtype')}"
+            for k, v in feats.items()
+            if not k.startswith("observation.")
+        }
+        out["filter_keys"] = sorted((info.get("splits") or {}).keys())
+        return out
+    with h5py.File(path, "r") as f:
+        data = f.get("data")
+        demos = (
+            sorted((n for n in data if _DEMO.match(n)), key=lambda n: int(n[5:]))
+            if isinstance(data, h5py.Group)
+            else []
+        )
+        out["episodes"] = len(demos)
+        obs, other = {}, {}
+        if demos:
+            g = data[demos[0]]
+            for k, d in (g.get("obs") or {}).items():
+                if isinstance(d, h5py.Dataset):
+                    image = d.dtype == np.uint8 and d.ndim == 4
+                    obs[k] = f"{list(d.shape[1:])} {d.dtype}" + (" (image)" if image else "")
+            for k, d in g.items():
+                if isinstance(d, h5py.Dataset):
+                    other[k] = f"{list(d.shape[1:])} {d.dtype}"
+                elif k not in ("obs",):
+                    other[k] = "group"
+        out["observations"] = obs
+        out["other"] = other
+        out["filter_keys"] = sorted(f["mask"]) if isinstance(f.get("mask"), h5py.Group) else []
+    return out

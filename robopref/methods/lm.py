@@ -78,6 +78,8 @@ class LMConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     beta: float = Field(0.1, gt=0)
+    # True: per-token mean log-ratios (TRL's IPO); False: summed (DPO's sequence log-ratio)
+    length_normalize: bool = False
     lora: LoraSettings = Field(default_factory=LoraSettings)
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = 0.0
@@ -156,6 +158,7 @@ def run(config: LMConfig, out_dir: Path) -> dict:
         loss=config.loss.name,
         loss_options=config.loss.options,
         beta=config.beta,
+        length_normalize=config.length_normalize,
         lora=_lora_config(config.lora),
         lr=config.lr,
         weight_decay=config.weight_decay,

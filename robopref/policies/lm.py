@@ -428,6 +428,8 @@ class LMPreferenceTrainer:
             ``"plackett_luce"``, ``"lipo_lambda"``); ``loss_options`` go to ``get_loss``
             (e.g. ``{"margin": 1.0}`` for SLiC). For IPO the trainer's ``beta`` is IPO's beta.
         beta: scale of the implicit reward s = beta * (log pi - log pi_ref) (KL strength).
+        length_normalize: divide each response's log-ratio by its token count (nats per token),
+            as TRL's IPO does; ``False`` (default) sums over tokens, DPO's sequence log-ratio.
         lora: a ``peft.LoraConfig``; when given only the adapters train and the reference is the
             base model with the adapters disabled; otherwise the reference is a frozen copy.
         lr, weight_decay, max_grad_norm: AdamW and gradient clipping.
@@ -443,6 +445,7 @@ class LMPreferenceTrainer:
         loss: str = "bt",
         loss_options: dict[str, Any] | None = None,
         beta: float = 0.1,
+        length_normalize: bool = False,
         lora: Any | None = None,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
@@ -465,6 +468,7 @@ class LMPreferenceTrainer:
         self.loss_name = loss
         self.loss_fn = get_loss(loss, **loss_options_for(loss, loss_options, beta))
         self.beta = beta
+        self.length_normalize = length_normalize
         self.batch_size = batch_size
         self.max_length = max_length
         self.max_grad_norm = max_grad_norm
@@ -523,7 +527,7 @@ class LMPreferenceTrainer:
         logp_g = _to_grid(logp, batch.index, b, k)
         ref_g = _to_grid(ref, batch.index, b, k)
         tmask_g = _to_grid(tmask, batch.index, b, k)
-        scores = log_ratio_scores(logp_g, ref_g, tmask_g, self.beta)
+        scores = log_ratio_scores(logp_g, ref_g, tmask_g, self.beta, average=self.length_normalize)
         return {"scores": scores, "logp": logp_g.sum(-1), "ntokens": tmask_g.sum(-1)}
 
     # -- training -----------------------------------------------------------------------------

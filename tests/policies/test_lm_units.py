@@ -251,3 +251,25 @@ def test_ipo_gets_the_trainer_beta_and_unscaled_log_ratios():
         LMPreferenceTrainer(
             build_tiny_model(len(tok)), tok, loss="ipo", loss_options={"beta": 0.5}, device="cpu"
         )
+
+
+def test_length_normalize_divides_each_log_ratio_by_its_token_count():
+    examples = [
+        PreferenceExample("repeat a 2 :", ("a a", "a", "a a a"), (3.0, 2.0, 2.0)),
+        PreferenceExample("repeat b 1 :", ("b", "b b"), (3.0, 2.0)),
+    ]
+    tok = WordTokenizer.from_examples(examples)
+    trainer = LMPreferenceTrainer(
+        build_tiny_model(len(tok)), tok, loss="ipo", beta=0.5, device="cpu", progress=False
+    )
+    with torch.no_grad():  # move the policy away from its frozen reference copy
+        for p in trainer.policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = collate(trainer.encode(examples))
+    summed = trainer.forward(batch)
+    trainer.length_normalize = True
+    averaged = trainer.forward(batch)
+    n = summed["ntokens"]
+    assert summed["scores"].abs()[n > 0].min() > 1e-4
+    expected = torch.where(n > 0, summed["scores"] / n.clamp(min=1), torch.zeros_like(n).float())
+    torch.testing.assert_close(averaged["scores"], expected, rtol=1e-5, atol=1e-7)

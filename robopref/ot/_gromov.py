@@ -36,8 +36,12 @@ _INNER_LOOSE = 1e-4
 # warn when the last inner Sinkhorn ends with an L1 marginal error above this (and 10 x its tol)
 _INNER_WARN = 1e-6
 # default stopping rule: relative change of the objective over CHECK_EVERY outer iterations
-_OBJ_TOL = 1e-7
-CHECK_EVERY = 5
+_OBJ_TOL = 2e-7
+CHECK_EVERY = 2
+# mixed precision of the default rule: float32 tensor products (2.4x faster BLAS at n = 512)
+# while the objective changes by more than this (relative, per check), for problems this large
+_F32_UNTIL = 1e-6
+_F32_MIN_SIZE = 128 * 128
 
 
 def loss_name(loss: str) -> str:
@@ -126,7 +130,7 @@ def entropic_gromov_wasserstein(
             outer iteration -- POT's quantity.
         obj_tol: stop when the objective changed by at most ``obj_tol`` (relative) over the last
             ``check_every`` outer iterations (every problem of a batch). Default stopping rule:
-            when both ``tol`` and ``obj_tol`` are None, ``obj_tol`` = 1e-7 (float64) or 1e-5
+            when both ``tol`` and ``obj_tol`` are None, ``obj_tol`` = 2e-7 (float64) or 1e-5
             (torch float32 / half); when only ``tol`` is given only ``tol`` is used; when both
             are given the first one met stops. See ``docs/rooms/ot.md`` (item 11).
         check_every: outer iterations between two objective checks (``obj_tol``), >= 1.
@@ -270,13 +274,15 @@ def _entropic_fgw(
     itol_floor = _inner_floor(inner_tol, tol)
     inner_total, inner_err = 0, np.inf
     delta_l1 = np.inf
-    stop = _Stop(tol, obj_tol, check_every, max_iter)
+    stop = _Stop(tol, obj_tol, check_every, max_iter, mixed=gw_on and n * m >= _F32_MIN_SIZE)
+    prod = _TensorProduct(single)
     t0 = time.perf_counter()
     it = 0
     for it in range(1, max_iter + 1):
         if gw_on:
-            tens = constC - hC1 @ T @ hC2t
-            grad = 2.0 * tens if symmetric else tens + (constCt - hC1t @ T @ hC2tt)
+            low = stop.low_precision
+            tens = constC - prod(hC1, T, hC2t, low)
+            grad = 2.0 * tens if symmetric else tens + (constCt - prod(hC1t, T, hC2tt, low))
             if alpha != 1.0:
                 grad = alpha * grad
             if feat is not None:
@@ -337,6 +343,28 @@ def _entropic_fgw(
     return T_out, info
 
 
+class _TensorProduct:
+    """``A @ T @ B`` per problem: 2-D BLAS calls for one problem (numpy's stacked matmul was
+    ~30 % slower at n = 512), float32 copies of ``A`` and ``B`` while ``low`` (see
+    :class:`_Stop`)."""
+
+    def __init__(self, single: bool):
+        self.single = single
+        self.f32: dict[int, np.ndarray] = {}
+
+    def _low(self, x: np.ndarray) -> np.ndarray:
+        key = id(x)
+        if key not in self.f32:
+            self.f32[key] = x.astype(np.float32)
+        return self.f32[key]
+
+    def __call__(self, A, T, B, low: bool) -> np.ndarray:
+        if low:
+            A, B, T = self._low(A), self._low(B), T.astype(np.float32)
+        out = (A[0] @ T[0] @ B[0])[None] if self.single else A @ T @ B
+        return out.astype(np.float64) if low else out
+
+
 def _inner_floor(inner_tol: float, tol: float | None) -> float:
     """Final inner tolerance: with the ``||dT||_F`` rule an inner L1 marginal error e moves T by
     up to e (Frobenius), so it is kept below the outer tol."""
@@ -365,10 +393,14 @@ class _Stop:
     tolerance so that the returned coupling has accurate marginals.
     """
 
-    def __init__(self, tol, obj_tol, check_every, max_iter):
+    def __init__(self, tol, obj_tol, check_every, max_iter, mixed: bool = False):
         self.tol, self.obj_tol, self.every, self.max_iter = tol, obj_tol, check_every, max_iter
         self.prev = None  # objective at the previous check
+        self.prev_change = np.inf  # relative change between the two previous checks
         self.obj_ok = False
+        # mixed precision (default rule only): float32 tensor products while the objective still
+        # moves by more than _F32_UNTIL per check, float64 from then on (and for the last steps)
+        self.low_precision = mixed and obj_tol is not None and tol is None
         self.finish = False  # a rule was met: next step at the final inner tolerance, then stop
         self.converged = False
 
@@ -380,8 +412,20 @@ class _Stop:
             return
         o = np.asarray(obj.cpu() if hasattr(obj, "cpu") else obj, dtype=np.float64)
         if self.prev is not None:
-            scale = np.maximum(np.abs(o), np.finfo(np.float64).tiny)
-            self.obj_ok = bool((np.abs(o - self.prev) <= self.obj_tol * scale).all())
+            change = np.abs(o - self.prev) / np.maximum(np.abs(o), np.finfo(np.float64).tiny)
+            if self.low_precision:
+                if (change <= _F32_UNTIL).all():
+                    self.low_precision = False  # the float64 phase starts its own window
+                    self.prev, self.prev_change = None, np.inf
+                    return
+            else:
+                # remaining change if the objective keeps converging at the observed rate
+                # r = change / previous change (geometric tail r / (1 - r)); slow, sublinear
+                # phases (r -> 1) therefore keep iterating even when one window moved little
+                r = change / np.where(self.prev_change > 0, self.prev_change, np.inf)
+                tail = np.where(r < 1.0, change * r / np.maximum(1.0 - r, 1e-12), np.inf)
+                self.obj_ok = bool(((change <= self.obj_tol) & (tail <= self.obj_tol)).all())
+                self.prev_change = change
         self.prev = o
 
     def final_step(self, it: int) -> bool:

@@ -62,8 +62,8 @@ class ObsLayout(StrictModel):
 class AutoConfig(StrictModel):
     """The grid of ``method: auto`` (label-free selection, :func:`select_config`)."""
 
-    alphas: list[float] = Field(default_factory=lambda: [0.0, 0.5, 0.8, 1.0])
-    epsilons: list[float] = Field(default_factory=lambda: [0.01, 0.05])
+    alphas: list[float] = Field(default_factory=lambda: [0.5, 0.8, 0.95])
+    epsilons: list[float] = Field(default_factory=lambda: [0.02, 0.05])
     cross_features: list[Feature] = Field(default_factory=lambda: ["progress", "motion"])
     criterion: Literal["half_source", "cycle", "mass"] = "half_source"
     split_seed: int = 0

@@ -93,7 +93,7 @@ def test_fgw_orients_a_mirrored_task_and_auto_finds_it():
     labels, info = transfer_labels(source, src_q, target, tgt_q, auto)
     assert label_accuracy(labels, truth) >= 0.9
     assert info["auto_cross_feature"] in ("progress", "motion")
-    assert len(info["auto_grid"]) == 14 and all(np.isfinite(c["score"]) for c in info["auto_grid"])
+    assert len(info["auto_grid"]) == 12 and all(np.isfinite(c["score"]) for c in info["auto_grid"])
     assert labels.metadata["auto_alpha"] == info["auto_alpha"]
 
 

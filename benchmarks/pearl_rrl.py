@@ -40,6 +40,37 @@ from robopref.transfer import (  # noqa: E402
 from robopref.utils import seed_everything  # noqa: E402
 
 
+def report(path: Path) -> str:
+    """Markdown table (mean ± std over seeds) from the JSON rows at ``path``."""
+    import numpy as np
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = [
+        "| pair | teacher eps | seeds | source label error | transferred label acc. "
+        "| Gaussian (RRL) reward acc. | plain BT reward acc. | RRL - BT (per seed) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ms(v):
+        return f"{np.mean(v):.3f} ± {np.std(v):.3f}"
+
+    for pair in dict.fromkeys(r["pair"] for r in rows):
+        for eps in sorted({r["teacher_eps"] for r in rows if r["pair"] == pair}):
+            sel = [r for r in rows if r["pair"] == pair and r["teacher_eps"] == eps]
+            seeds = sorted({r["seed"] for r in sel})
+            g = {r["seed"]: r["reward_accuracy"] for r in sel if r["reward"] == "gaussian_rrl"}
+            b = {r["seed"]: r["reward_accuracy"] for r in sel if r["reward"] == "bt"}
+            first = {r["seed"]: r for r in sel}
+            diffs = " ".join(f"{g[k] - b[k]:+.3f}" for k in seeds if k in g and k in b)
+            out.append(
+                f"| {pair} | {eps} | {len(seeds)} "
+                f"| {ms([first[k]['source_label_error'] for k in seeds])} "
+                f"| {ms([first[k]['transferred_label_accuracy'] for k in seeds])} "
+                f"| {ms(list(g.values()))} | {ms(list(b.values()))} | {diffs} |"
+            )
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", type=Path, default=Path("/work/cache-h14"))
@@ -48,7 +79,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     ap.add_argument("--eps", type=float, nargs="*", default=[0.1, 0.2, 0.3])
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--report", action="store_true", help="print the table of --out and exit")
     args = ap.parse_args()
+    if args.report:
+        print(report(args.out))
+        return
     torch.set_num_threads(1)
     pair = PAIRS[args.pair]
     with args.out.open("a") as fh:

@@ -155,3 +155,24 @@ def test_reward_feature_uses_the_embedder():
     )
     labels, _ = transfer_labels(source, src_q, target, tgt_q, cfg, embedder=embed)
     assert label_accuracy(labels, _oracle(target, tgt_q)) >= 0.9
+
+
+def test_pearl_source_reward_embedder_feeds_the_reward_feature():
+    from robopref.envs import CollectConfig
+    from robopref.methods import pearl
+
+    rng = np.random.default_rng(4)
+    source, target = _mirror_tasks(rng, n=20), _mirror_tasks(rng, n=20, sign=-1.0)
+    src_q = _oracle(source, sample_pool_pairs(source, 20, 150, 8, rng))
+    tgt_q = sample_pool_pairs(target, 20, 100, 8, rng)
+    config = pearl.Config(
+        source=CollectConfig(tasks=["button-press-v3"]),
+        target=CollectConfig(tasks=["button-press-wall-v3"]),
+        transfer={"method": "fgw", "cross_feature": "reward", "include_actions": False},
+    )
+    embed = pearl.source_reward_embedder(source, src_q, config)
+    items = unique_items(tgt_q)
+    e = embed(target, items)
+    assert e.shape == (len(items.traj_index), 65) and np.isfinite(e).all()
+    labels, info = pearl._target_labels("pearl", config, source, src_q, target, tgt_q)
+    assert labels.labels.shape == (100, 2) and info["method"] == "fgw"

@@ -170,3 +170,15 @@ def test_stop_rule_by_hand():
     # the ||dT||_F rule alone (explicit tol) never looks at the objective
     s = _Stop(1e-9, None, 2, 100)
     assert not s.wants_objective(1) and s.done(3, 1e-10, tight=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fgw_cuda_matches_cpu():
+    M, C1, C2, p, q = _problem(30, 25, 8)
+    T = rot.entropic_fused_gromov_wasserstein(
+        *(torch.as_tensor(x, device="cuda") for x in (M, C1, C2, p, q)), 0.02, 0.6, tol=1e-11
+    )
+    assert T.device.type == "cuda"
+    T_np = rot.entropic_fused_gromov_wasserstein(M, C1, C2, p, q, 0.02, 0.6, tol=1e-11)
+    assert np.abs(T.cpu().numpy() - T_np).max() <= 1e-6 * T_np.max()

@@ -17,6 +17,10 @@ uniform weights, seed 0.
 
     python benchmarks/ot.py                      # n = 128 256, a few minutes on 2 cores
     python benchmarks/ot.py --sizes 128 256 512 1024 2048 --threads 1
+    python benchmarks/ot.py --default-sizes 512 --no-fixed-cap --no-sinkhorn --threads 1
+
+"Default call vs default call" (``--default-sizes``): POT's and our entropic GW and FGW called
+with default settings (each stops by its own default rule), interleaved ``--reps`` times.
 """
 
 from __future__ import annotations
@@ -45,6 +49,17 @@ def _parse() -> argparse.Namespace:
         "--threads", type=int, default=0, help="BLAS/Numba threads (0: library default)"
     )
     ap.add_argument("--no-sinkhorn", action="store_true", help="skip the Sinkhorn table")
+    ap.add_argument("--no-fixed-cap", action="store_true", help="skip the fixed-cap GW table")
+    ap.add_argument(
+        "--default-sizes", type=int, nargs="*", default=[],
+        help="n for the 'default call vs default call' table (GW and FGW; e.g. 512)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--default-eps", type=float, nargs="+", default=[0.005, 0.01, 0.05],
+        help="eps values of the default-call table",
+    )  # fmt: skip
+    ap.add_argument("--reps", type=int, default=3, help="default-call table: interleaved repeats")
+    ap.add_argument("--alpha", type=float, default=0.5, help="FGW trade-off (default-call table)")
     ap.add_argument("--gpu-sizes", type=int, nargs="+", default=[256, 512, 1024])
     ap.add_argument("--batch", type=int, default=256, help="GPU batched GW: number of problems")
     ap.add_argument("--batch-n", type=int, default=128, help="GPU batched GW: size of each")
@@ -91,7 +106,17 @@ def ours_to_target(C1, C2, p, q, target: float, timer):
     always solved to full accuracy, so the coupling is a proper one). Returns (k, s, obj)."""
     for k in (c for c in CAPS if c <= ARGS.outer):
         (T, log), t = timer(
-            partial(rot.entropic_gromov_wasserstein, C1, C2, p, q, ARGS.eps, max_iter=k, log=True)
+            partial(
+                rot.entropic_gromov_wasserstein,
+                C1,
+                C2,
+                p,
+                q,
+                ARGS.eps,
+                max_iter=k,
+                tol=0.0,
+                log=True,
+            )  # fmt: skip
         )
         obj = float(log["gw_dist"])
         if obj <= target * (1 + ARGS.rtol) and marg_err(T, p, q) <= 1e-6:
@@ -121,7 +146,7 @@ def gw_row(n, C1, C2, p, q, timer, pot_enabled=True) -> str:
         (T, log), t_full = timer(
             partial(
                 rot.entropic_gromov_wasserstein, C1, C2, p, q, ARGS.eps, max_iter=ARGS.outer,
-                log=True,
+                tol=0.0, log=True,
             )
         )  # fmt: skip
         k, t_hit, obj_hit = ours_to_target(C1, C2, p, q, obj_pot, timer)
@@ -148,6 +173,75 @@ def cpu_gw() -> list[str]:
     for n in ARGS.sizes:
         rows.append(gw_row(n, *instance(n), cpu_timer))
         print(rows[-1], flush=True)
+    return rows
+
+
+def fgw_cost(n: int, seed: int = 0):
+    """Cross-domain feature cost of :func:`instance`: distances between the first two
+    coordinates of the two clouds, divided by the max."""
+    rng = np.random.default_rng(seed)
+    X, Y = rng.normal(size=(n, 2)), rng.normal(size=(n, 3))
+    M = ot.dist(X, Y[:, :2])
+    return M / M.max()
+
+
+def default_calls() -> list[str]:
+    """POT's default call against ours, each stopping by its own default rule.
+
+    POT: ``entropic_gromov_wasserstein(C1, C2, p, q, "square_loss", epsilon=eps)`` and
+    ``entropic_fused_gromov_wasserstein(M, ..., alpha=alpha)`` (max_iter 1000, tol 1e-9 on
+    ``||dT||_F`` tested every 10th iteration, inner Sinkhorn 1000 iterations / 1e-9). Ours:
+    ``rot.entropic_(fused_)gromov_wasserstein(..., eps)`` with no stopping argument. Runs are
+    interleaved (POT, ours, POT, ours, ...) ``--reps`` times; medians are reported.
+    """
+    rows = [
+        "| n | problem | eps | POT median (s) | ours median (s) | ratio of medians "
+        "| per-rep ratios | POT outer it. | ours outer it. | POT objective | ours objective "
+        "| rel. gap | ours marg. err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(rows), flush=True)
+    for n in ARGS.default_sizes:
+        C1, C2, p, q = instance(n)
+        M = fgw_cost(n)
+        for eps in ARGS.default_eps:
+            for kind in ("GW", "FGW"):
+                if kind == "GW":
+                    pot = partial(
+                        ot.gromov.entropic_gromov_wasserstein, C1, C2, p, q, "square_loss",
+                        epsilon=eps, log=True,
+                    )  # fmt: skip
+                    ours = partial(rot.entropic_gromov_wasserstein, C1, C2, p, q, eps, log=True)
+                    key = "gw_dist"
+                else:
+                    pot = partial(
+                        ot.gromov.entropic_fused_gromov_wasserstein, M, C1, C2, p, q,
+                        "square_loss", epsilon=eps, alpha=ARGS.alpha, log=True,
+                    )  # fmt: skip
+                    ours = partial(
+                        rot.entropic_fused_gromov_wasserstein, M, C1, C2, p, q, eps,
+                        ARGS.alpha, log=True,
+                    )  # fmt: skip
+                    key = "fgw_dist"
+                t_pot, t_ours = [], []
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    for _ in range(ARGS.reps):
+                        (T_p, log_p), t = cpu_timer(pot)
+                        t_pot.append(t)
+                        (T_o, log_o), t = cpu_timer(ours)
+                        t_ours.append(t)
+                obj_p, obj_o = float(log_p[key]), float(log_o[key])
+                ratios = " ".join(f"{a / b:.1f}" for a, b in zip(t_pot, t_ours))
+                mp, mo = float(np.median(t_pot)), float(np.median(t_ours))
+                name = kind if kind == "GW" else f"FGW (alpha {ARGS.alpha:g})"
+                rows.append(
+                    f"| {n} | {name} | {eps:g} | {mp:.3f} | {mo:.3f} | **{mp / mo:.1f}x** "
+                    f"| {ratios} | {10 * (len(log_p['err']) - 1) + 1} "
+                    f"| {log_o['n_iter']} | {obj_p:.9f} | {obj_o:.9f} "
+                    f"| {(obj_o - obj_p) / abs(obj_p):+.1e} | {marg_err(T_o, p, q):.1e} |"
+                )
+                print(rows[-1], flush=True)
     return rows
 
 
@@ -237,8 +331,12 @@ def main() -> None:
     print(f"# robopref.ot benchmark  (numba warm-up {t:.1f} s)")
     print("command: python " + " ".join(sys.argv))
     print(f"POT {ot.__version__}, numpy {np.__version__}, threads={ARGS.threads or 'default'}\n")
-    print(f"## Entropic GW, square loss, eps = {ARGS.eps}, {ARGS.outer} outer iterations\n")
-    cpu_gw()
+    if ARGS.default_sizes:
+        print("## Default call vs default call (each solver's own stopping rule)\n")
+        default_calls()
+    if not ARGS.no_fixed_cap:
+        print(f"\n## Entropic GW, square loss, eps = {ARGS.eps}, {ARGS.outer} outer iterations\n")
+        cpu_gw()
     if not ARGS.no_sinkhorn:
         print(f"\n## Sinkhorn, eps = {ARGS.sinkhorn_eps}, tol 1e-9 (L1 marginal)\n")
         cpu_sinkhorn()

@@ -7,15 +7,20 @@
 One run evaluates several *variants* on the same data so that they are compared on equal
 footing:
 
-============  ==================  ==========================
-variant       target labels        reward model
-============  ==================  ==========================
-pearl         GW transfer (CPA)    Gaussian (robust, RRL)
-gw_plain      GW transfer (CPA)    MLP (Bradley-Terry)
-sim           nearest source pair  MLP
-dis           distance-weighted    MLP
-oracle        scripted teacher     MLP
-============  ==================  ==========================
+============  ===========================  ==========================
+variant       target labels                 reward model
+============  ===========================  ==========================
+pearl         ``transfer.method`` (auto)    Gaussian (robust, RRL)
+pearl_bt      ``transfer.method`` (auto)    MLP (Bradley-Terry)
+gw_plain      plain GW transfer (CPA)       MLP (Bradley-Terry)
+sim           nearest source pair           MLP
+dis           distance-weighted             MLP
+oracle        scripted teacher              MLP
+============  ===========================  ==========================
+
+``transfer.method: auto`` (the default) chooses the fused-GW setting without target labels
+(:func:`robopref.transfer.select_config`); a ``reward`` feature embeds segments with a small
+reward model fitted on the source labels (:func:`source_reward_embedder`).
 """
 
 from __future__ import annotations
@@ -44,9 +49,10 @@ from robopref.teachers import TeacherConfig, make_teacher
 from robopref.transfer import TransferConfig, label_accuracy, sample_pool_pairs, transfer_labels
 from robopref.utils import atomic_path, seed_everything
 
-Variant = Literal["pearl", "gw_plain", "sim", "dis", "oracle"]
+Variant = Literal["pearl", "pearl_bt", "gw_plain", "sim", "dis", "oracle"]
 VARIANTS: dict[str, tuple[str, bool]] = {  # variant -> (label source, robust reward)
-    "pearl": ("gw", True),
+    "pearl": ("transfer", True),  # "transfer": the configured transfer.method
+    "pearl_bt": ("transfer", False),
     "gw_plain": ("gw", False),
     "sim": ("sim", False),
     "dis": ("dis", False),
@@ -84,7 +90,7 @@ class Config(StrictModel):
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     iql: IQLConfig = Field(default_factory=IQLConfig)
-    variants: list[Variant] = ["pearl", "gw_plain", "sim", "oracle"]
+    variants: list[Variant] = ["pearl", "pearl_bt", "gw_plain", "sim", "oracle"]
     eval_episodes: int = Field(50, ge=1)
     eval_max_steps: int | None = Field(None, ge=1)
     seed: int = 0
@@ -118,8 +124,54 @@ def _target_labels(
     method, _ = VARIANTS[variant]
     if method == "oracle":
         return make_teacher(config.teacher).label(target, target_q), {}
-    transfer = config.transfer.model_copy(update={"method": method})
-    return transfer_labels(source, source_q, target, target_q, transfer)
+    transfer = config.transfer
+    if method != "transfer":
+        # the GW baseline keeps its historical setting (mean/std structure, eps from config)
+        transfer = transfer.model_copy(update={"method": method})
+    embedder = None
+    if _uses_reward_feature(transfer):
+        embedder = source_reward_embedder(source, source_q, config)
+    return transfer_labels(source, source_q, target, target_q, transfer, embedder)
+
+
+def _uses_reward_feature(t: TransferConfig) -> bool:
+    feats = {t.feature}
+    if t.method == "fgw":
+        feats.add(t.cross_feature)
+    if t.method == "auto":
+        feats |= set(t.auto.cross_features)
+    return "reward" in feats
+
+
+def source_reward_embedder(source: TrajectoryDataset, source_q: PreferenceQueries, config: Config):
+    """Fit a small Bradley-Terry MLP reward on the source labels and return an embedder:
+    ``(dataset, items) -> [N, hidden[-1] + 1]``, the per-step last hidden layer averaged over
+    the segment plus the segment's mean predicted reward. Shared by both tasks (same robot,
+    same observation), so distances between embeddings are a cross-task cost."""
+    import numpy as np
+    import torch
+
+    obs_dim, act_dim = source[0].state.shape[1], source[0].actions.shape[1]
+    model = MLPReward(obs_dim, act_dim, hidden=(64, 64))
+    trainer_cfg = RewardTrainerConfig(
+        epochs=5, batch_size=64, seed=config.seed, device="cpu", quiet=True, val_fraction=0.0
+    )
+    RewardTrainer(model, trainer_cfg).fit(source, source_q)
+    body = model.net[:-1]
+
+    def embed(dataset: TrajectoryDataset, items) -> np.ndarray:
+        rows = []
+        with torch.no_grad():
+            for t, s, h in zip(items.traj_index, items.start, items.length):
+                traj = dataset[int(t)]
+                obs = torch.as_tensor(traj.state[s : s + h], dtype=torch.float32)
+                act = torch.as_tensor(traj.actions[s : s + h], dtype=torch.float32)
+                x = model.inputs(obs, act)
+                hid = body(x)
+                rows.append(torch.cat([hid.mean(0), model(obs, act).mean()[None]]).numpy())
+        return np.stack(rows).astype(np.float64)
+
+    return embed
 
 
 def _reward_model(robust: bool, obs_dim: int, act_dim: int, config: RewardConfig):
@@ -227,7 +279,7 @@ def run(config: Config, out_dir: Path) -> dict:
                 "success_rate": float(evaluation["success_rate"]),
                 "mean_return": float(evaluation["mean_return"]),
                 "wall_s": round(time.time() - started, 1),
-                **{f"transfer_{k}": v for k, v in info.items() if isinstance(v, (int, float))},
+                **{f"transfer_{k}": v for k, v in info.items() if isinstance(v, (int, float, str))},
             }
         )
     results = {

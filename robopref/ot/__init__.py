@@ -21,15 +21,22 @@ Shapes (``...`` = optional batch dims, independent problems):
 ``sinkhorn_batched(a, b, M, eps, **kw)``: same with ``M [B, n, m]`` required.
 ``sinkhorn_cost(a, b, M, eps, **kw)``: ``<P, M>``, shape ``[...]``.
 ``entropic_gromov_wasserstein(C1, C2, p=None, q=None, eps=0.1, loss="square", *, symmetric=None,
-T0=None, max_iter=1000, tol=1e-9, inner_max_iter=2000, inner_tol=1e-9, log=False)``
+T0=None, max_iter=1000, tol=None, obj_tol=None, check_every=2, inner_max_iter=2000,
+inner_tol=1e-9, log=False)``
     ``C1 [..., n, n]``, ``C2 [..., m, m]`` -> coupling ``T [..., n, m]``; the projected mirror
     descent of Peyre et al. (2016) exactly as POT's PGD solver (same fixed point), with
-    warm-started, tolerance-controlled inner Sinkhorns. ``loss`` is "square" or "kl";
+    warm-started, tolerance-controlled inner Sinkhorns. Default stop: relative change of the
+    objective <= 2e-7 per check every 2 outer iterations, float32 products while far (``tol`` selects POT's ``||dT||_F`` rule). ``loss`` is "square" or "kl";
     non-symmetric costs are handled. ``log`` adds ``gw_dist`` (objective), iteration counts and
     per-iteration history.
 ``entropic_gromov_wasserstein_batched(C1, C2, p, q, eps, **kw)``: ``C1 [B, n, n]`` etc.
 ``gromov_wasserstein(C1, C2, p=None, q=None, loss="square", method="entropic", eps=0.1,
 log=False, **kw)``: ``method="cg"`` is exact conditional-gradient GW through POT.
+``entropic_fused_gromov_wasserstein(M, C1, C2, p=None, q=None, eps=0.1, alpha=0.5, **kw)``
+    Fused GW (Vayer et al. 2019): ``(1 - alpha) <M, T> + alpha GW - eps H(T)`` with a
+    cross-domain feature cost ``M [..., n, m]``; POT's convention (alpha weights the structure:
+    1 = GW, 0 = plain OT). ``..._batched`` and ``fused_gromov_wasserstein(..., method="cg")``
+    (exact, POT) as for GW; ``fgw_objective(M, C1, C2, T, alpha)``.
 ``gw_objective(C1, C2, T, loss="square")``: ``sum L(C1_ik, C2_jl) T_ij T_kl`` (no entropy).
 ``warmup() -> float``: compile/load the Numba kernels now; returns seconds.
 
@@ -40,16 +47,24 @@ silent NaN); hitting ``max_iter`` before ``tol`` warns (``RuntimeWarning``).
 
 from robopref.ot._common import warmup
 from robopref.ot._gromov import (
+    entropic_fused_gromov_wasserstein,
+    entropic_fused_gromov_wasserstein_batched,
     entropic_gromov_wasserstein,
     entropic_gromov_wasserstein_batched,
+    fgw_objective,
+    fused_gromov_wasserstein,
     gromov_wasserstein,
     gw_objective,
 )
 from robopref.ot._sinkhorn import sinkhorn, sinkhorn_batched, sinkhorn_cost
 
 __all__ = [
+    "entropic_fused_gromov_wasserstein",
+    "entropic_fused_gromov_wasserstein_batched",
     "entropic_gromov_wasserstein",
     "entropic_gromov_wasserstein_batched",
+    "fgw_objective",
+    "fused_gromov_wasserstein",
     "gromov_wasserstein",
     "gw_objective",
     "sinkhorn",

@@ -17,9 +17,14 @@ from robopref.ot._common import check_finite, check_masses, shape_error
 from robopref.ot._gromov import (
     _INNER_LOOSE,
     _INNER_RATE,
-    _INNER_WARN,
     _check_gw_shapes,
+    _fgw_value,
+    _inner_floor,
+    _Stop,
+    _warn_end,
+    check_feature_cost,
     gw_objective,
+    stopping_rule,
     transform_matrices,
 )
 
@@ -121,15 +126,18 @@ def sinkhorn_torch(a, b, M, eps, *, max_iter=1000, tol=None, warm_start=None, lo
 
 
 @torch.no_grad()
-def entropic_gw_torch(
-    C1, C2, p, q, eps, loss, *, symmetric, T0, max_iter, tol, inner_max_iter, inner_tol, log
-):
-    """Torch version of :func:`robopref.ot.entropic_gromov_wasserstein` (batched)."""
-    like = next(x for x in (C1, C2, p, q, T0) if isinstance(x, torch.Tensor))
+def entropic_fgw_torch(
+    M, C1, C2, p, q, eps, alpha, loss, *, symmetric, T0, max_iter, tol, obj_tol, check_every,
+    inner_max_iter, inner_tol, log, name,
+):  # fmt: skip
+    """Torch version of :func:`robopref.ot.entropic_fused_gromov_wasserstein` (batched); ``M``
+    None is plain GW."""
+    like = next(x for x in (M, C1, C2, p, q, T0) if isinstance(x, torch.Tensor))
     dtype = like.dtype if like.is_floating_point() else torch.float64
     C1 = torch.as_tensor(C1, dtype=dtype, device=like.device)
     C2 = torch.as_tensor(C2, dtype=dtype, device=like.device)
-    tol = _default_tol(tol, dtype, 1e-6)
+    low = dtype != torch.float64
+    tol, obj_tol = stopping_rule(tol, obj_tol, low_precision=low)
     inner_tol = _default_tol(inner_tol, dtype, 1e-5)
     _check_gw_shapes(C1, C2)
     if C1.shape[:-2] != C2.shape[:-2]:
@@ -142,6 +150,9 @@ def entropic_gw_torch(
     if loss == "kl" and (bool((C1 < 0).any()) or bool((C2 < 0).any())):
         raise ValueError("C1, C2: loss='kl' needs non-negative costs")
     batch, n, m = C1.shape[:-2], C1.shape[-1], C2.shape[-1]
+    if M is not None:
+        M = torch.as_tensor(M, dtype=dtype, device=C1.device)
+        M = check_feature_cost(M, tuple(batch), n, m, torch.isfinite).expand(batch + (n, m))
     p = _weights("p", p, C1, batch, n)
     q = _weights("q", q, C1, batch, m)
     q = check_masses("p", p, "q", q, rtol=_mass_rtol(dtype))
@@ -165,23 +176,36 @@ def entropic_gw_torch(
     loga, logb = _safe_log(p), _safe_log(q)
     f = torch.zeros(batch + (n,), dtype=dtype, device=C1.device)
     g = torch.zeros(batch + (m,), dtype=dtype, device=C1.device)
+    feat = None if M is None or alpha == 1.0 else (1.0 - alpha) * M
+    gw_on = alpha > 0.0
 
     deltas, obj_hist, time_hist = [], [], []
     # as the Numba engine, but never below what the dtype can resolve (float32: ~1e-5)
-    itol_floor = min(inner_tol, 0.1 * tol) if tol > 0 else inner_tol
-    itol_floor = max(itol_floor, 100 * torch.finfo(dtype).eps)
+    itol_floor = max(_inner_floor(inner_tol, tol), 100 * torch.finfo(dtype).eps)
     inner_total, inner_err = 0, None
     delta_l1 = torch.full(batch, float("inf"), dtype=dtype, device=C1.device)
-    converged, it = False, 0
+    stop = _Stop(tol, obj_tol, check_every, max_iter)
+    it = 0
     t0 = time.perf_counter()
     for it in range(1, max_iter + 1):
-        tens = constC - hC1 @ T @ hC2t
-        if log:
-            obj_hist.append((tens * T).sum((-1, -2)).cpu())
-            time_hist.append(time.perf_counter() - t0)
-        grad = 2.0 * tens if symmetric else tens + (constCt - hC1t @ T @ hC2tt)
+        tens = None
+        if gw_on:
+            tens = constC - hC1 @ T @ hC2t
+            grad = 2.0 * tens if symmetric else tens + (constCt - hC1t @ T @ hC2tt)
+            if alpha != 1.0:
+                grad = alpha * grad
+            if feat is not None:
+                grad = grad + feat
+        else:
+            grad = feat
+        if log or stop.wants_objective(it):
+            o = _fgw_value(tens, feat, T, alpha)
+            stop.record(it, o)
+            if log:
+                obj_hist.append(o.cpu())
+                time_hist.append(time.perf_counter() - t0)
         itol = (_INNER_RATE * delta_l1).clamp(min=itol_floor, max=_INNER_LOOSE)
-        if it == max_iter:  # the returned coupling always has accurate marginals
+        if stop.final_step(it):  # the returned coupling always has accurate marginals
             itol = torch.full_like(itol, itol_floor)
         f, g, ni, inner_err = _sinkhorn_loop(loga, logb, grad, eps, f, g, inner_max_iter, itol)
         inner_total += ni
@@ -191,42 +215,29 @@ def entropic_gw_torch(
         delta = float(diff.square().sum((-1, -2)).sqrt().max()) if diff.numel() else 0.0
         deltas.append(delta)
         T = T_new
-        if delta < tol and bool((itol <= itol_floor).all()):
-            converged = True
+        if stop.done(it, delta, bool((itol <= itol_floor).all())):
             break
     if not bool(torch.isfinite(T).all()):
-        raise FloatingPointError(
-            "entropic_gromov_wasserstein: coupling is not finite; raise eps or check C1, C2"
-        )
-    if not converged and tol > 0:
-        warnings.warn(
-            f"entropic_gromov_wasserstein: max_iter={max_iter} reached, last ||dT||_F = "
-            f"{deltas[-1]:.2e} > tol={tol:.1e}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    if float(inner_err.max()) > max(10 * itol_floor, _INNER_WARN):
-        warnings.warn(
-            f"entropic_gromov_wasserstein: inner Sinkhorn stopped at marginal error "
-            f"{float(inner_err.max()):.1e}; raise inner_max_iter or eps",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        raise FloatingPointError(f"{name}: coupling is not finite; raise eps or check C1, C2")
+    _warn_end(name, stop, deltas, max_iter, inner_err, itol_floor, stacklevel=4)
     if not log:
         return T
-    obj = gw_objective(C1, C2, T, loss)
+    gw = gw_objective(C1, C2, T, loss)
+    obj = _fgw_value(None, feat, T, alpha, gw=gw)
     obj_hist.append(obj.cpu())
     time_hist.append(time.perf_counter() - t0)
     info = {
-        "gw_dist": obj if batch else float(obj),
+        "gw_dist": gw if batch else float(gw),
         "n_iter": it,
         "inner_iter": inner_total,
         "err": deltas,
         "obj_hist": obj_hist,
         "time_hist": time_hist,
-        "converged": converged,
+        "converged": stop.converged,
         "inner_err": inner_err,
         "f": f,
         "g": g,
     }
+    if M is not None:
+        info["fgw_dist"] = obj if batch else float(obj)
     return T, info

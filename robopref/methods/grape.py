@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import ConfigError, StrictModel
 from robopref.data import Trajectory
 from robopref.losses import get_loss
 from robopref.methods.common import start_run
@@ -470,7 +470,10 @@ def _sft(config, pool, device, sft_path: Path, writer, console) -> dict[str, Any
         console.print(f"resuming: SFT policy from {sft_path}")
         policy = load_policy(sft_path, device)
         names = [instruction(t) for t in config.tasks + config.held_out_tasks]
-        check_tokenizer(policy, names, str(sft_path))
+        try:
+            check_tokenizer(policy, names, str(sft_path))
+        except ValueError as e:  # a user error (wrong --out), reported in one line by the CLI
+            raise ConfigError(str(e)) from None
         sft_info = _read_json(sft_json)
     else:
         policy = build_policy(config).to(device)

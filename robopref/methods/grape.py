@@ -203,6 +203,7 @@ class EvalSettings(StrictModel):
     seed: int = 10_000  # episode i of every task is reset with seed + i, for every policy
     decoding: Literal["greedy", "sampled"] = "greedy"
     temperature: float | None = Field(None, gt=0)  # sampled: default = tpo.temperature
+    every_round: bool = True  # False: evaluate the SFT policy and the last round only
 
 
 class GrapeConfig(StrictModel):
@@ -310,12 +311,15 @@ def run(config: GrapeConfig, out_dir: Path) -> dict:
                         resumed = None
                     with console.status(f"{label}: rollouts and update"):
                         info = improve_round(config, policy, pool, learner, variant, r, writer)
-                    with console.status(f"{label}: evaluation"):
-                        info["eval"] = evaluate_policy(config, policy, pool)
+                    info["eval"] = None
+                    if config.eval.every_round or r == config.tpo.rounds - 1:
+                        with console.status(f"{label}: evaluation"):
+                            info["eval"] = evaluate_policy(config, policy, pool)
                     save_adapters(policy, adapter)
                     _write_json(info_path, info)
-                _log_eval(writer, f"{learner}/{variant}", info["eval"], r + 1)
-                console.print(_eval_line(label, info["eval"]))
+                if info["eval"] is not None:
+                    _log_eval(writer, f"{learner}/{variant}", info["eval"], r + 1)
+                    console.print(_eval_line(label, info["eval"]))
                 rounds.append(info)
             trained[f"{learner}/{variant}"] = {
                 "policy": learner,
@@ -359,7 +363,12 @@ def improve_round(
     scores = guided_scores(components, cost.weights())
     task_of = [t.task for t in rollouts]
     seed = _seed(config, 4, vi, r)
-    info: dict[str, Any] = {"rollouts": {**summarize(rollouts), "mean_score": float(scores.mean())}}
+    info: dict[str, Any] = {
+        "rollouts": {**summarize(rollouts), "mean_score": float(scores.mean())},
+        "rollouts_per_task": {
+            task: summarize([t for t in rollouts if t.task == task]) for task in config.tasks
+        },
+    }
 
     if learner == "rejection_sampling":
         rs = config.rejection_sampling
@@ -579,6 +588,8 @@ def _results(config, device, sft_info, trained, seconds) -> dict[str, Any]:
     sft = table[0]
     for key, v in trained.items():
         for r, info in enumerate(v["rounds"]):
+            if info["eval"] is None:
+                continue
             rows += result_rows(v["policy"], v["variant"], r + 1, config.seed, info["eval"])
             table.append(
                 {

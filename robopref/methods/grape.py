@@ -659,3 +659,27 @@ def _print_table(console: Any, results: dict[str, Any]) -> None:
             )
         )
     console.print(table)
+
+
+def collect_rows(run_dirs: list[str | Path], **extra: Any) -> list[dict[str, Any]]:
+    """The ``rows`` of the ``results.json`` of several runs (e.g. one per seed), each with
+    ``extra`` fields added: the lines of ``docs/results/grape.jsonl``."""
+    rows = []
+    for d in run_dirs:
+        rows += [{**r, **extra} for r in _read_json(Path(d) / "results.json")["rows"]]
+    return rows
+
+
+def pooled(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Success pooled over rows (seeds): episode-weighted mean, its binomial standard error over
+    all episodes, and the mean steps and contacts per episode."""
+    n = np.array([r["episodes"] for r in rows], dtype=float)
+    p = float(np.sum(n * [r["success"] for r in rows]) / n.sum())
+    return {
+        "success": p,
+        "success_se": float(np.sqrt(p * (1 - p) / n.sum())),
+        "steps": float(np.average([r["steps"] for r in rows], weights=n)),
+        "contacts": float(np.average([r["contacts"] for r in rows], weights=n)),
+        "episodes": int(n.sum()),
+        "seeds": len(rows),
+    }

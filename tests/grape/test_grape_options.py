@@ -210,3 +210,14 @@ def test_image_rollout_frame_matches_the_slow_renderer(monkeypatch):
     np.testing.assert_array_equal(full.render(), slow)
     full.close()
     env.close()
+
+
+def test_pooled_success_over_seeds():
+    rows = [
+        {"success": 0.5, "episodes": 10, "steps": 80.0, "contacts": 2.0},
+        {"success": 0.0, "episodes": 30, "steps": 100.0, "contacts": 6.0},
+    ]
+    p = grape.pooled(rows)
+    assert p["success"] == pytest.approx(5 / 40) and p["episodes"] == 40
+    assert p["success_se"] == pytest.approx(np.sqrt(0.125 * 0.875 / 40))
+    assert p["steps"] == pytest.approx(95.0) and p["contacts"] == pytest.approx(5.0)

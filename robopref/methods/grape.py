@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -276,8 +277,14 @@ def run(config: GrapeConfig, out_dir: Path) -> dict:
     followed by an evaluation; writes ``results.json`` into ``out_dir`` and returns it."""
     out_dir, _ = start_run(config, out_dir)
     device = resolve_device(config.device)
-    if "image" in config.model.obs_mode:
-        os.environ.setdefault("MUJOCO_GL", "egl" if device.type == "cuda" else "osmesa")
+    if "image" in config.model.obs_mode and "MUJOCO_GL" not in os.environ:
+        backend = "egl" if device.type == "cuda" else "osmesa"
+        if "mujoco" in sys.modules:  # the GL backend is chosen when mujoco is first imported
+            raise ConfigError(
+                f"model.obs_mode: {config.model.obs_mode!r} renders frames; set "
+                f"MUJOCO_GL={backend} in the environment before starting"
+            )
+        os.environ["MUJOCO_GL"] = backend
     ckpt = out_dir / "checkpoints"
     writer = _writer(config, out_dir)
     from rich.console import Console

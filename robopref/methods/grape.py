@@ -303,8 +303,15 @@ def run(config: GrapeConfig, out_dir: Path) -> dict:
             rounds = []
             policy = load_policy(sft_path, device)
             L = config.lora
-            apply_lora(policy, L.rank, L.alpha, L.dropout, L.target_modules,
-                       L.train_obs_encoder, L.train_action_head)  # fmt: skip
+            apply_lora(
+                policy,
+                L.rank,
+                L.alpha,
+                L.dropout,
+                L.target_modules,
+                L.train_obs_encoder,
+                L.train_action_head,
+            )
             resumed: Path | None = None  # adapters of the last completed round, loaded lazily
             for r in range(config.tpo.rounds):
                 adapter, info_path = vdir / f"round_{r:02d}.pt", vdir / f"round_{r:02d}.json"
@@ -381,23 +388,39 @@ def improve_round(
         rs = config.rejection_sampling
         successes = np.array([t.success for t in rollouts])
         keep = select_rejection_sampling(scores, task_of, successes, rs.select, rs.top_k)
-        history = sft_train(policy, [rollouts[i] for i in keep], epochs=rs.epochs,
-                            batch_size=rs.batch_size, lr=rs.lr, seed=seed,
-                            fit_normalization=False)  # fmt: skip
+        history = sft_train(
+            policy,
+            [rollouts[i] for i in keep],
+            epochs=rs.epochs,
+            batch_size=rs.batch_size,
+            lr=rs.lr,
+            seed=seed,
+            fit_normalization=False,
+        )
         return {**info, "preference_items": len(keep), "update": history[-1], "history": history}
 
     if learner == "step_dpo" or tpo.pairs != "lists":
         mode = "all" if tpo.pairs == "lists" else tpo.pairs
         pairs = build_pairs(scores, task_of, mode, tpo.margin)
     if learner == "step_dpo":
-        history = step_dpo_train(policy, rollouts, pairs, beta=tpo.beta, epochs=tpo.epochs,
-                                 batch_size=tpo.batch_size, lr=tpo.lr,
-                                 weight_decay=tpo.weight_decay, max_grad_norm=tpo.max_grad_norm,
-                                 seed=seed)  # fmt: skip
+        history = step_dpo_train(
+            policy,
+            rollouts,
+            pairs,
+            beta=tpo.beta,
+            epochs=tpo.epochs,
+            batch_size=tpo.batch_size,
+            lr=tpo.lr,
+            weight_decay=tpo.weight_decay,
+            max_grad_norm=tpo.max_grad_norm,
+            seed=seed,
+        )
         n_items = len(pairs)
     else:
         if tpo.pairs == "lists":
-            groups = [(i.tolist(), y.tolist()) for i, y in build_lists(scores, task_of, tpo.max_list_size)]  # fmt: skip
+            groups = [
+                (i.tolist(), y.tolist()) for i, y in build_lists(scores, task_of, tpo.max_list_size)
+            ]
         else:
             groups = [((w, lo), (1.0, 0.0)) for w, lo in pairs]
         history = tpo_train(
@@ -468,7 +491,6 @@ def build_policy(config: GrapeConfig) -> VLAPolicy:
     )
 
 
-_build_policy = build_policy  # the name the tests of the first version use
 
 
 def evaluate_policy(config: GrapeConfig, policy: VLAPolicy, pool: EnvPool) -> dict[str, Any]:
@@ -495,11 +517,25 @@ def _sft(config, pool, device, sft_path: Path, writer, console) -> dict[str, Any
         policy = build_policy(config).to(device)
         s = config.sft
         with console.status("collecting scripted demonstrations"):
-            demos = scripted_demos(pool, config.tasks, s.demos_per_task, s.action_noise,
-                                   s.successful_only, lambda ti, i: _seed(config, 1, ti, i))  # fmt: skip
-        history = sft_train(policy, demos, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                            weight_decay=s.weight_decay, seed=config.seed, writer=writer,
-                            progress=config.progress)  # fmt: skip
+            demos = scripted_demos(
+                pool,
+                config.tasks,
+                s.demos_per_task,
+                s.action_noise,
+                s.successful_only,
+                lambda ti, i: _seed(config, 1, ti, i),
+            )
+        history = sft_train(
+            policy,
+            demos,
+            epochs=s.epochs,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            weight_decay=s.weight_decay,
+            seed=config.seed,
+            writer=writer,
+            progress=config.progress,
+        )
         with console.status("evaluating the SFT policy"):
             metrics = evaluate_policy(config, policy, pool)
         save_policy(policy, sft_path)
@@ -604,7 +640,7 @@ def _results(config, device, sft_info, trained, seconds) -> dict[str, Any]:
                     "variant": v["variant"],
                     "round": r + 1,
                     **_flat(info["eval"]),
-                }  # fmt: skip
+                }
             )
         if v["rounds"]:
             last = _flat(v["rounds"][-1]["eval"])
@@ -646,8 +682,9 @@ def _flat(ev: dict[str, Any]) -> dict[str, float]:
         "in_collisions": i["mean_collisions"],
     }
     if h:
-        out.update(held_success=h["success_rate"], held_se=h["success_se"],
-                   held_length=h["mean_length"])  # fmt: skip
+        out.update(
+            held_success=h["success_rate"], held_se=h["success_se"], held_length=h["mean_length"]
+        )
     return out
 
 

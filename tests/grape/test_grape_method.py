@@ -90,6 +90,7 @@ def test_grape_end_to_end_and_resume(tmp_path):
         tpo={"rounds": 2, "rollouts_per_task": 4, "epochs": 1, "batch_size": 4},
         eval={"episodes_per_task": 2},
         variants={"efficiency": {"length": 2.0}},
+        baselines=["rejection_sampling", "step_dpo"],
     )
     results = grape.run(config, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -100,7 +101,14 @@ def test_grape_end_to_end_and_resume(tmp_path):
         ("tpo", "task", 2),
         ("tpo", "efficiency", 1),
         ("tpo", "efficiency", 2),
+        ("rejection_sampling", "task", 1),
+        ("rejection_sampling", "task", 2),
+        ("step_dpo", "task", 1),
+        ("step_dpo", "task", 2),
     ]
+    # the baselines see TPO's round-1 rollouts (same seeds and sampling stream, same SFT policy)
+    first = {k: v["rounds"][0]["rollouts"] for k, v in saved["learners"].items()}
+    assert first["rejection_sampling/task"] == first["tpo/task"] == first["step_dpo/task"]
     assert len(saved["rows"]) == 2 * len(saved["table"])  # in-domain and held-out
     assert {r["split"] for r in saved["rows"]} == {"in-domain", "held-out"}
     assert saved["rows"][0]["episodes"] == 2 and saved["rows"][0]["policy"] == "sft"

@@ -137,7 +137,10 @@ def test_bad_input_names_task_key_and_file(tmp_path):
     specs = _base()["task_specs"]
     with pytest.raises(ValueError, match=r"task_specs\.button-press-v3\.stages"):
         grape.Config.model_validate(_base(task_specs={"reach-v3": specs["reach-v3"]}))
-    no_bodies = {"reach-v3": {"stages": specs["reach-v3"]["stages"]}, "button-press-v3": specs["button-press-v3"]}  # fmt: skip
+    no_bodies = {
+        "reach-v3": {"stages": specs["reach-v3"]["stages"]},
+        "button-press-v3": specs["button-press-v3"],
+    }
     with pytest.raises(ValueError, match=r"task_specs\.reach-v3\.target_bodies: variants\.safety"):
         grape.Config.model_validate(
             _base(task_specs=no_bodies, variants={"safety": {"collisions": 1.0}})
@@ -149,7 +152,9 @@ def test_bad_input_names_task_key_and_file(tmp_path):
     save_policy(build_tiny_vla(["reach the goal position"], hidden_size=16, n_layers=1), path)
     policy = load_policy(path)
     check_tokenizer(policy, ["reach the goal position"], str(path))
-    with pytest.raises(ValueError, match=r"sft\.pt: the checkpoint's tokenizer does not match.*'button'"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"sft\.pt: the checkpoint's tokenizer does not match.*'button'"
+    ):
         check_tokenizer(policy, ["press the button"], str(path))
 
 
@@ -159,7 +164,9 @@ def test_resume_from_a_mismatched_sft_checkpoint_is_a_config_error(tmp_path):
     )
     ckpt = tmp_path / "checkpoints"
     ckpt.mkdir()
-    save_policy(build_tiny_vla(["reach the goal position"], hidden_size=16, n_layers=1), ckpt / "sft.pt")  # fmt: skip
+    save_policy(
+        build_tiny_vla(["reach the goal position"], hidden_size=16, n_layers=1), ckpt / "sft.pt"
+    )
     (ckpt / "sft.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"checkpoints/sft\.pt: the checkpoint's tokenizer"):
         grape.run(config, tmp_path)
@@ -186,7 +193,9 @@ def test_image_rollout_frame_matches_the_slow_renderer(monkeypatch):
 
     torch.set_num_threads(1)
     model = {"hidden_size": 32, "n_layers": 1, "obs_mode": "image+state", "image_size": 64}
-    config = grape.Config.model_validate(_base(tasks=["button-press-v3"], max_episode_steps=6, model=model))  # fmt: skip
+    config = grape.Config.model_validate(
+        _base(tasks=["button-press-v3"], max_episode_steps=6, model=model)
+    )
     policy = grape.build_policy(config)
     pool = grape.make_pool(config)
     traj = rollout(policy, pool, "button-press-v3", [5], greedy=True)[0]
@@ -194,8 +203,15 @@ def test_image_rollout_frame_matches_the_slow_renderer(monkeypatch):
     images = traj.observations["image"]
     assert images.shape == (6, 64, 64, 3) and images.dtype == np.uint8
     t = 4
-    env = make_env("button-press-v3", seed=0, max_episode_steps=6, render_mode="rgb_array",
-                   camera="corner", width=64, height=64)  # fmt: skip
+    env = make_env(
+        "button-press-v3",
+        seed=0,
+        max_episode_steps=6,
+        render_mode="rgb_array",
+        camera="corner",
+        width=64,
+        height=64,
+    )
     obs, _ = env.reset(seed=5)
     for a in traj.actions[:t]:
         obs, *_ = env.step(a)

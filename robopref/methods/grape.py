@@ -491,8 +491,6 @@ def build_policy(config: GrapeConfig) -> VLAPolicy:
     )
 
 
-
-
 def evaluate_policy(config: GrapeConfig, policy: VLAPolicy, pool: EnvPool) -> dict[str, Any]:
     return evaluate_splits(
         policy, pool, config.tasks, config.held_out_tasks, config.eval_protocol()

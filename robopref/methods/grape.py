@@ -2,23 +2,26 @@
 
 1. SFT: behaviour cloning of a VLA (:mod:`robopref.policies.vla`) on noisy scripted demonstrations
    of the in-domain tasks, each with its language instruction.
-2. Per round (and per cost variant): roll out the current policy (sampling), score each trajectory
-   with the guided cost (success, per-task keypoint stages read from the simulator state, the
-   policy's own log-likelihood, episode length, robot contacts with non-target geoms, action
-   magnitude), rank, build chosen/rejected pairs (or ranked lists) per task, and run TPO (a loss of
-   :mod:`robopref.losses` on trajectory-level summed action-token log-ratios) on LoRA adapters
-   against the frozen SFT policy.
-3. Evaluate the SFT policy and the policy after every round on the in-domain and held-out tasks:
-   success rate, episode length (episodes end at success) and collisions.
+2. Rounds, per cost variant: roll out the current policy (sampling), score each rollout with the
+   guided cost (:mod:`robopref.policies.vla.costs`), build chosen/rejected pairs (or ranked lists)
+   per task, and update LoRA adapters against the frozen SFT policy with TPO (a loss of
+   :mod:`robopref.losses` on trajectory-level action-token log-ratios, summed or per-token means,
+   optionally anchored by the chosen rollouts' NLL). Baselines on the same rollout budget and
+   seeds: rejection-sampling fine-tuning (behaviour cloning of the successful / best rollouts)
+   and step-level DPO.
+3. Evaluation (:mod:`robopref.policies.vla.evaluate`) of the SFT policy and of every round on the
+   in-domain and held-out tasks: success rate, steps per episode, contacts per episode.
 
 ``robopref run configs/grape/tiny.yaml`` runs on a CPU in minutes (state observations). Writes
-``config.yaml``, ``results.json``, ``checkpoints/`` (resumable, atomic) and ``tb/`` (TensorBoard).
+``config.yaml``, ``results.json`` (``rows``: one record per policy, variant, round and split),
+``checkpoints/`` (resumable, atomic) and ``tb/`` (TensorBoard).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -26,30 +29,40 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import ConfigError, StrictModel
 from robopref.data import Trajectory
 from robopref.losses import get_loss
 from robopref.methods.common import cache_is_valid, forget_cache, mark_cache, start_run
 from robopref.policies.vla import (
     DEFAULT_TEMPLATE,
     KEYPOINTS,
+    SCORE_TERMS,
+    EnvPool,
+    EvalProtocol,
+    PixelSettings,
     Stage,
+    TaskCosts,
     VLAPolicy,
     apply_lora,
-    batch_token_logprobs,
     build_lists,
     build_pairs,
     build_tiny_vla,
-    external_reward,
+    check_task_costs,
+    check_tokenizer,
+    evaluate_splits,
     guided_scores,
-    keypoints_from_states,
     load_adapters,
     load_policy,
     load_pretrained_vla,
+    rollout,
     save_adapters,
     save_policy,
+    score_components,
+    scripted_demos,
+    select_rejection_sampling,
     sft_train,
-    stage_costs,
+    step_dpo_train,
+    summarize,
     tpo_train,
 )
 from robopref.utils import atomic_path, resolve_device
@@ -78,10 +91,16 @@ class StageConfig(StrictModel):
 
 
 class TaskSpec(StrictModel):
-    """Per-task cost declarations: sequential stages and the bodies the robot may touch."""
+    """Per-task cost declarations: sequential stages and the bodies the robot may touch
+    (``None`` = not declared; ``[]`` = nothing may be touched)."""
 
     stages: list[StageConfig] = Field(default_factory=list)
-    target_bodies: list[str] = Field(default_factory=list)  # MuJoCo body names (with children)
+    target_bodies: list[str] | None = None  # MuJoCo body names (with children)
+
+    def costs(self) -> TaskCosts:
+        stages = tuple(Stage(s.name, s.a, s.b, s.threshold) for s in self.stages)
+        bodies = None if self.target_bodies is None else tuple(self.target_bodies)
+        return TaskCosts(stages, bodies)
 
 
 class ModelSettings(StrictModel):
@@ -97,6 +116,7 @@ class ModelSettings(StrictModel):
     image_size: int = 32  # pixels (square renders)
     image_grid: int = 2  # image embeddings = image_grid ** 2
     camera: str = "corner"
+    fast_render: bool = True  # no shadows/reflections/multisampling (robopref.envs.render)
     prompt_template: str = DEFAULT_TEMPLATE
 
 
@@ -130,6 +150,17 @@ class CostWeights(StrictModel):
     collisions: float = 0.0  # safety: robot contacts with non-target geoms per step
     action: float = 0.0  # safety: mean squared action
 
+    @model_validator(mode="before")
+    @classmethod
+    def _terms(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - {*SCORE_TERMS, "stage_scale"})
+            if unknown:
+                raise ValueError(
+                    f"unknown cost term {unknown[0]!r}, expected one of {[*SCORE_TERMS, 'stage_scale']}"
+                )
+        return data
+
     def weights(self) -> dict[str, float]:
         return self.model_dump(exclude={"stage_scale"})
 
@@ -137,13 +168,15 @@ class CostWeights(StrictModel):
 class TPOSettings(StrictModel):
     rounds: int = Field(3, ge=0)
     rollouts_per_task: int = Field(8, ge=2)
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0)  # sampling temperature of the rollouts
     pairs: Literal["best_worst", "all", "lists"] = "all"
     margin: float = Field(0.0, ge=0)  # minimum score gap of a pair
     max_list_size: int | None = None
-    loss: str = "dpo"
+    loss: str = "dpo"  # "plackett_luce" / "lipo_lambda" with pairs: lists
     loss_options: dict[str, Any] = Field(default_factory=dict)
     beta: float = Field(0.1, gt=0)
+    normalize: bool = False  # score = beta * mean per-token log-ratio instead of the sum
+    sft_weight: float = Field(0.0, ge=0)  # + sft_weight * chosen NLL per token (SFT anchor)
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(4, ge=1)
     lr: float = Field(5e-4, gt=0)
@@ -156,11 +189,22 @@ class TPOSettings(StrictModel):
         return self
 
 
+class RejectionSamplingSettings(StrictModel):
+    """Rejection-sampling fine-tuning: BC (on the LoRA adapters) of selected rollouts per round."""
+
+    select: Literal["success", "best"] = "success"  # successful ones (else the top_k), or top_k
+    top_k: int = Field(1, ge=1)
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-4, gt=0)
+
+
 class EvalSettings(StrictModel):
     episodes_per_task: int = Field(10, ge=1)
     seed: int = 10_000  # episode i of every task is reset with seed + i, for every policy
-    greedy: bool = True
-    temperature: float = Field(1.0, gt=0)
+    decoding: Literal["greedy", "sampled"] = "greedy"
+    temperature: float | None = Field(None, gt=0)  # sampled: default = tpo.temperature
+    every_round: bool = True  # False: evaluate the SFT policy and the last round only
 
 
 class GrapeConfig(StrictModel):
@@ -175,6 +219,8 @@ class GrapeConfig(StrictModel):
     cost: CostWeights = Field(default_factory=CostWeights)  # the main variant, "task"
     variants: dict[str, CostWeights] = Field(default_factory=dict)  # e.g. efficiency, safety
     tpo: TPOSettings = Field(default_factory=TPOSettings)
+    baselines: list[Literal["rejection_sampling", "step_dpo"]] = Field(default_factory=list)
+    rejection_sampling: RejectionSamplingSettings = Field(default_factory=RejectionSamplingSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     seed: int = 0
     device: str = "auto"
@@ -194,334 +240,31 @@ class GrapeConfig(StrictModel):
                 check_task(t, field)
         for t in self.task_specs:
             check_task(t, "task_specs")
-        uses_stages = self.cost.stages != 0 or any(v.stages != 0 for v in self.variants.values())
-        missing = [
-            t for t in self.tasks if uses_stages and not self.task_specs.get(t, TaskSpec()).stages
-        ]
-        if missing:
-            raise ValueError(
-                f"task_specs: the stage cost has a non-zero weight but tasks {missing} declare no stages"
-            )
         if "task" in self.variants:
             raise ValueError("variants: 'task' is the name of the main cost (field 'cost')")
+        specs = self.task_costs()
+        for name, cost in self.cost_variants().items():
+            where = "cost" if name == "task" else f"variants.{name}"
+            check_task_costs(self.tasks, specs, cost.weights(), where)
         return self
+
+    def task_costs(self) -> dict[str, TaskCosts]:
+        return {t: s.costs() for t, s in self.task_specs.items()}
+
+    def cost_variants(self) -> dict[str, CostWeights]:
+        return {"task": self.cost, **self.variants}
+
+    def eval_protocol(self) -> EvalProtocol:
+        e = self.eval
+        return EvalProtocol(
+            episodes_per_task=e.episodes_per_task,
+            seed=e.seed,
+            greedy=e.decoding == "greedy",
+            temperature=e.temperature or self.tpo.temperature,
+        )
 
 
 Config = GrapeConfig
-
-
-# ----------------------------------------------------------------------------------------------
-# Environments, contacts and rollouts
-# ----------------------------------------------------------------------------------------------
-
-
-class CollisionCounter:
-    """Counts the contacts between the robot (the bodies under ``right_l0``: arm and gripper) and
-    any geom whose body is neither the robot's nor a target body (``target_bodies`` and their
-    children) in a MuJoCo ``data``."""
-
-    def __init__(self, model: Any, target_bodies: list[str], task: str = ""):
-        import mujoco
-
-        names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, i) for i in range(model.nbody)]
-        parent = np.asarray(model.body_parentid)
-
-        def subtree(root: int) -> np.ndarray:
-            inside = np.zeros(model.nbody, dtype=bool)
-            for b in range(model.nbody):
-                x = b
-                while True:
-                    if x == root:
-                        inside[b] = True
-                        break
-                    if x == 0:
-                        break
-                    x = parent[x]
-            return inside
-
-        if "right_l0" not in names:
-            raise ValueError(f"{task}: no body 'right_l0' (the Sawyer arm) in the MuJoCo model")
-        self.robot = subtree(names.index("right_l0"))
-        self.target = np.zeros(model.nbody, dtype=bool)
-        for name in target_bodies:
-            if name not in names:
-                known = sorted(n for n in names[1:] if n)
-                raise ValueError(
-                    f"task_specs.{task}.target_bodies: unknown body {name!r}; bodies: {known}"
-                )
-            self.target |= subtree(names.index(name))
-        self.geom_body = np.asarray(model.geom_bodyid)
-
-    def __call__(self, data: Any) -> int:
-        if data.ncon == 0:
-            return 0
-        bodies = self.geom_body[np.asarray(data.contact.geom[: data.ncon])]  # [ncon, 2]
-        robot = self.robot[bodies]
-        one_robot = robot[:, 0] != robot[:, 1]
-        other = np.where(robot[:, 0], bodies[:, 1], bodies[:, 0])
-        return int((one_robot & ~self.target[other]).sum())
-
-
-class EnvPool:
-    """Reusable Meta-World envs per task (construction costs ~0.2 s; episodes are reset by seed)."""
-
-    def __init__(self, config: GrapeConfig):
-        self.config = config
-        self.envs: dict[str, list] = {}
-        self.counters: dict[str, CollisionCounter] = {}
-
-    def get(self, task: str, n: int) -> list:
-        from robopref.envs import make_env
-
-        m = self.config.model
-        pixels = "image" in m.obs_mode
-        envs = self.envs.setdefault(task, [])
-        while len(envs) < n:
-            envs.append(
-                make_env(
-                    task,
-                    seed=0,
-                    max_episode_steps=self.config.max_episode_steps,
-                    terminate_on_success=True,
-                    render_mode="rgb_array" if pixels else None,
-                    camera=m.camera if pixels else None,
-                    width=m.image_size,
-                    height=m.image_size,
-                )
-            )
-        if task not in self.counters:
-            spec = self.config.task_specs.get(task, TaskSpec())
-            self.counters[task] = CollisionCounter(
-                envs[0].unwrapped.model, spec.target_bodies, task
-            )
-        return envs[:n]
-
-    def close(self) -> None:
-        for envs in self.envs.values():
-            for env in envs:
-                env.close()
-
-
-def rollout(
-    policy: VLAPolicy,
-    pool: EnvPool,
-    task: str,
-    seeds: list[int],
-    greedy: bool,
-    temperature: float = 1.0,
-    generator: Any = None,
-) -> list[Trajectory]:
-    """Roll out ``policy`` in ``len(seeds)`` episodes of ``task`` in lockstep (one batched policy
-    call per step). Episodes end at success or at the step limit.
-
-    Returns trajectories whose ``actions`` are the executed actions (bin centres, so they
-    re-tokenise exactly), observations ``[T, 39]`` (or ``{"state", "image"}``), and metadata
-    ``seed``, ``collisions`` (total contacts with non-target geoms), ``stage_costs`` (metres),
-    ``stages_done`` and ``final_state`` (the state after the last action).
-    """
-    from robopref.envs import instruction
-
-    config = pool.config
-    spec = config.task_specs.get(task, TaskSpec())
-    stages = [Stage(s.name, s.a, s.b, s.threshold) for s in spec.stages]
-    pixels = "image" in policy.obs_mode
-    envs = pool.get(task, len(seeds))
-    counter = pool.counters[task]
-    text = instruction(task)
-    n = len(seeds)
-    obs = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)]
-    rec = [
-        {"states": [], "images": [], "actions": [], "rewards": [], "successes": [], "collisions": 0}
-        for _ in range(n)
-    ]
-    frames = [env.render() for env in envs] if pixels else None
-    active = list(range(n))
-    while active:
-        batch: dict[str, np.ndarray] = {
-            "state": np.stack([obs[i] for i in active]).astype(np.float32)
-        }
-        if pixels:
-            batch["image"] = np.stack([frames[i] for i in active])
-        actions = policy.act(batch, [text] * len(active), greedy, temperature, generator)
-        still = []
-        for a, i in zip(actions, active, strict=True):
-            r = rec[i]
-            r["states"].append(obs[i].astype(np.float32))
-            if pixels:
-                r["images"].append(frames[i])
-            obs[i], reward, terminated, truncated, info = envs[i].step(a)
-            r["actions"].append(a)
-            r["rewards"].append(reward)
-            r["successes"].append(info["success"])
-            r["collisions"] += counter(envs[i].unwrapped.data)
-            if pixels:
-                frames[i] = envs[i].render()
-            if terminated or truncated:
-                r["final"] = obs[i].astype(np.float32)
-            else:
-                still.append(i)
-        active = still
-    out = []
-    for i, r in enumerate(rec):
-        states = np.asarray(r["states"])
-        trajectory_states = np.concatenate([states, r["final"][None]])
-        costs, done = stage_costs(keypoints_from_states(trajectory_states), stages)
-        observations = (
-            {"state": states, "image": np.asarray(r["images"], dtype=np.uint8)}
-            if pixels
-            else states
-        )
-        out.append(
-            Trajectory(
-                observations=observations,
-                actions=np.asarray(r["actions"], dtype=np.float32),
-                rewards=np.asarray(r["rewards"]),
-                successes=np.asarray(r["successes"]),
-                task=task,
-                instruction=text,
-                metadata={
-                    "seed": int(seeds[i]),
-                    "collisions": int(r["collisions"]),
-                    "stage_costs": costs.tolist(),
-                    "stages_done": done.tolist(),
-                    "final_state": r["final"].tolist(),
-                },
-            )
-        )
-    return out
-
-
-def collect_demos(config: GrapeConfig, pool: EnvPool) -> list[Trajectory]:
-    """Noisy scripted demonstrations of the in-domain tasks (successful ones when asked)."""
-    from robopref.envs import instruction, run_episode, scripted_policy
-
-    demos = []
-    for ti, task in enumerate(config.tasks):
-        env = pool.get(task, 1)[0]
-        expert = scripted_policy(task)
-        pixels = "image" in config.model.obs_mode
-        kept, i = 0, 0
-        while kept < config.sft.demos_per_task and i < 5 * config.sft.demos_per_task:
-            seed = _seed(config, 1, ti, i)
-            i += 1
-            if pixels:
-                traj = _scripted_with_frames(env, expert, seed, config.sft.action_noise)
-            else:
-                ep = run_episode(env, expert, seed=seed, noise=config.sft.action_noise)
-                traj = Trajectory(ep.observations, ep.actions, ep.rewards, ep.successes, ep.dones)
-            if config.sft.successful_only and not traj.success:
-                continue
-            traj.task, traj.instruction = task, instruction(task)
-            traj.metadata = {"seed": seed, "mode": "scripted"}
-            demos.append(traj)
-            kept += 1
-        if kept == 0:
-            raise RuntimeError(
-                f"sft: no successful scripted demonstration of {task} in {i} tries within "
-                f"max_episode_steps={config.max_episode_steps}; raise max_episode_steps, lower "
-                "sft.action_noise or set sft.successful_only=false"
-            )
-    return demos
-
-
-def _scripted_with_frames(env: Any, expert: Any, seed: int, noise: float) -> Trajectory:
-    rng = np.random.default_rng([seed, 1])
-    obs, _ = env.reset(seed=seed)
-    states, images, actions, rewards, successes = [], [], [], [], []
-    done = False
-    while not done:
-        images.append(env.render())
-        a = np.clip(expert(obs) + noise * rng.standard_normal(4), -1, 1).astype(np.float32)
-        states.append(obs.astype(np.float32))
-        obs, reward, terminated, truncated, info = env.step(a)
-        actions.append(a)
-        rewards.append(reward)
-        successes.append(info["success"])
-        done = terminated or truncated
-    return Trajectory(
-        {"state": np.asarray(states), "image": np.asarray(images, dtype=np.uint8)},
-        np.asarray(actions),
-        np.asarray(rewards),
-        np.asarray(successes),
-    )
-
-
-def _seed(config: GrapeConfig, kind: int, *parts: int) -> int:
-    """Disjoint episode-seed ranges per use (1: demos, 2: TPO rollouts); eval uses eval.seed + i."""
-    return int(np.random.SeedSequence([config.seed, kind, *parts]).generate_state(1)[0] % 2**31)
-
-
-# ----------------------------------------------------------------------------------------------
-# Scoring and evaluation
-# ----------------------------------------------------------------------------------------------
-
-
-def score_components(
-    policy: VLAPolicy, trajectories: list[Trajectory], max_steps: int, stage_scale: float
-) -> dict[str, np.ndarray]:
-    """The guided-score terms ``[N]`` of each trajectory (see :func:`guided_scores`)."""
-    import torch
-
-    logp = []
-    with torch.no_grad():
-        for s in range(0, len(trajectories), 16):
-            chunk = trajectories[s : s + 16]
-            lp, _ = batch_token_logprobs(policy, chunk)
-            logp += [float(lp[i].sum()) / len(t) for i, t in enumerate(chunk)]
-    lengths = np.array([len(t) for t in trajectories], dtype=np.float64)
-    return {
-        "success": np.array([float(t.success) for t in trajectories]),
-        "stages": np.array(
-            [
-                external_reward(np.asarray(t.metadata["stage_costs"]), stage_scale)
-                for t in trajectories
-            ]
-        ),
-        "logp": np.array(logp),
-        "length": lengths / max_steps,
-        "collisions": np.array([t.metadata["collisions"] for t in trajectories]) / lengths,
-        "action": np.array([float(np.mean(np.square(t.actions))) for t in trajectories]),
-    }
-
-
-def _summary(trajectories: list[Trajectory]) -> dict[str, float]:
-    return {
-        "success_rate": float(np.mean([t.success for t in trajectories])),
-        "mean_length": float(np.mean([len(t) for t in trajectories])),
-        "mean_collisions": float(np.mean([t.metadata["collisions"] for t in trajectories])),
-        "stages_done": float(
-            np.mean([np.mean(t.metadata["stages_done"] or [0]) for t in trajectories])
-        ),
-    }
-
-
-def evaluate(policy: VLAPolicy, pool: EnvPool, tasks: list[str]) -> dict[str, Any]:
-    """Per-task and mean success rate, episode length (steps; episodes end at success) and
-    collisions (contacts per episode) over ``eval.episodes_per_task`` fixed configurations."""
-    import torch
-
-    ev = pool.config.eval
-    per_task = {}
-    generator = torch.Generator().manual_seed(ev.seed)
-    for task in tasks:
-        seeds = [ev.seed + i for i in range(ev.episodes_per_task)]
-        per_task[task] = _summary(
-            rollout(policy, pool, task, seeds, ev.greedy, ev.temperature, generator)
-        )
-    keys = ("success_rate", "mean_length", "mean_collisions")
-    mean = {k: float(np.mean([m[k] for m in per_task.values()])) for k in keys} if tasks else {}
-    if tasks:  # binomial standard error of the mean success rate over all episodes
-        p, n = mean["success_rate"], ev.episodes_per_task * len(tasks)
-        mean["success_se"] = float(np.sqrt(p * (1 - p) / n))
-    return {"mean": mean, "per_task": per_task}
-
-
-def evaluate_all(policy: VLAPolicy, pool: EnvPool) -> dict[str, Any]:
-    c = pool.config
-    return {
-        "in_domain": evaluate(policy, pool, c.tasks),
-        "held_out": evaluate(policy, pool, c.held_out_tasks),
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -529,7 +272,219 @@ def evaluate_all(policy: VLAPolicy, pool: EnvPool) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _build_policy(config: GrapeConfig) -> VLAPolicy:
+def run(config: GrapeConfig, out_dir: Path) -> dict:
+    """SFT, then ``tpo.rounds`` rounds per cost variant (TPO) and per baseline (task cost), each
+    followed by an evaluation; writes ``results.json`` into ``out_dir`` and returns it."""
+    out_dir, _ = start_run(config, out_dir)
+    device = resolve_device(config.device)
+    if "image" in config.model.obs_mode and "MUJOCO_GL" not in os.environ:
+        backend = "egl" if device.type == "cuda" else "osmesa"
+        if "mujoco" in sys.modules:  # the GL backend is chosen when mujoco is first imported
+            raise ConfigError(
+                f"model.obs_mode: {config.model.obs_mode!r} renders frames; set "
+                f"MUJOCO_GL={backend} in the environment before starting"
+            )
+        os.environ["MUJOCO_GL"] = backend
+    ckpt = out_dir / "checkpoints"
+    writer = _writer(config, out_dir)
+    from rich.console import Console
+
+    console = Console(quiet=not config.progress)
+    pool = make_pool(config)
+    start = time.perf_counter()
+    try:
+        sft_path = ckpt / "sft.pt"
+        # checkpoints are reused only when the config sections that made them are unchanged
+        # (their sidecar ``*.config.json``); once one stage is made again, all later ones are
+        sft_key = config.model_dump(mode="json", include=_SFT_SECTIONS)
+        sft_info, fresh = _sft(config, pool, device, sft_path, sft_key, writer, console)
+        learners = [("tpo", name) for name in config.cost_variants()]
+        learners += [(b, "task") for b in config.baselines]
+        trained = {}
+        for learner, variant in learners:
+            vdir = ckpt / (variant if learner == "tpo" else f"{learner}-{variant}")
+            rounds = []
+            policy = load_policy(sft_path, device)
+            L = config.lora
+            apply_lora(
+                policy,
+                L.rank,
+                L.alpha,
+                L.dropout,
+                L.target_modules,
+                L.train_obs_encoder,
+                L.train_action_head,
+            )
+            resumed: Path | None = None  # adapters of the last completed round, loaded lazily
+            round_key = {
+                "sft": sft_key,
+                "lora": L.model_dump(mode="json"),
+                "tpo": config.tpo.model_dump(mode="json", exclude={"rounds"}),
+                "rejection_sampling": config.rejection_sampling.model_dump(mode="json"),
+                "learner": [learner, variant],
+                "cost": config.cost_variants()[variant].model_dump(mode="json"),
+            }
+            stale = fresh
+            for r in range(config.tpo.rounds):
+                adapter, info_path = vdir / f"round_{r:02d}.pt", vdir / f"round_{r:02d}.json"
+                label = f"{learner} [{variant}] round {r + 1}"
+                stale = stale or not (
+                    config.resume
+                    and adapter.exists()
+                    and cache_is_valid(info_path, round_key, f"{label} checkpoint")
+                )
+                if not stale:
+                    info, resumed = _read_json(info_path), adapter
+                    console.print(f"resuming: {label} from {adapter}")
+                else:
+                    if resumed is not None:
+                        load_adapters(policy, resumed)
+                        resumed = None
+                    with console.status(f"{label}: rollouts and update"):
+                        info = improve_round(config, policy, pool, learner, variant, r, writer)
+                    info["eval"] = None
+                    if config.eval.every_round or r == config.tpo.rounds - 1:
+                        with console.status(f"{label}: evaluation"):
+                            info["eval"] = evaluate_policy(config, policy, pool)
+                    forget_cache(info_path)
+                    save_adapters(policy, adapter)
+                    _write_json(info_path, info)
+                    mark_cache(info_path, round_key)
+                if info["eval"] is not None:
+                    _log_eval(writer, f"{learner}/{variant}", info["eval"], r + 1)
+                    console.print(_eval_line(label, info["eval"]))
+                rounds.append(info)
+            trained[f"{learner}/{variant}"] = {
+                "policy": learner,
+                "variant": variant,
+                "cost": config.cost_variants()[variant].model_dump(),
+                "rounds": rounds,
+            }
+    finally:
+        pool.close()
+        if writer is not None:
+            writer.close()
+
+    results = _results(config, device, sft_info, trained, time.perf_counter() - start)
+    _write_json(out_dir / "results.json", results)
+    _print_table(console, results)
+    return results
+
+
+def improve_round(
+    config: GrapeConfig,
+    policy: VLAPolicy,
+    pool: EnvPool,
+    learner: str,
+    variant: str,
+    r: int,
+    writer: Any = None,
+) -> dict[str, Any]:
+    """One round: rollouts -> guided scores -> the learner's update. The rollout seeds and the
+    sampling stream depend only on ``(seed, variant, round)``, so every learner of a variant sees
+    the same episode configurations (and, in round 1, the very same rollouts)."""
+    import torch
+
+    tpo, cost = config.tpo, config.cost_variants()[variant]
+    vi = list(config.cost_variants()).index(variant)
+    generator = torch.Generator().manual_seed(_seed(config, 3, vi, r))
+    rollouts: list[Trajectory] = []
+    for ti, task in enumerate(config.tasks):
+        seeds = [_seed(config, 2, vi, r, ti, i) for i in range(tpo.rollouts_per_task)]
+        rollouts += rollout(policy, pool, task, seeds, False, tpo.temperature, generator)
+    components = score_components(policy, rollouts, config.max_episode_steps, cost.stage_scale)
+    scores = guided_scores(components, cost.weights())
+    task_of = [t.task for t in rollouts]
+    seed = _seed(config, 4, vi, r)
+    info: dict[str, Any] = {
+        "rollouts": {**summarize(rollouts), "mean_score": float(scores.mean())},
+        "rollouts_per_task": {
+            task: summarize([t for t in rollouts if t.task == task]) for task in config.tasks
+        },
+    }
+
+    if learner == "rejection_sampling":
+        rs = config.rejection_sampling
+        successes = np.array([t.success for t in rollouts])
+        keep = select_rejection_sampling(scores, task_of, successes, rs.select, rs.top_k)
+        history = sft_train(
+            policy,
+            [rollouts[i] for i in keep],
+            epochs=rs.epochs,
+            batch_size=rs.batch_size,
+            lr=rs.lr,
+            seed=seed,
+            fit_normalization=False,
+        )
+        return {**info, "preference_items": len(keep), "update": history[-1], "history": history}
+
+    if learner == "step_dpo" or tpo.pairs != "lists":
+        mode = "all" if tpo.pairs == "lists" else tpo.pairs
+        pairs = build_pairs(scores, task_of, mode, tpo.margin)
+    if learner == "step_dpo":
+        history = step_dpo_train(
+            policy,
+            rollouts,
+            pairs,
+            beta=tpo.beta,
+            epochs=tpo.epochs,
+            batch_size=tpo.batch_size,
+            lr=tpo.lr,
+            weight_decay=tpo.weight_decay,
+            max_grad_norm=tpo.max_grad_norm,
+            seed=seed,
+        )
+        n_items = len(pairs)
+    else:
+        if tpo.pairs == "lists":
+            groups = [
+                (i.tolist(), y.tolist()) for i, y in build_lists(scores, task_of, tpo.max_list_size)
+            ]
+        else:
+            groups = [((w, lo), (1.0, 0.0)) for w, lo in pairs]
+        history = tpo_train(
+            policy,
+            rollouts,
+            groups,
+            loss=tpo.loss,
+            loss_options=tpo.loss_options,
+            beta=tpo.beta,
+            epochs=tpo.epochs,
+            batch_size=tpo.batch_size,
+            lr=tpo.lr,
+            weight_decay=tpo.weight_decay,
+            max_grad_norm=tpo.max_grad_norm,
+            seed=seed,
+            normalize=tpo.normalize,
+            sft_weight=tpo.sft_weight,
+            writer=writer,
+            step_offset=r * 100_000,
+            log_prefix=f"tpo/{variant}",
+            progress=config.progress,
+        )
+        n_items = len(groups)
+    return {
+        **info,
+        "preference_items": n_items,
+        "update": history[-1] if history else None,
+        "history": history,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces of the recipe
+# ----------------------------------------------------------------------------------------------
+
+
+def make_pool(config: GrapeConfig) -> EnvPool:
+    """Envs for the config's tasks (fast-rendered images when the policy sees pixels)."""
+    m = config.model
+    pixels = PixelSettings(m.camera, m.image_size, m.fast_render) if "image" in m.obs_mode else None
+    return EnvPool(config.max_episode_steps, config.task_costs(), pixels)
+
+
+def build_policy(config: GrapeConfig) -> VLAPolicy:
+    """The untrained VLA of ``config.model`` (a tiny random LM, or a local checkpoint)."""
     from robopref.envs import instruction
 
     m = config.model
@@ -555,6 +510,91 @@ def _build_policy(config: GrapeConfig) -> VLAPolicy:
     )
 
 
+def evaluate_policy(config: GrapeConfig, policy: VLAPolicy, pool: EnvPool) -> dict[str, Any]:
+    return evaluate_splits(
+        policy, pool, config.tasks, config.held_out_tasks, config.eval_protocol()
+    )
+
+
+# the config sections that make the SFT checkpoint and its evaluation
+_SFT_SECTIONS = {"tasks", "held_out_tasks", "task_specs", "max_episode_steps", "model", "sft"}
+_SFT_SECTIONS |= {"eval", "seed"}
+
+
+def _sft(
+    config, pool, device, sft_path: Path, sft_key: dict, writer, console
+) -> tuple[dict[str, Any], bool]:
+    """Train (or read back, when ``sft_key`` made it) the SFT policy and its evaluation.
+    Returns ``(info, fresh)``, ``fresh`` True when the policy was trained now."""
+    from robopref.envs import instruction
+
+    sft_json = sft_path.with_suffix(".json")
+    fresh = not (
+        config.resume and sft_path.exists() and cache_is_valid(sft_json, sft_key, "SFT checkpoint")
+    )
+    if not fresh:
+        console.print(f"resuming: SFT policy from {sft_path}")
+        policy = load_policy(sft_path, device)
+        names = [instruction(t) for t in config.tasks + config.held_out_tasks]
+        try:
+            check_tokenizer(policy, names, str(sft_path))
+        except ValueError as e:  # a user error (wrong --out), reported in one line by the CLI
+            raise ConfigError(str(e)) from None
+        sft_info = _read_json(sft_json)
+    else:
+        forget_cache(sft_json)
+        policy = build_policy(config).to(device)
+        s = config.sft
+        with console.status("collecting scripted demonstrations"):
+            demos = scripted_demos(
+                pool,
+                config.tasks,
+                s.demos_per_task,
+                s.action_noise,
+                s.successful_only,
+                lambda ti, i: _seed(config, 1, ti, i),
+            )
+        history = sft_train(
+            policy,
+            demos,
+            epochs=s.epochs,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            weight_decay=s.weight_decay,
+            seed=config.seed,
+            writer=writer,
+            progress=config.progress,
+        )
+        with console.status("evaluating the SFT policy"):
+            metrics = evaluate_policy(config, policy, pool)
+        save_policy(policy, sft_path)
+        sft_info = {
+            "demos": len(demos),
+            "demo_steps": int(sum(len(d) for d in demos)),
+            "history": history,
+            "eval": metrics,
+        }
+        _write_json(sft_json, sft_info)
+        mark_cache(sft_json, sft_key)
+    _log_eval(writer, "sft", sft_info["eval"], 0)
+    console.print(_eval_line("SFT", sft_info["eval"]))
+    return sft_info, fresh
+
+
+def _seed(config: GrapeConfig, kind: int, *parts: int) -> int:
+    """Disjoint episode-seed ranges per use (1: demos, 2: rollouts, 3: sampling, 4: updates);
+    evaluation uses ``eval.seed + i``."""
+    return int(np.random.SeedSequence([config.seed, kind, *parts]).generate_state(1)[0] % 2**31)
+
+
+def _writer(config: GrapeConfig, out_dir: Path) -> Any:
+    if not config.tensorboard:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out_dir / "tb"))
+
+
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
@@ -564,203 +604,17 @@ def _write_json(path: Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, default=float))
 
 
-def _relative(after: float, before: float) -> float | None:
-    return None if before == 0 else 100.0 * (after - before) / abs(before)
-
-
-def _tpo_round(
-    config: GrapeConfig,
-    policy: VLAPolicy,
-    pool: EnvPool,
-    cost: CostWeights,
-    vi: int,
-    r: int,
-    writer: Any,
-) -> dict[str, Any]:
-    """One GRAPE round: rollouts -> guided scores -> pairs/lists -> TPO. Returns its statistics."""
-    import torch
-
-    tpo = config.tpo
-    generator = torch.Generator().manual_seed(_seed(config, 3, vi, r))
-    trajectories: list[Trajectory] = []
-    for ti, task in enumerate(config.tasks):
-        seeds = [_seed(config, 2, vi, r, ti, i) for i in range(tpo.rollouts_per_task)]
-        trajectories += rollout(policy, pool, task, seeds, False, tpo.temperature, generator)
-    components = score_components(policy, trajectories, config.max_episode_steps, cost.stage_scale)
-    scores = guided_scores(components, cost.weights())
-    task_of = [t.task for t in trajectories]
-    if tpo.pairs == "lists":
-        groups = [
-            (idx.tolist(), lab.tolist())
-            for idx, lab in build_lists(scores, task_of, tpo.max_list_size)
-        ]
-    else:
-        pairs = build_pairs(scores, task_of, tpo.pairs, tpo.margin)
-        groups = [((w, lo), (1.0, 0.0)) for w, lo in pairs]
-    history = tpo_train(
-        policy,
-        trajectories,
-        groups,
-        loss=tpo.loss,
-        loss_options=tpo.loss_options,
-        beta=tpo.beta,
-        epochs=tpo.epochs,
-        batch_size=tpo.batch_size,
-        lr=tpo.lr,
-        weight_decay=tpo.weight_decay,
-        max_grad_norm=tpo.max_grad_norm,
-        seed=_seed(config, 4, vi, r),
-        writer=writer,
-        step_offset=r * 100_000,
-        log_prefix=f"tpo/variant{vi}",
-        progress=config.progress,
-    )
-    return {
-        "rollouts": {**_summary(trajectories), "mean_score": float(np.mean(scores))},
-        "preference_items": len(groups),
-        "tpo": history[-1] if history else None,
-        "tpo_history": history,
-    }
-
-
-# the config sections that make the SFT checkpoint and its evaluation
-_SFT_SECTIONS = {"tasks", "held_out_tasks", "task_specs", "max_episode_steps", "model", "sft"}
-_SFT_SECTIONS |= {"eval", "seed"}
-
-
-def run(config: GrapeConfig, out_dir: Path) -> dict:
-    """SFT, then ``tpo.rounds`` GRAPE rounds per cost variant, with evaluations; writes
-    ``results.json`` into ``out_dir`` and returns it (as a dict)."""
-
-    out_dir, _ = start_run(config, out_dir)
-    device = resolve_device(config.device)
-    if "image" in config.model.obs_mode:
-        os.environ.setdefault("MUJOCO_GL", "egl" if device.type == "cuda" else "osmesa")
-    ckpt = out_dir / "checkpoints"
-    writer = None
-    if config.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out_dir / "tb"))
-    from rich.console import Console
-
-    console = Console(quiet=not config.progress)
-    pool = EnvPool(config)
-    start = time.perf_counter()
-    try:
-        # ---- SFT -------------------------------------------------------------------------
-        sft_path, sft_json = ckpt / "sft.pt", ckpt / "sft.json"
-        # checkpoints are reused only when the config sections that made them are unchanged
-        # (their sidecar ``*.config.json``); once one stage is made again, all later ones are
-        sft_key = config.model_dump(mode="json", include=_SFT_SECTIONS)
-        fresh = not (
-            config.resume
-            and sft_path.exists()
-            and cache_is_valid(sft_json, sft_key, "SFT checkpoint")
-        )
-        if not fresh:
-            console.print(f"resuming: SFT policy from {sft_path}")
-            sft_info = _read_json(sft_json)
-        else:
-            forget_cache(sft_json)
-            policy = _build_policy(config).to(device)
-            with console.status("collecting scripted demonstrations"):
-                demos = collect_demos(config, pool)
-            s = config.sft
-            history = sft_train(
-                policy,
-                demos,
-                epochs=s.epochs,
-                batch_size=s.batch_size,
-                lr=s.lr,
-                weight_decay=s.weight_decay,
-                seed=config.seed,
-                writer=writer,
-                progress=config.progress,
-            )
-            with console.status("evaluating the SFT policy"):
-                metrics = evaluate_all(policy, pool)
-            save_policy(policy, sft_path)
-            sft_info = {
-                "demos": len(demos),
-                "demo_steps": int(sum(len(d) for d in demos)),
-                "history": history,
-                "eval": metrics,
-            }
-            _write_json(sft_json, sft_info)
-            mark_cache(sft_json, sft_key)
-        _log_eval(writer, "sft", sft_info["eval"], 0)
-        console.print(_eval_line("SFT", sft_info["eval"]))
-
-        # ---- GRAPE rounds per cost variant ----------------------------------------------
-        variants = {"task": config.cost, **config.variants}
-        variant_results = {}
-        for vi, (name, cost) in enumerate(variants.items()):
-            vdir = ckpt / name
-            policy = load_policy(sft_path, device)
-            L = config.lora
-            apply_lora(
-                policy,
-                L.rank,
-                L.alpha,
-                L.dropout,
-                L.target_modules,
-                L.train_obs_encoder,
-                L.train_action_head,
-            )
-            rounds = []
-            resumed: Path | None = None  # adapters of the last completed round, loaded lazily
-            round_key = {
-                "sft": sft_key,
-                "lora": L.model_dump(mode="json"),
-                "tpo": config.tpo.model_dump(mode="json", exclude={"rounds"}),
-                "variant": [vi, name, cost.model_dump(mode="json")],
-            }
-            stale = fresh
-            for r in range(config.tpo.rounds):
-                adapter, info_path = vdir / f"round_{r:02d}.pt", vdir / f"round_{r:02d}.json"
-                stale = stale or not (
-                    config.resume
-                    and adapter.exists()
-                    and cache_is_valid(info_path, round_key, f"{name} round {r} checkpoint")
-                )
-                if not stale:
-                    info = _read_json(info_path)
-                    resumed = adapter
-                    console.print(f"resuming: {name} round {r} from {adapter}")
-                else:
-                    if resumed is not None:
-                        load_adapters(policy, resumed)
-                        resumed = None
-                    with console.status(f"[{name}] round {r}: rollouts and TPO"):
-                        info = _tpo_round(config, policy, pool, cost, vi, r, writer)
-                    with console.status(f"[{name}] round {r}: evaluation"):
-                        info["eval"] = evaluate_all(policy, pool)
-                    forget_cache(info_path)
-                    save_adapters(policy, adapter)
-                    _write_json(info_path, info)
-                    mark_cache(info_path, round_key)
-                _log_eval(writer, name, info["eval"], r + 1)
-                console.print(_eval_line(f"{name} round {r}", info["eval"]))
-                rounds.append(info)
-            variant_results[name] = {"cost": cost.model_dump(), "rounds": rounds}
-    finally:
-        pool.close()
-        if writer is not None:
-            writer.close()
-
-    results = _results(config, device, sft_info, variant_results, time.perf_counter() - start)
-    _write_json(out_dir / "results.json", results)
-    _print_table(console, results)
-    return results
+# ----------------------------------------------------------------------------------------------
+# Reporting
+# ----------------------------------------------------------------------------------------------
 
 
 def _eval_line(label: str, ev: dict[str, Any]) -> str:
     i, h = ev["in_domain"]["mean"], ev["held_out"]["mean"]
-    held = f", held-out success {h['success_rate']:.2f}" if h else ""
+    held = f", held-out success {h['success_rate']:.3f}" if h else ""
     return (
-        f"{label}: in-domain success {i['success_rate']:.2f} length {i['mean_length']:.1f} "
-        f"collisions {i['mean_collisions']:.1f}{held}"
+        f"{label}: in-domain success {i['success_rate']:.3f} ± {i['success_se']:.3f} "
+        f"steps {i['mean_length']:.1f} contacts {i['mean_collisions']:.1f}{held}"
     )
 
 
@@ -772,35 +626,64 @@ def _log_eval(writer: Any, prefix: str, ev: dict[str, Any], step: int) -> None:
             writer.add_scalar(f"eval/{prefix}/{split}/{key}", value, step)
 
 
-def _results(config, device, sft_info, variant_results, seconds) -> dict[str, Any]:
-    rows = [{"policy": "SFT", "variant": "-", "round": -1, **_flat(sft_info["eval"])}]
-    for name, v in variant_results.items():
-        for r, info in enumerate(v["rounds"]):
-            rows.append(
-                {"policy": f"TPO r{r + 1}", "variant": name, "round": r, **_flat(info["eval"])}
-            )
-    sft = rows[0]
-    changes = {}
-    for name, v in variant_results.items():
-        if not v["rounds"]:
+def result_rows(
+    policy: str, variant: str, r: int, seed: int, ev: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Records of ``docs/results/grape.jsonl``: one per split with ``policy``, ``variant``,
+    ``round``, ``seed``, ``split``, ``success``, ``success_se``, ``steps``, ``contacts``,
+    ``episodes``."""
+    rows = []
+    for split, key in (("in-domain", "in_domain"), ("held-out", "held_out")):
+        m = ev[key]["mean"]
+        if not m:
             continue
-        last = _flat(v["rounds"][-1]["eval"])
-        changes[name] = {
-            "in_domain_success_pp": 100 * (last["in_success"] - sft["in_success"]),
-            "held_out_success_pp": (
-                100 * (last["held_success"] - sft["held_success"])
-                if config.held_out_tasks
-                else None
-            ),
-            "in_domain_success_rel_pct": _relative(last["in_success"], sft["in_success"]),
-            "held_out_success_rel_pct": (
-                _relative(last["held_success"], sft["held_success"])
-                if config.held_out_tasks
-                else None
-            ),
-            "length_rel_pct": _relative(last["in_length"], sft["in_length"]),
-            "collisions_rel_pct": _relative(last["in_collisions"], sft["in_collisions"]),
-        }
+        rows.append(
+            {
+                "policy": policy,
+                "variant": variant,
+                "round": r,
+                "seed": seed,
+                "split": split,
+                "success": m["success_rate"],
+                "success_se": m["success_se"],
+                "steps": m["mean_length"],
+                "contacts": m["mean_collisions"],
+                "episodes": m.get("episodes"),
+            }
+        )
+    return rows
+
+
+def _results(config, device, sft_info, trained, seconds) -> dict[str, Any]:
+    rows = result_rows("sft", "-", 0, config.seed, sft_info["eval"])
+    table = [{"policy": "SFT", "variant": "-", "round": 0, **_flat(sft_info["eval"])}]
+    changes = {}
+    sft = table[0]
+    for key, v in trained.items():
+        for r, info in enumerate(v["rounds"]):
+            if info["eval"] is None:
+                continue
+            rows += result_rows(v["policy"], v["variant"], r + 1, config.seed, info["eval"])
+            table.append(
+                {
+                    "policy": v["policy"],
+                    "variant": v["variant"],
+                    "round": r + 1,
+                    **_flat(info["eval"]),
+                }
+            )
+        if v["rounds"]:
+            last = _flat(v["rounds"][-1]["eval"])
+            changes[key] = {
+                "in_domain_success_pp": 100 * (last["in_success"] - sft["in_success"]),
+                "held_out_success_pp": (
+                    100 * (last["held_success"] - sft["held_success"])
+                    if config.held_out_tasks
+                    else None
+                ),
+                "steps_rel_pct": _relative(last["in_length"], sft["in_length"]),
+                "contacts_rel_pct": _relative(last["in_collisions"], sft["in_collisions"]),
+            }
     return {
         "method": "grape",
         "device": str(device),
@@ -809,24 +692,28 @@ def _results(config, device, sft_info, variant_results, seconds) -> dict[str, An
         "obs_mode": config.model.obs_mode,
         "seconds": seconds,
         "sft": sft_info,
-        "variants": variant_results,
-        "table": rows,
+        "learners": trained,
+        "rows": rows,
+        "table": table,
         "change_vs_sft": changes,
     }
+
+
+def _relative(after: float, before: float) -> float | None:
+    return None if before == 0 else 100.0 * (after - before) / abs(before)
 
 
 def _flat(ev: dict[str, Any]) -> dict[str, float]:
     i, h = ev["in_domain"]["mean"], ev["held_out"]["mean"]
     out = {
         "in_success": i["success_rate"],
+        "in_se": i["success_se"],
         "in_length": i["mean_length"],
         "in_collisions": i["mean_collisions"],
     }
     if h:
         out.update(
-            held_success=h["success_rate"],
-            held_length=h["mean_length"],
-            held_collisions=h["mean_collisions"],
+            held_success=h["success_rate"], held_se=h["success_se"], held_length=h["mean_length"]
         )
     return out
 
@@ -834,12 +721,39 @@ def _flat(ev: dict[str, Any]) -> dict[str, float]:
 def _print_table(console: Any, results: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title="GRAPE: SFT vs TPO rounds (means over tasks)")
-    cols = [k for k in results["table"][0] if k not in ("round",)]
+    table = Table(title="GRAPE: SFT vs rounds (means over tasks)")
+    cols = list(results["table"][0])
     for c in cols:
         table.add_column(c, justify="right")
     for row in results["table"]:
         table.add_row(
-            *(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols)
+            *(
+                f"{row.get(c):.3f}" if isinstance(row.get(c), float) else str(row.get(c))
+                for c in cols
+            )
         )
     console.print(table)
+
+
+def collect_rows(run_dirs: list[str | Path], **extra: Any) -> list[dict[str, Any]]:
+    """The ``rows`` of the ``results.json`` of several runs (e.g. one per seed), each with
+    ``extra`` fields added: the lines of ``docs/results/grape.jsonl``."""
+    rows = []
+    for d in run_dirs:
+        rows += [{**r, **extra} for r in _read_json(Path(d) / "results.json")["rows"]]
+    return rows
+
+
+def pooled(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Success pooled over rows (seeds): episode-weighted mean, its binomial standard error over
+    all episodes, and the mean steps and contacts per episode."""
+    n = np.array([r["episodes"] for r in rows], dtype=float)
+    p = float(np.sum(n * [r["success"] for r in rows]) / n.sum())
+    return {
+        "success": p,
+        "success_se": float(np.sqrt(p * (1 - p) / n.sum())),
+        "steps": float(np.average([r["steps"] for r in rows], weights=n)),
+        "contacts": float(np.average([r["contacts"] for r in rows], weights=n)),
+        "episodes": int(n.sum()),
+        "seeds": len(rows),
+    }

@@ -10,6 +10,7 @@ import torch
 
 from robopref.config import ConfigError, load_config
 from robopref.methods import grape
+from robopref.policies.vla import CollisionCounter, rollout, score_components
 
 
 def _config(**overrides):
@@ -34,8 +35,8 @@ def test_collision_counter_counts_robot_contacts_with_non_targets():
     env = make_env("button-press-v3", seed=0, max_episode_steps=60)
     env.reset(seed=0)
     model, data = env.unwrapped.model, env.unwrapped.data
-    count_all = grape.CollisionCounter(model, [], "button-press-v3")
-    count_safe = grape.CollisionCounter(model, ["box"], "button-press-v3")  # box + children
+    count_all = CollisionCounter(model, [], "button-press-v3")
+    count_safe = CollisionCounter(model, ["box"], "button-press-v3")  # box + children
     touched = 0
     for _ in range(60):  # drive the hand down into the table, then forward into the button box
         env.step(np.array([0.0, 0.3, -1.0, 0.0], dtype=np.float32))
@@ -44,16 +45,16 @@ def test_collision_counter_counts_robot_contacts_with_non_targets():
         touched += n_all
     assert touched > 0
     with pytest.raises(ValueError, match="unknown body 'nope'"):
-        grape.CollisionCounter(model, ["nope"], "button-press-v3")
+        CollisionCounter(model, ["nope"], "button-press-v3")
     env.close()
 
 
 def test_rollout_records_costs_and_retokenises_exactly():
     torch.set_num_threads(1)
     config = _config()
-    policy = grape._build_policy(config)
-    pool = grape.EnvPool(config)
-    trajs = grape.rollout(
+    policy = grape.build_policy(config)
+    pool = grape.make_pool(config)
+    trajs = rollout(
         policy, pool, "reach-v3", [3, 4], greedy=False, generator=torch.Generator().manual_seed(0)
     )
     pool.close()
@@ -63,7 +64,7 @@ def test_rollout_records_costs_and_retokenises_exactly():
         assert len(t.metadata["stage_costs"]) == 1 and t.metadata["collisions"] >= 0
         tok = policy.action_tokenizer
         np.testing.assert_array_equal(tok.decode(tok.encode(t.actions)), t.actions)
-    comps = grape.score_components(policy, trajs, 20, 0.1)
+    comps = score_components(policy, trajs, 20, 0.1)
     assert set(comps) == {"success", "stages", "logp", "length", "collisions", "action"}
     assert (
         (comps["logp"] < 0).all() and (comps["stages"] > 0).all() and (comps["stages"] <= 1).all()
@@ -71,7 +72,7 @@ def test_rollout_records_costs_and_retokenises_exactly():
 
 
 def test_config_validation_names_the_field(tmp_path):
-    with pytest.raises(ValueError, match="declare no stages"):
+    with pytest.raises(ValueError, match="reach-v3.stages"):
         _config(task_specs={})
     path = tmp_path / "bad.yaml"
     path.write_text("method: grape\ntasks: [reach-v3]\ntpo: {pairs: some}\n")
@@ -89,23 +90,34 @@ def test_grape_end_to_end_and_resume(tmp_path):
         tpo={"rounds": 2, "rollouts_per_task": 4, "epochs": 1, "batch_size": 4},
         eval={"episodes_per_task": 2},
         variants={"efficiency": {"length": 2.0}},
+        baselines=["rejection_sampling", "step_dpo"],
     )
     results = grape.run(config, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["table"] == json.loads(json.dumps(results["table"]))
-    assert [row["policy"] for row in saved["table"]] == [
-        "SFT",
-        "TPO r1",
-        "TPO r2",
-        "TPO r1",
-        "TPO r2",
+    assert [(row["policy"], row["variant"], row["round"]) for row in saved["table"]] == [
+        ("SFT", "-", 0),
+        ("tpo", "task", 1),
+        ("tpo", "task", 2),
+        ("tpo", "efficiency", 1),
+        ("tpo", "efficiency", 2),
+        ("rejection_sampling", "task", 1),
+        ("rejection_sampling", "task", 2),
+        ("step_dpo", "task", 1),
+        ("step_dpo", "task", 2),
     ]
+    # the baselines see TPO's round-1 rollouts (same seeds and sampling stream, same SFT policy)
+    first = {k: v["rounds"][0]["rollouts"] for k, v in saved["learners"].items()}
+    assert first["rejection_sampling/task"] == first["tpo/task"] == first["step_dpo/task"]
+    assert len(saved["rows"]) == 2 * len(saved["table"])  # in-domain and held-out
+    assert {r["split"] for r in saved["rows"]} == {"in-domain", "held-out"}
+    assert saved["rows"][0]["episodes"] == 2 and saved["rows"][0]["policy"] == "sft"
     for name in ("task", "efficiency"):
-        rounds = saved["variants"][name]["rounds"]
+        rounds = saved["learners"][f"tpo/{name}"]["rounds"]
         assert len(rounds) == 2 and rounds[0]["preference_items"] > 0
         assert (tmp_path / "checkpoints" / name / "round_01.pt").exists()
         assert 0 <= rounds[-1]["eval"]["in_domain"]["mean"]["success_rate"] <= 1
-    assert "in_domain_success_pp" in saved["change_vs_sft"]["task"]
+    assert "in_domain_success_pp" in saved["change_vs_sft"]["tpo/task"]
     # resume: everything is read back from the checkpoints, nothing is recomputed
     stamp = (tmp_path / "checkpoints" / "task" / "round_01.json").stat().st_mtime_ns
     again = grape.run(config, tmp_path)
@@ -132,12 +144,12 @@ def test_image_mode_rollout_renders_and_scores(monkeypatch):
         max_episode_steps=5,
         model={"hidden_size": 32, "n_layers": 1, "obs_mode": "image+state", "image_size": 32},
     )
-    policy = grape._build_policy(config)
-    pool = grape.EnvPool(config)
-    trajs = grape.rollout(policy, pool, "reach-v3", [0, 1], greedy=True)
+    policy = grape.build_policy(config)
+    pool = grape.make_pool(config)
+    trajs = rollout(policy, pool, "reach-v3", [0, 1], greedy=True)
     pool.close()
     for t in trajs:
         assert t.observations["image"].shape == (5, 32, 32, 3)
         assert t.observations["image"].dtype == np.uint8 and t.observations["image"].std() > 0
-    comps = grape.score_components(policy, trajs, 5, 0.1)
+    comps = score_components(policy, trajs, 5, 0.1)
     assert np.isfinite(comps["logp"]).all() and (comps["logp"] < 0).all()

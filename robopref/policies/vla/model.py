@@ -540,6 +540,23 @@ def load_pretrained_vla(
     return VLAPolicy(lm, tokenizer, encoder, act_dim, n_bins, prompt_template, spec)
 
 
+def check_tokenizer(policy: VLAPolicy, instructions: Sequence[str], source: str) -> None:
+    """Raise a one-line ``ValueError`` naming ``source`` (a checkpoint file) when the policy's
+    tokenizer cannot write one of ``instructions`` (a word maps to its unknown token): the
+    checkpoint was trained for other instructions."""
+    unk = getattr(policy.tokenizer, "unk_token_id", None)
+    if unk is None:
+        return
+    for q in instructions:
+        ids = policy.tokenizer.encode(policy.prompt_template.format(instruction=q))
+        if unk in ids:
+            words = [w for w in q.split() if unk in policy.tokenizer.encode(w)]
+            raise ValueError(
+                f"{source}: the checkpoint's tokenizer does not match: instruction {q!r} has "
+                f"words {words} outside its vocabulary (a checkpoint of other tasks?)"
+            )
+
+
 def save_policy(policy: VLAPolicy, path: str | Path) -> None:
     """Write the whole policy (its rebuild spec and full state dict, before any LoRA) atomically."""
     if policy.lora_settings:

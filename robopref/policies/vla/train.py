@@ -132,14 +132,42 @@ def reference_logprobs(
     return out
 
 
-def _group_scores(
+def length_normalized_scores(
+    logp: torch.Tensor, ref_logp: torch.Tensor, token_mask: torch.Tensor, beta: float = 1.0
+) -> torch.Tensor:
+    """``s_k = beta * mean_t [log pi(a_t | .) - log pi_ref(a_t | .)]`` over the valid tokens of
+    each item ``[B, K]`` (TRL's IPO and SimPO divide the summed log-ratio by the token count);
+    an item without tokens scores 0. Inputs ``[B, K, T]`` as :func:`log_ratio_scores`."""
+    summed = log_ratio_scores(logp, ref_logp, token_mask, beta=beta)
+    return summed / token_mask.sum(-1).clamp(min=1).to(summed.dtype)
+
+
+def chosen_nll(logp: torch.Tensor, token_mask: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """The SFT anchor: mean over groups of the chosen item's negative log-likelihood per token.
+
+    Args:
+        logp: ``[B, K, T]`` per-token log-probabilities of the policy (nats).
+        token_mask: ``[B, K, T]`` bool, valid tokens.
+        chosen: ``[B]`` index of the chosen (best-labelled) item of each group.
+
+    Returns:
+        a scalar: ``mean_b [-sum_t logp[b, c_b, t] / n_tokens(b, c_b)]`` (nats per token).
+    """
+    idx = chosen.to(logp.device)[:, None, None].expand(-1, 1, logp.shape[-1])
+    lp = logp.gather(1, idx).squeeze(1)  # [B, T]
+    m = token_mask.gather(1, idx.to(token_mask.device)).squeeze(1)
+    lp = torch.where(m, lp, lp.new_zeros(()))
+    return (-(lp.sum(-1)) / m.sum(-1).clamp(min=1).to(lp.dtype)).mean()
+
+
+def _group_tokens(
     policy: VLAPolicy,
     trajectories: Sequence[Any],
     ref: Sequence[torch.Tensor],
     groups: Sequence[Group],
-    beta: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Scores ``[B, K]`` (beta * summed log-ratios), labels ``[B, K]`` and item mask ``[B, K]``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token ``logp`` and ``ref_logp`` ``[B, K, W]``, ``token_mask`` ``[B, K, W]``, labels
+    ``[B, K]`` and item mask ``[B, K]`` of the groups (one forward pass per unique trajectory)."""
     unique = list(dict.fromkeys(int(i) for idx, _ in groups for i in idx))
     where = {t: j for j, t in enumerate(unique)}
     logp, mask = batch_token_logprobs(policy, [trajectories[t] for t in unique])
@@ -160,7 +188,22 @@ def _group_scores(
             rf[b, k, : len(r)] = r
             labels[b, k] = float(y)
             items[b, k] = True
-    return log_ratio_scores(lp, rf, tm, beta=beta), labels, items
+    return lp, rf, tm, labels, items
+
+
+def _group_scores(
+    policy: VLAPolicy,
+    trajectories: Sequence[Any],
+    ref: Sequence[torch.Tensor],
+    groups: Sequence[Group],
+    beta: float,
+    normalize: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores ``[B, K]`` (beta * summed or, with ``normalize``, per-token mean log-ratios),
+    labels ``[B, K]`` and item mask ``[B, K]``."""
+    lp, rf, tm, labels, items = _group_tokens(policy, trajectories, ref, groups)
+    score = length_normalized_scores if normalize else log_ratio_scores
+    return score(lp, rf, tm, beta=beta), labels, items
 
 
 def pair_margins(
@@ -179,6 +222,13 @@ def pair_margins(
     return (scores[:, 0] - scores[:, 1]).cpu().numpy()
 
 
+def _best_worst(labels: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index ``[B]`` of the best- and of the worst-labelled item of each group."""
+    masked_hi = torch.where(items, labels, labels.new_full((), -np.inf))
+    masked_lo = torch.where(items, labels, labels.new_full((), np.inf))
+    return masked_hi.argmax(1), masked_lo.argmin(1)
+
+
 def tpo_train(
     policy: VLAPolicy,
     trajectories: Sequence[Any],
@@ -193,6 +243,8 @@ def tpo_train(
     max_grad_norm: float | None = 1.0,
     seed: int = 0,
     ref: Sequence[torch.Tensor] | None = None,
+    normalize: bool = False,
+    sft_weight: float = 0.0,
     writer: Any = None,
     step_offset: int = 0,
     log_prefix: str = "tpo",
@@ -205,13 +257,18 @@ def tpo_train(
         groups: ``(indices [K], labels [K])`` per preference item: a pair ``((w, l), (1, 0))``
             or a ranked list with graded labels.
         loss, loss_options: a loss of :mod:`robopref.losses` (``"dpo"`` = GRAPE's TPO).
-        beta: DPO's beta (scales the summed log-ratio into the score).
+        beta: DPO's beta (scales the log-ratio into the score).
         ref: reference per-token log-probabilities (default: computed with
             :func:`reference_logprobs`).
+        normalize: score = beta * the *mean* per-token log-ratio (:func:`length_normalized_scores`)
+            instead of the sum over the trajectory's ~T * act_dim tokens.
+        sft_weight: adds ``sft_weight *`` :func:`chosen_nll` (the best-labelled trajectory's
+            NLL per token) to the preference loss: an SFT anchor (as RPO does).
 
     Returns:
-        Per-epoch ``{"epoch", "loss", "margin" (mean of s_best - s_worst / beta, nats),
-        "accuracy" (fraction of groups whose best-labelled item has the highest score)}``.
+        Per-epoch ``{"epoch", "loss", "margin" (mean of (s_best - s_worst) / beta: nats, or nats
+        per token when normalised), "accuracy" (fraction of groups whose best-labelled item has
+        the highest score), "nll" (chosen NLL per token)}``.
     """
     if not groups:
         return []
@@ -222,6 +279,7 @@ def tpo_train(
         raise ValueError("tpo_train: the policy has no trainable parameters")
     optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
+    score_fn = length_normalized_scores if normalize else log_ratio_scores
     history = []
     policy.train()
     progress_bar, task = _progress(epochs, "TPO", progress)
@@ -229,20 +287,22 @@ def tpo_train(
     with progress_bar:
         for epoch in range(epochs):
             order = rng.permutation(len(groups))
-            sums = {"loss": 0.0, "margin": 0.0, "accuracy": 0.0}
+            sums = {"loss": 0.0, "margin": 0.0, "accuracy": 0.0, "nll": 0.0}
             for s in range(0, len(groups), batch_size):
                 batch = [groups[i] for i in order[s : s + batch_size]]
-                scores, labels, items = _group_scores(policy, trajectories, ref, batch, beta)
+                lp, rf, tm, labels, items = _group_tokens(policy, trajectories, ref, batch)
+                scores = score_fn(lp, rf, tm, beta=beta)
+                best, worst = _best_worst(labels, items)
+                nll = chosen_nll(lp, tm, best)
                 value = loss_fn(scores, labels, items)
+                if sft_weight:
+                    value = value + sft_weight * nll
                 optim.zero_grad(set_to_none=True)
                 value.backward()
                 if max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
                 optim.step()
                 with torch.no_grad():
-                    masked_hi = torch.where(items, labels, labels.new_full((), -np.inf))
-                    masked_lo = torch.where(items, labels, labels.new_full((), np.inf))
-                    best, worst = masked_hi.argmax(1), masked_lo.argmin(1)
                     s_best = scores.gather(1, best[:, None]).squeeze(1)
                     s_worst = scores.gather(1, worst[:, None]).squeeze(1)
                     top = torch.where(items, scores, scores.new_full((), -np.inf)).argmax(1)
@@ -250,6 +310,7 @@ def tpo_train(
                 sums["loss"] += value.item() * n
                 sums["margin"] += float((s_best - s_worst).sum()) / beta
                 sums["accuracy"] += float((top == best).float().sum())
+                sums["nll"] += nll.item() * n
                 if writer is not None:
                     writer.add_scalar(f"{log_prefix}/loss", value.item(), step)
                 step += 1
@@ -258,3 +319,114 @@ def tpo_train(
             progress_bar.update(task, advance=1, description=f"TPO loss {row['loss']:.3f}")
     policy.eval()
     return history
+
+
+def step_logratios(
+    policy: VLAPolicy, trajectories: Sequence[Any], ref: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step log-ratios ``[N, T_max]`` (``sum_d log pi - log pi_ref`` over the step's
+    ``act_dim`` tokens, nats; 0 on padding) and the step mask ``[N, T_max]``."""
+    logp, mask = batch_token_logprobs(policy, trajectories)
+    D = policy.act_dim
+    rf = torch.zeros_like(logp)
+    for i, r in enumerate(ref):
+        rf[i, : len(r)] = r.to(logp.device)
+    diff = torch.where(mask, logp - rf, logp.new_zeros(()))
+    return diff.view(len(trajectories), -1, D).sum(-1), mask.view(len(trajectories), -1, D)[..., 0]
+
+
+def step_dpo_train(
+    policy: VLAPolicy,
+    trajectories: Sequence[Any],
+    pairs: Sequence[tuple[int, int]],
+    beta: float = 0.1,
+    epochs: int = 1,
+    batch_size: int = 4,
+    lr: float = 5e-4,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 1.0,
+    seed: int = 0,
+    ref: Sequence[torch.Tensor] | None = None,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Step-level DPO (a baseline for TPO): each ``(chosen, rejected)`` trajectory pair gives one
+    preference per aligned time step ``t < min(T_w, T_l)``, ``-log sigmoid(beta * (r_w,t -
+    r_l,t))`` with ``r_t`` the step's log-ratio (:func:`step_logratios`); the loss is the mean
+    over all aligned steps of the batch (the ``"dpo"`` loss of :mod:`robopref.losses`).
+
+    Returns per-epoch ``{"epoch", "loss", "accuracy" (fraction of aligned steps with r_w > r_l)}``.
+    """
+    if not pairs:
+        return []
+    loss_fn = get_loss("dpo")
+    ref = ref if ref is not None else reference_logprobs(policy, trajectories)
+    params = list(trainable_parameters(policy).values())
+    if not params:
+        raise ValueError("step_dpo_train: the policy has no trainable parameters")
+    optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    history = []
+    policy.train()
+    progress_bar, task = _progress(epochs, "step DPO", progress)
+    with progress_bar:
+        for epoch in range(epochs):
+            order = rng.permutation(len(pairs))
+            total = acc = steps = 0.0
+            for s in range(0, len(pairs), batch_size):
+                batch = [pairs[i] for i in order[s : s + batch_size]]
+                unique = list(dict.fromkeys(i for p in batch for i in p))
+                where = {t: j for j, t in enumerate(unique)}
+                r, m = step_logratios(
+                    policy, [trajectories[t] for t in unique], [ref[t] for t in unique]
+                )
+                w = torch.tensor([where[a] for a, _ in batch])
+                lo = torch.tensor([where[b] for _, b in batch])
+                both = m[w] & m[lo]  # [P, T] aligned steps
+                scores = beta * torch.stack([r[w][both], r[lo][both]], -1)  # [S, 2]
+                labels = torch.tensor([1.0, 0.0]).expand_as(scores)
+                value = loss_fn(scores, labels)
+                optim.zero_grad(set_to_none=True)
+                value.backward()
+                if max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                optim.step()
+                n = scores.shape[0]
+                total += value.item() * n
+                acc += float((scores[:, 0] > scores[:, 1]).float().sum())
+                steps += n
+            history.append({"epoch": epoch, "loss": total / steps, "accuracy": acc / steps})
+            progress_bar.update(task, advance=1)
+    policy.eval()
+    return history
+
+
+def select_rejection_sampling(
+    scores: np.ndarray,
+    groups: Sequence,
+    successes: np.ndarray,
+    mode: str = "success",
+    top_k: int = 1,
+) -> list[int]:
+    """The rollouts that rejection-sampling fine-tuning behaviour-clones, per group (task).
+
+    ``mode="success"``: a group's successful rollouts, or its ``top_k`` best-scored ones when
+    none succeeded; ``"best"``: its ``top_k`` best-scored rollouts. Ties keep the lower index.
+    Returns indices, groups in order of first appearance, best first within a group.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    successes = np.asarray(successes, dtype=bool)
+    groups = np.asarray(groups)
+    if not (scores.shape == successes.shape == groups.shape) or scores.ndim != 1:
+        raise ValueError(
+            f"scores, successes, groups: expected equal shapes [N], found {scores.shape}, "
+            f"{successes.shape}, {groups.shape}"
+        )
+    if mode not in ("success", "best"):
+        raise ValueError(f"rejection_sampling.select: expected 'success' or 'best', found {mode!r}")
+    out: list[int] = []
+    for g in dict.fromkeys(groups.tolist()):
+        idx = np.flatnonzero(groups == g)
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        ok = idx[successes[idx]]
+        out += (ok if mode == "success" and ok.size else idx[:top_k]).tolist()
+    return [int(i) for i in out]

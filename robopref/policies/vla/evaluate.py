@@ -1,0 +1,73 @@
+"""Evaluation of VLA policies on Meta-World: success rate, steps per episode and contacts per
+episode over fixed episode configurations, the same for every policy (common random numbers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from robopref.policies.vla.costs import summarize
+from robopref.policies.vla.model import VLAPolicy
+from robopref.policies.vla.rollouts import EnvPool, rollout
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """Episode ``i`` of every task is reset with seed ``seed + i`` for every policy; actions are
+    decoded greedily or sampled at ``temperature`` (a generator seeded with ``seed`` per task,
+    so two policies see the same random stream)."""
+
+    episodes_per_task: int = 10
+    seed: int = 10_000
+    greedy: bool = True
+    temperature: float = 1.0
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error ``sqrt(p (1 - p) / n)`` of a success rate ``p`` over ``n`` episodes."""
+    return float(np.sqrt(p * (1 - p) / n)) if n > 0 else float("nan")
+
+
+def evaluate(
+    policy: VLAPolicy, pool: EnvPool, tasks: Sequence[str], protocol: EvalProtocol
+) -> dict[str, Any]:
+    """Per-task and mean success rate, episode length (steps; episodes end at success) and
+    collisions (contacts per episode) over ``protocol.episodes_per_task`` configurations per task.
+
+    Returns ``{"mean": {success_rate, success_se, mean_length, mean_collisions, episodes},
+    "per_task": {task: {...}}}``; ``mean`` is empty when ``tasks`` is.
+    """
+    import torch
+
+    per_task = {}
+    for task in tasks:
+        generator = torch.Generator().manual_seed(protocol.seed)
+        seeds = [protocol.seed + i for i in range(protocol.episodes_per_task)]
+        trajs = rollout(policy, pool, task, seeds, protocol.greedy, protocol.temperature, generator)
+        per_task[task] = summarize(trajs)
+    if not tasks:
+        return {"mean": {}, "per_task": per_task}
+    keys = ("success_rate", "mean_length", "mean_collisions")
+    mean = {k: float(np.mean([m[k] for m in per_task.values()])) for k in keys}
+    n = protocol.episodes_per_task * len(tasks)
+    mean["success_se"] = binomial_se(mean["success_rate"], n)
+    mean["episodes"] = n
+    return {"mean": mean, "per_task": per_task}
+
+
+def evaluate_splits(
+    policy: VLAPolicy,
+    pool: EnvPool,
+    tasks: Sequence[str],
+    held_out_tasks: Sequence[str],
+    protocol: EvalProtocol,
+) -> dict[str, Any]:
+    """:func:`evaluate` on the in-domain and the held-out tasks."""
+    return {
+        "in_domain": evaluate(policy, pool, tasks, protocol),
+        "held_out": evaluate(policy, pool, held_out_tasks, protocol),
+    }

@@ -10,6 +10,7 @@ import torch
 from robopref.config import ConfigError
 from robopref.data import Trajectory
 from robopref.methods import grape
+from robopref.methods.common import mark_cache
 from robopref.policies.vla import (
     apply_lora,
     batch_token_logprobs,
@@ -177,6 +178,8 @@ def test_resume_from_a_mismatched_sft_checkpoint_is_a_config_error(tmp_path):
         build_tiny_vla(["reach the goal position"], hidden_size=16, n_layers=1), ckpt / "sft.pt"
     )
     (ckpt / "sft.json").write_text("{}")
+    # recorded as made by this config (a checkpoint swapped in by hand), so the run resumes it
+    mark_cache(ckpt / "sft.json", config.model_dump(mode="json", include=grape._SFT_SECTIONS))
     with pytest.raises(ConfigError, match=r"checkpoints/sft\.pt: the checkpoint's tokenizer"):
         grape.run(config, tmp_path)
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_iql_learning import behaviour, mean_return, rollouts
 
 from robopref.config import ConfigError, load_config
 from robopref.data import DataValidationError, Trajectory, TrajectoryDataset
@@ -24,7 +25,6 @@ from robopref.policies import (
     make_learner,
     select_episodes,
 )
-from test_iql_learning import behaviour, mean_return, rollouts
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -2,11 +2,12 @@
 
 Every implementation trains on identical random data (``--size`` transitions, obs 39, action
 4, reward N(0, 1), no terminals) with identical batch indices (one ``torch.Generator`` seeded
-the same), 256x256 ReLU networks, batch 256, CPU. Each (implementation, threads) measurement is
-a fresh subprocess (so thread pools and allocators do not leak between them) that does
-``--warmup`` updates and then times ``--updates``; the measurements are interleaved over
-``--reps`` repetitions, in a rotated order, because the machine is shared. The report gives the
-median updates/s and the median of the per-repetition ratios to the peer.
+the same), 256x256 ReLU networks, batch 256, CPU. Each implementation runs in its own
+long-lived worker subprocess (its own thread pool; d3rlpy in its own virtualenv), warmed up
+once; the driver then goes round-robin over the workers, ``--rounds`` times, asking each for
+``--chunk`` updates in a rotated order, so that the measurements being compared are seconds
+apart. The machine is shared: the report gives the median rate and the median over rounds of
+the ratio to the peer (and to the matmul floor) within the same round.
 
 ``floor``: the time of the matrix multiplications of one robopref IQL update alone (every
 forward ``x W^T`` and backward ``dY^T X``, ``dY W`` at the same shapes, as plain ``torch.mm`` on
@@ -21,7 +22,7 @@ default ``/work/d3rlpy-venv/bin/python``; skipped when absent). Make it with::
 
 Run::
 
-    python benchmarks/iql.py --reps 5 --updates 300 --threads 1 2
+    python benchmarks/iql.py --rounds 30 --chunk 10 --threads 1 2
 """
 
 from __future__ import annotations
@@ -211,85 +212,87 @@ def floor_shapes() -> list[tuple[int, int, int]]:
     return shapes
 
 
-def worker(impl: str, threads: int, updates: int, warmup: int, size: int) -> dict:
+def serve(impl: str, threads: int, warmup: int, size: int) -> None:
+    """Worker loop: build ``impl``, warm up, then for each line ``K`` on stdin run ``K`` updates
+    and print their wall time in seconds (one line)."""
     import torch
 
     torch.set_num_threads(threads)
     if impl == "floor":
         shapes = floor_shapes()
         mats = [(torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)) for m, k, n in shapes]
-        flops = sum(2 * m * k * n for m, k, n in shapes)
-        for _ in range(warmup):
+
+        def one():
             for a, b, c in mats:
                 torch.mm(a, b, out=c)
-        t0 = time.perf_counter()
-        for _ in range(updates):
-            for a, b, c in mats:
-                torch.mm(a, b, out=c)
-        dt = time.perf_counter() - t0
-        return {"updates_per_s": updates / dt, "gflop_per_update": flops / 1e9}
-    data = make_data(size, seed=0)
-    packed = torch.cat(
-        [
-            data["obs"],
-            data["act"],
-            data["next_obs"],
-            data["reward"][:, None],
-            data["terminal"][:, None],
-        ],
-        dim=1,
-    )
-    update, wants_packed = make_updater(impl)
-    stream = index_stream(size, seed=1)
+    else:
+        data = make_data(size, seed=0)
+        packed = torch.cat(
+            [
+                data["obs"],
+                data["act"],
+                data["next_obs"],
+                data["reward"][:, None],
+                data["terminal"][:, None],
+            ],
+            dim=1,
+        )
+        update, wants_packed = make_updater(impl)
+        stream = index_stream(size, seed=1)
 
-    def batch():
-        idx = next(stream)
-        if wants_packed:
-            return {"packed": packed[idx]}
-        return {k: v[idx] for k, v in data.items()}
+        def one():
+            idx = next(stream)
+            update(
+                {"packed": packed[idx]} if wants_packed else {k: v[idx] for k, v in data.items()}
+            )
 
-    t_compile = time.perf_counter()
-    for _ in range(warmup):
-        update(batch())
-    t_compile = time.perf_counter() - t_compile
     t0 = time.perf_counter()
-    for _ in range(updates):
-        update(batch())
-    dt = time.perf_counter() - t0
-    return {"updates_per_s": updates / dt, "warmup_s": t_compile}
+    for _ in range(warmup):
+        one()
+    print(f"ready {time.perf_counter() - t0:.2f}", flush=True)
+    for line in sys.stdin:
+        k = int(line)
+        t0 = time.perf_counter()
+        for _ in range(k):
+            one()
+        print(f"{time.perf_counter() - t0:.6f}", flush=True)
 
 
-def run_worker(python: str, impl: str, threads: int, args) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = [
-        python,
-        __file__,
-        "--worker",
-        impl,
-        "--threads",
-        str(threads),
-        "--updates",
-        str(args.updates),
-        "--warmup",
-        str(args.warmup_compile if impl == "ours_compile" else args.warmup),
-        "--size",
-        str(args.size),
-    ]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{impl} worker failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class Worker:
+    """A served worker subprocess (see :func:`serve`)."""
+
+    def __init__(self, python: str, impl: str, threads: int, args):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        warmup = args.warmup_compile if impl == "ours_compile" else args.warmup
+        cmd = [python, __file__, "--worker", impl, "--threads", str(threads)]
+        cmd += ["--warmup", str(warmup), "--size", str(args.size)]
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready"):
+            raise RuntimeError(f"{impl} worker failed to start (see its stderr above)")
+        self.warmup_s = float(line.split()[1])
+
+    def rate(self, k: int) -> float:
+        self.proc.stdin.write(f"{k}\n")
+        self.proc.stdin.flush()
+        return k / float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--updates", type=int, default=300)
+    p.add_argument("--rounds", type=int, default=30, help="round-robin rounds per thread count")
+    p.add_argument("--chunk", type=int, default=10, help="updates per worker per round")
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--warmup-compile", type=int, default=60)
     p.add_argument("--size", type=int, default=100_000)
-    p.add_argument("--reps", type=int, default=5)
     p.add_argument(
         "--impls",
         nargs="+",
@@ -300,53 +303,60 @@ def main() -> None:
     p.add_argument("--json", help="write all measurements here")
     args = p.parse_args()
     if args.worker:
-        print(
-            json.dumps(worker(args.worker, args.threads[0], args.updates, args.warmup, args.size))
-        )
+        serve(args.worker, args.threads[0], args.warmup, args.size)
         return
     impls = list(args.impls)
     if "d3rlpy" in impls and not Path(args.d3rlpy_python).exists():
         print(f"skipping d3rlpy: {args.d3rlpy_python} not found", file=sys.stderr)
         impls.remove("d3rlpy")
-    results: dict[tuple[str, int], list[float]] = {}
-    for rep in range(args.reps):
-        for threads in args.threads:
-            order = impls[rep % len(impls) :] + impls[: rep % len(impls)]
-            for impl in order:
-                python = args.d3rlpy_python if impl == "d3rlpy" else sys.executable
-                r = run_worker(python, impl, threads, args)
-                results.setdefault((impl, threads), []).append(r["updates_per_s"])
-                extra = f" (warmup {r['warmup_s']:.1f} s)" if "warmup_s" in r else ""
-                print(
-                    f"rep {rep} threads {threads} {impl:13s} {r['updates_per_s']:7.1f} upd/s{extra}",
-                    file=sys.stderr,
-                    flush=True,
-                )
     peer = next((i for i in ("d3rlpy", "plain", "ours") if i in impls), impls[0])
-    print(
-        f"\n| implementation | threads | updates/s (median of {args.reps}) | x {peer} (median ratio) | % of floor |"
-    )
-    print("|---|---|---|---|---|")
+    results: dict[str, list[float]] = {}
+    table = [
+        f"| implementation | threads | updates/s (median) | x {peer} (median ratio) | "
+        "% of matmul floor (median ratio) |",
+        "|---|---|---|---|---|",
+    ]
     for threads in args.threads:
+        workers = {
+            impl: Worker(
+                args.d3rlpy_python if impl == "d3rlpy" else sys.executable, impl, threads, args
+            )
+            for impl in impls
+        }
+        rates: dict[str, list[float]] = {impl: [] for impl in impls}
+        for r in range(args.rounds):
+            order = impls[r % len(impls) :] + impls[: r % len(impls)]
+            for impl in order:  # rotated, so no implementation always runs after another
+                rates[impl].append(workers[impl].rate(args.chunk))
+            print(
+                f"threads {threads} round {r}: "
+                + ", ".join(f"{i} {rates[i][-1]:.1f}" for i in impls),
+                file=sys.stderr,
+                flush=True,
+            )
+        for w in workers.values():
+            w.close()
         for impl in impls:
-            vals = results[(impl, threads)]
-            ratio = statistics.median(v / w for v, w in zip(vals, results[(peer, threads)]))
+            vals = rates[impl]
+            results[f"{impl}@{threads}"] = vals
+            ratio = statistics.median(v / w for v, w in zip(vals, rates[peer]))
             floor = (
-                f"{100 * statistics.median(v / w for v, w in zip(vals, results[('floor', threads)])):.0f} %"
+                f"{100 * statistics.median(v / w for v, w in zip(vals, rates['floor'])):.0f} %"
                 if "floor" in impls and impl != "floor"
                 else ""
             )
-            print(f"| {impl} | {threads} | {statistics.median(vals):.1f} | {ratio:.2f} | {floor} |")
+            table.append(
+                f"| {impl} | {threads} | {statistics.median(vals):.1f} | {ratio:.2f} | {floor} |"
+            )
+    print("\n".join(table))
     if "floor" in impls:
         shapes = floor_shapes()
         print(
-            f"\nrobopref IQL update: {sum(2 * m * k * n for m, k, n in shapes) / 1e9:.3f} GFLOP in "
-            f"{len(shapes)} matmuls"
+            f"\nrobopref IQL update: {sum(2 * m * k * n for m, k, n in shapes) / 1e9:.3f} GFLOP "
+            f"in {len(shapes)} matmuls"
         )
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({f"{k[0]}@{k[1]}": v for k, v in results.items()}, indent=1)
-        )
+        Path(args.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -230,9 +230,9 @@ def run(config: Config, out_dir: Path) -> dict:
             log_dir=str(out_dir / "tb" / f"{learner}-{variant}"),
             checkpoint_dir=str(out_dir / "ckpt" / f"{learner}-{variant}"),
         )
-        policy_started = time.time()
+        policy_started, policy_cpu = time.time(), time.process_time()
         agent.train(buffer)
-        policy_s = time.time() - policy_started
+        policy_s, policy_cpu = time.time() - policy_started, time.process_time() - policy_cpu
         eval_started = time.time()
         evaluation = evaluate_policy(
             agent.act,
@@ -258,6 +258,7 @@ def run(config: Config, out_dir: Path) -> dict:
                 "policy": learner,
                 "policy_steps": agent.step,
                 "policy_train_s": round(policy_s, 1),
+                "policy_cpu_s": round(policy_cpu, 1),  # CPU time of this process, all threads
                 "eval_s": round(time.time() - eval_started, 1),
                 "mean_return": float(evaluation["mean_return"]),
                 "wall_s": round(time.time() - started, 1),

@@ -239,3 +239,42 @@ def test_shuffled_labels_permute_rows():
     assert sorted(map(tuple, s.labels)) == sorted(map(tuple, labels))
     assert 0.2 < (s.labels == labels).all(axis=1).mean() < 0.8  # agreement near chance
     np.testing.assert_array_equal(s.labels, pearl.shuffled_labels(q, seed=0).labels)
+
+
+def test_pearl_runs_the_selected_learner_with_a_shuffled_control(tmp_path):
+    import json
+
+    from robopref.cli import main
+
+    episodes = (
+        "expert_episodes: 2, noisy_episodes: 1, noise_levels: [0.3], goal_mismatch_episodes: 1, "
+        "random_episodes: 2, other_task_episodes: 0, max_episode_steps: 40"
+    )
+    args = [
+        "run",
+        "configs/pearl/demo.yaml",
+        f"source={{tasks: [button-press-v3], {episodes}}}",
+        f"target={{tasks: [button-press-wall-v3], seed: 1, {episodes}}}",
+        "queries={segment_length: 10, source_pool: 20, source_queries: 60, target_pool: 20, "
+        "target_queries: 60, eval_queries: 30}",
+        "reward.hidden=[16,16]",
+        "reward.trainer={epochs: 1, batch_size: 32}",
+        "policy={name: filtered_bc, filtered_bc: {steps: 20, hidden: [16], top_fraction: 0.5}}",
+        "eval_episodes=3",
+        "eval_max_steps=10",
+        "eval_seed=77",
+        "variants=[oracle,shuffled]",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main(args) == 0
+    rows = {
+        r["variant"]: r for r in json.loads((tmp_path / "run" / "results.json").read_text())["rows"]
+    }
+    assert set(rows) == {"oracle", "shuffled"}
+    assert rows["oracle"]["label_accuracy"] == 1.0 and rows["shuffled"]["label_accuracy"] < 0.9
+    for r in rows.values():
+        assert r["policy"] == "filtered_bc" and r["policy_steps"] == 20 and r["eval_episodes"] == 3
+        p = r["success_rate"]
+        assert r["success_se"] == pytest.approx(math.sqrt(p * (1 - p) / 3))
+        assert r["num_train_labels"] == 60

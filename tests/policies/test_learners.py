@@ -278,3 +278,20 @@ def test_pearl_runs_the_selected_learner_with_a_shuffled_control(tmp_path):
         p = r["success_rate"]
         assert r["success_se"] == pytest.approx(math.sqrt(p * (1 - p) / 3))
         assert r["num_train_labels"] == 60
+
+
+@pytest.mark.slow
+def test_compiled_iql_update_matches_eager():
+    buf = _nan_buffer("obs")
+    batch = {
+        k: torch.as_tensor(getattr(buf, k)[:32])
+        for k in ("obs", "act", "reward", "next_obs", "terminal")
+    }
+    eager = IQL(3, 2, IQLConfig(hidden=(16, 16), device="cpu", seed=5))
+    compiled = IQL(3, 2, IQLConfig(hidden=(16, 16), device="cpu", seed=5, compile=True))
+    for _ in range(3):
+        a, b = eager.update(batch), compiled.update(batch)
+        for k in ("value_loss", "actor_loss", "critic_loss", "adv_mean"):
+            assert a[k].item() == pytest.approx(b[k].item(), rel=1e-4, abs=1e-6)
+    for p, q in zip(eager.critic.parameters(), compiled.critic.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)

@@ -1,4 +1,12 @@
-"""Tables (markdown) and plots (matplotlib) from a results store."""
+"""Tables (markdown) and plots (matplotlib) from a results store.
+
+Negative controls: when the rows have a ``variant`` column with both a reference (``oracle``)
+and a control (``shuffled``: the same labels randomly permuted), :func:`control_check` compares
+their success rates in every group of the other columns (e.g. every task pair, over seeds). A
+group whose gap ``mean(oracle) - mean(shuffled)`` is not above 3 standard errors is marked
+**not informative** in ``report.md`` and on the ``success_rate`` plot: its success column cannot
+tell a good reward from a meaningless one.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ from robopref.bench.suite import RESULTS_FILE, read_results
 from robopref.utils import atomic_path
 
 DEFAULT_METRICS = ("label_accuracy", "reward_accuracy", "success_rate")
+CONTROL_SIGMAS = 3.0  # a control gap under this many standard errors is not informative
 NOT_GROUP_KEYS = {"cell", "config_hash", "wall_s", "versions", "seed"}
 
 
@@ -61,6 +70,107 @@ def aggregate(
     return out
 
 
+def _mean_se(members: list[dict], metric: str, se_key: str) -> tuple[float, float, int]:
+    """Mean of ``metric`` over rows and its standard error.
+
+    The SE is the larger of the seed-to-seed SE (``std(ddof=1) / sqrt(n)``, needs ``n >= 2``)
+    and the evaluation SE carried by the rows (``sqrt(sum se_i^2) / n`` from ``se_key``, e.g.
+    the binomial SE of each row's success rate over its evaluation episodes).
+    """
+    vals = np.array([r[metric] for r in members if isinstance(r.get(metric), (int, float))])
+    vals = vals[np.isfinite(vals)]
+    n = len(vals)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    seed_se = float(vals.std(ddof=1) / np.sqrt(n)) if n >= 2 else 0.0
+    row_se = [r[se_key] for r in members if isinstance(r.get(se_key), (int, float))]
+    eval_se = float(np.sqrt(np.sum(np.square(row_se))) / len(row_se)) if row_se else 0.0
+    return float(vals.mean()), max(seed_se, eval_se), n
+
+
+def control_check(
+    rows: list[dict],
+    metric: str = "success_rate",
+    reference: str = "oracle",
+    control: str = "shuffled",
+    variant_key: str = "variant",
+    sigmas: float = CONTROL_SIGMAS,
+) -> list[dict]:
+    """Per group of the non-variant string columns: is ``reference`` clearly above ``control``?
+
+    Returns one entry per group that has both variants: the group's keys, ``reference`` and
+    ``control`` means with their SEs (see :func:`_mean_se`), ``gap``, ``gap_se`` (the two SEs
+    added in quadrature) and ``informative`` = ``gap > sigmas * gap_se``. A gap of zero with
+    zero SE (both always fail, or both always succeed) is not informative.
+    """
+    keys = sorted(
+        {
+            k
+            for r in rows
+            for k, v in r.items()
+            if isinstance(v, str) and k not in NOT_GROUP_KEYS and k != variant_key
+        }
+    )
+    # as in aggregate(): the task columns name the group only when nothing else does
+    keys = [k for k in keys if k not in ("source_task", "target_task")] or keys
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get(variant_key) in (reference, control):
+            groups[tuple(r.get(k, "") for k in keys)][r[variant_key]].append(r)
+    out = []
+    for key in sorted(groups, key=lambda g: [_natural(v) for v in g]):
+        by_variant = groups[key]
+        if not (by_variant[reference] and by_variant[control]):
+            continue
+        ref_mean, ref_se, ref_n = _mean_se(by_variant[reference], metric, "success_se")
+        ctl_mean, ctl_se, ctl_n = _mean_se(by_variant[control], metric, "success_se")
+        gap, gap_se = ref_mean - ctl_mean, float(np.hypot(ref_se, ctl_se))
+        out.append(
+            {
+                "group": dict(zip(keys, key)),
+                reference: (ref_mean, ref_se, ref_n),
+                control: (ctl_mean, ctl_se, ctl_n),
+                "gap": gap,
+                "gap_se": gap_se,
+                "informative": bool(gap > sigmas * gap_se),
+            }
+        )
+    return out
+
+
+def control_markdown(
+    checks: list[dict], reference: str = "oracle", control: str = "shuffled"
+) -> str:
+    """A markdown section: one line per group, the verdict first."""
+    if not checks:
+        return ""
+    bad = [c for c in checks if not c["informative"]]
+    lines = [
+        f"## Negative control: {reference} vs {control} ({CONTROL_SIGMAS:g} standard errors)",
+        "",
+        (
+            f"**not informative**: in {len(bad)} of {len(checks)} group(s) the {reference} - "
+            f"{control} success gap is not above {CONTROL_SIGMAS:g} standard errors; their "
+            "success column cannot tell a good reward from a meaningless one."
+            if bad
+            else f"All {len(checks)} group(s) informative."
+        ),
+        "",
+        f"| group | {reference} | {control} | gap ± SE | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for c in checks:
+        group = ", ".join(f"{k}={v}" for k, v in c["group"].items()) or "(all)"
+        ref, ctl = c[reference], c[control]
+        verdict = "informative" if c["informative"] else "**not informative**"
+        lines.append(
+            f"| {group} | {ref[0]:.3f} ± {ref[1]:.3f} (n={ref[2]}) | "
+            f"{ctl[0]:.3f} ± {ctl[1]:.3f} (n={ctl[2]}) | {c['gap']:.3f} ± {c['gap_se']:.3f} | "
+            f"{verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(agg: list[dict], metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
     if not agg:
         return "(no results)"
@@ -96,9 +206,18 @@ def pivot_table(agg: list[dict], metric: str, column_key: str, metrics: tuple[st
 
 
 def plot_metric(
-    agg: list[dict], metric: str, x_key: str, hue_key: str | None, path: str | Path
+    agg: list[dict],
+    metric: str,
+    x_key: str,
+    hue_key: str | None,
+    path: str | Path,
+    not_informative: list[str] | None = None,
 ) -> None:
-    """Grouped bar chart of ``metric`` (mean ± std) per ``x_key`` value, one bar per ``hue_key``."""
+    """Grouped bar chart of ``metric`` (mean ± std) per ``x_key`` value, one bar per ``hue_key``.
+
+    ``not_informative``: groups (text) whose negative control failed; the plot says so in red
+    in its title and above the matching ``x_key`` bars.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,6 +245,26 @@ def plot_metric(
     ax.set_xticks(np.arange(len(xs)) + width * (len(hues) - 1) / 2)
     ax.set_xticklabels(xs, rotation=20, ha="right")
     ax.set_ylabel(metric.replace("_", " "))
+    if not_informative:
+        ax.set_title(
+            "NOT INFORMATIVE (oracle - shuffled < 3 SE): " + "; ".join(not_informative),
+            color="red",
+            fontsize="small",
+            wrap=True,
+        )
+        for i, x in enumerate(xs):
+            if any(f"{x_key}={x}" in g.split(", ") for g in not_informative):
+                ax.text(
+                    i + width * (len(hues) - 1) / 2,
+                    0.97,
+                    "not informative",
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    va="top",
+                    bbox={"facecolor": "white", "edgecolor": "red"},
+                    color="red",
+                    fontsize="small",
+                )
     if hue_key:
         ax.legend(title=hue_key, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
@@ -157,6 +296,22 @@ def write_report(
             )
         for m in metrics:
             md += f"\n## {m} (mean ± std over seeds)\n\n{pivot_table(agg, m, columns, metrics)}\n"
+    checks = control_check(rows) if "success_rate" in metrics else []
+    not_informative = [
+        ", ".join(f"{k}={v}" for k, v in c["group"].items()) or "(all)"
+        for c in checks
+        if not c["informative"]
+    ]
+    if checks:
+        md += "\n" + control_markdown(checks)
+    if not_informative:  # flag the table itself, right under the title
+        title, rest = md.split("\n\n", 1)
+        banner = (
+            f"**not informative**: oracle - shuffled success gap not above "
+            f"{CONTROL_SIGMAS:g} standard errors for {'; '.join(not_informative)} "
+            "(see 'Negative control' below)."
+        )
+        md = f"{title}\n\n{banner}\n\n{rest}"
     if agg:
         keys = [k for k in agg[0] if k not in metrics and k != "n"]
         x_key = keys[0]
@@ -166,7 +321,14 @@ def write_report(
             else (keys[1] if len(keys) > 1 else None)
         )
         for m in metrics:
-            plot_metric(agg, m, x_key, hue_key, store / f"{m}.png")
+            plot_metric(
+                agg,
+                m,
+                x_key,
+                hue_key,
+                store / f"{m}.png",
+                not_informative if m == "success_rate" else None,
+            )
             md += f"\n![{m}]({m}.png)\n"
     with atomic_path(store / "report.md") as tmp:
         tmp.write_text(md)

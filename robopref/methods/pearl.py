@@ -2,7 +2,8 @@
 
     collect source and target data -> label source pairs with a simulated teacher
     -> transfer labels to target pairs (GW / baselines) -> learn a reward (robust or plain)
-    -> relabel the target data with the reward mean -> IQL -> success rate in Meta-World
+    -> relabel the target data with the reward mean -> offline policy (``policy.name``: iql,
+    awr or filtered_bc) -> success rate in Meta-World
 
 One run evaluates several *variants* on the same data so that they are compared on equal
 footing:
@@ -16,21 +17,35 @@ gw_plain      plain GW transfer (CPA)       MLP (Bradley-Terry)
 sim           nearest source pair           MLP
 dis           distance-weighted             MLP
 oracle        scripted teacher              MLP
+shuffled      oracle, permuted              MLP   (negative control)
 ============  ===========================  ==========================
 
 ``transfer.method: auto`` (the default) chooses the fused-GW setting without target labels
 (:func:`robopref.transfer.select_config`); a ``reward`` feature embeds segments with a small
 reward model fitted on the source labels (:func:`source_reward_embedder`).
+
+``shuffled`` is the negative control: the oracle's labels of the target pairs randomly permuted
+across the pairs (same count, same label marginals, no information about which segment is
+better). A suite whose ``oracle`` and ``shuffled`` success rates are not clearly apart cannot
+tell a good reward from a bad one (``robopref report`` flags it as *not informative*).
+
+Every variant of a run is evaluated on the same episodes: ``eval_episodes`` resets with seeds
+``eval_seed, eval_seed + 1, ...`` (default ``eval_seed = 10_000 + seed``). Rows carry
+``success_rate``, its binomial standard error ``success_se = sqrt(p (1 - p) / n)`` and
+``eval_episodes``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+import numpy as np
+from pydantic import Field, model_validator
 
 from robopref.config import StrictModel
 from robopref.data import (
@@ -42,14 +57,14 @@ from robopref.data import (
 )
 from robopref.envs import CollectConfig, collect_dataset, evaluate_policy
 from robopref.methods.common import cached, checkpoint_dir, start_run
+from robopref.policies import PolicyConfig, make_learner
 from robopref.policies.buffer import TransitionBuffer
-from robopref.policies.iql import IQL, IQLConfig
 from robopref.rewards import GaussianReward, MLPReward, RewardTrainer, RewardTrainerConfig
 from robopref.teachers import TeacherConfig, make_teacher
 from robopref.transfer import TransferConfig, label_accuracy, sample_pool_pairs, transfer_labels
 from robopref.utils import atomic_path, seed_everything
 
-Variant = Literal["pearl", "pearl_bt", "gw_plain", "sim", "dis", "oracle"]
+Variant = Literal["pearl", "pearl_bt", "gw_plain", "sim", "dis", "oracle", "shuffled"]
 VARIANTS: dict[str, tuple[str, bool]] = {  # variant -> (label source, robust reward)
     "pearl": ("transfer", True),  # "transfer": the configured transfer.method
     "pearl_bt": ("transfer", False),
@@ -57,6 +72,7 @@ VARIANTS: dict[str, tuple[str, bool]] = {  # variant -> (label source, robust re
     "sim": ("sim", False),
     "dis": ("dis", False),
     "oracle": ("oracle", False),
+    "shuffled": ("shuffled", False),
 }
 
 
@@ -89,13 +105,25 @@ class Config(StrictModel):
     queries: QueryConfig = Field(default_factory=QueryConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
-    iql: IQLConfig = Field(default_factory=IQLConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     variants: list[Variant] = ["pearl", "pearl_bt", "gw_plain", "sim", "oracle"]
     eval_episodes: int = Field(50, ge=1)
     eval_max_steps: int | None = Field(None, ge=1)
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
+    eval_seed: int | None = None  # reset seed of the first evaluation episode; None: 10_000 + seed
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_iql_key(cls, data):
+        """Older configs say ``iql: {...}``: a shorthand for ``policy.iql`` (its keys win)."""
+        if isinstance(data, dict) and isinstance(data.get("iql"), dict):
+            data = dict(data)
+            policy = dict(data.get("policy") or {})
+            policy["iql"] = {**(policy.get("iql") or {}), **data.pop("iql")}
+            data["policy"] = policy
+        return data
 
 
 def _dataset(path: str | None, collect: CollectConfig, cache: Path) -> TrajectoryDataset:
@@ -124,6 +152,10 @@ def _target_labels(
     method, _ = VARIANTS[variant]
     if method == "oracle":
         return make_teacher(config.teacher).label(target, target_q), {}
+    if method == "shuffled":
+        return shuffled_labels(
+            make_teacher(config.teacher).label(target, target_q), config.seed
+        ), {}
     transfer = config.transfer
     if method != "transfer":
         # the GW baseline keeps its historical setting (mean/std structure, eps from config)
@@ -174,6 +206,23 @@ def source_reward_embedder(source: TrajectoryDataset, source_q: PreferenceQuerie
     return embed
 
 
+def shuffled_labels(labels: PreferenceQueries, seed: int) -> PreferenceQueries:
+    """The negative control: ``labels``' label rows randomly permuted across queries.
+
+    Same queries, same number of labels, same label values; which segment of a pair is
+    preferred no longer depends on the segments. Permutes within groups of equal ``mask`` rows
+    (all queries for pairs), so padding stays where it was.
+    """
+    rng = np.random.default_rng([seed, 0x5F])
+    new = labels.labels.copy()
+    mask = labels.mask if labels.mask is not None else np.ones(new.shape, dtype=bool)
+    _, group = np.unique(mask, axis=0, return_inverse=True)
+    for g in np.unique(group):
+        rows = np.flatnonzero(group == g)
+        new[rows] = labels.labels[rng.permutation(rows)]
+    return dataclasses.replace(labels, labels=new, teacher=f"{labels.teacher}-shuffled")
+
+
 def _reward_model(robust: bool, obs_dim: int, act_dim: int, config: RewardConfig):
     if robust:
         return GaussianReward(
@@ -218,7 +267,9 @@ def run(config: Config, out_dir: Path) -> dict:
     )
     reward_key = {**data_key, "reward": config.reward.model_dump(mode="json")}
     reward_key["reward"]["trainer"].pop("epochs")
-    iql_key = {**reward_key, "iql": config.iql.model_dump(mode="json", exclude={"steps", "device"})}
+    # the learner and its options, less the step count (a longer run resumes a shorter one)
+    options = config.policy.options().model_dump(mode="json", exclude={"steps", "device"})
+    policy_key = {**reward_key, "policy": [config.policy.name, options]}
     rows = []
     for variant in config.variants:
         started = time.time()
@@ -247,25 +298,30 @@ def run(config: Config, out_dir: Path) -> dict:
         reward_acc = trainer.accuracy(target, eval_q)
 
         buffer = TransitionBuffer.from_dataset(target, reward_fn=model.predict)
-        iql_cfg = config.iql.model_copy(
-            update={
-                "seed": config.seed,
-                "device": config.device,
-                "log_dir": str(out_dir / "tb" / f"iql-{variant}"),
-                "checkpoint_dir": str(
-                    checkpoint_dir(out_dir / "ckpt" / f"iql-{variant}", iql_key, "checkpoints")
-                ),
-            }
+        learner = config.policy.name
+        agent = make_learner(
+            config.policy,
+            obs_dim,
+            act_dim,
+            seed=config.seed,
+            device=config.device,
+            log_dir=str(out_dir / "tb" / f"{learner}-{variant}"),
+            checkpoint_dir=str(
+                checkpoint_dir(out_dir / "ckpt" / f"{learner}-{variant}", policy_key, "checkpoints")
+            ),
         )
-        agent = IQL(obs_dim, act_dim, iql_cfg)
+        policy_started, policy_cpu = time.time(), time.process_time()
         agent.train(buffer)
+        policy_s, policy_cpu = time.time() - policy_started, time.process_time() - policy_cpu
+        eval_started = time.time()
         evaluation = evaluate_policy(
             agent.act,
             target_task,
             num_episodes=config.eval_episodes,
-            seed=config.seed + 10_000,
+            seed=config.seed + 10_000 if config.eval_seed is None else config.eval_seed,
             max_episode_steps=config.eval_max_steps or config.target.max_episode_steps,
         )
+        success = float(evaluation["success_rate"])
         rows.append(
             {
                 "variant": variant,
@@ -276,7 +332,14 @@ def run(config: Config, out_dir: Path) -> dict:
                 "mean_confidence": float(labels.confidence.mean()),
                 "num_train_labels": int(len(train_q)),
                 "reward_accuracy": reward_acc,
-                "success_rate": float(evaluation["success_rate"]),
+                "success_rate": success,
+                "success_se": math.sqrt(success * (1.0 - success) / config.eval_episodes),
+                "eval_episodes": config.eval_episodes,
+                "policy": learner,
+                "policy_steps": agent.step,
+                "policy_train_s": round(policy_s, 1),
+                "policy_cpu_s": round(policy_cpu, 1),  # CPU time of this process, all threads
+                "eval_s": round(time.time() - eval_started, 1),
                 "mean_return": float(evaluation["mean_return"]),
                 "wall_s": round(time.time() - started, 1),
                 **{f"transfer_{k}": v for k, v in info.items() if isinstance(v, (int, float, str))},

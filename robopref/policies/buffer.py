@@ -45,6 +45,10 @@ class TransitionBuffer:
         reward: ``[N]`` rewards (after relabelling and normalisation).
         next_obs: ``[N, obs_dim]`` observations after the action.
         terminal: ``[N]`` 1.0 where ``next_obs`` is a true terminal state (no bootstrap), else 0.0.
+        episode: ``[N]`` int64 index of the trajectory each transition comes from (default: all 0).
+        episode_returns: ``[E]`` return of each trajectory, summed over all its ``T`` steps, on
+            the same scale as ``reward`` (default: the sums of ``reward`` per episode). Used
+            by return-filtered behaviour cloning to rank episodes.
     """
 
     obs: np.ndarray
@@ -52,6 +56,8 @@ class TransitionBuffer:
     reward: np.ndarray
     next_obs: np.ndarray
     terminal: np.ndarray
+    episode: np.ndarray | None = None
+    episode_returns: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.obs = np.asarray(self.obs, dtype=np.float32)
@@ -59,6 +65,16 @@ class TransitionBuffer:
         self.reward = np.asarray(self.reward, dtype=np.float32)
         self.next_obs = np.asarray(self.next_obs, dtype=np.float32)
         self.terminal = np.asarray(self.terminal, dtype=np.float32)
+        if self.episode is None:
+            self.episode = np.zeros(len(self.obs), dtype=np.int64)
+        self.episode = np.asarray(self.episode, dtype=np.int64)
+        if self.episode_returns is None and self.episode.ndim == 1 and len(self.episode):
+            if len(self.episode) == len(self.reward) and self.episode.min() >= 0:
+                self.episode_returns = np.bincount(
+                    self.episode, weights=self.reward.astype(np.float64)
+                )
+        if self.episode_returns is not None:
+            self.episode_returns = np.asarray(self.episode_returns, dtype=np.float64)
         self.validate()
 
     def validate(self) -> None:
@@ -85,6 +101,17 @@ class TransitionBuffer:
         if n == 0:
             raise DataValidationError(
                 "TransitionBuffer: field 'obs': expected N >= 1 transitions, found 0"
+            )
+        if self.episode.shape != (n,):
+            raise DataValidationError(
+                f"TransitionBuffer: field 'episode': expected [{n}], found shape {self.episode.shape}"
+            )
+        returns = self.episode_returns
+        num_episodes = len(returns) if returns is not None and returns.ndim == 1 else 0
+        if self.episode.min() < 0 or self.episode.max() >= num_episodes:
+            raise DataValidationError(
+                "TransitionBuffer: fields 'episode'/'episode_returns': expected episode indices "
+                f"in [0, {num_episodes}), found [{self.episode.min()}, {self.episode.max()}]"
             )
 
     def __len__(self) -> int:
@@ -133,6 +160,8 @@ class TransitionBuffer:
         Returns:
             The buffer. A truncated trajectory of length ``T`` gives ``T - 1`` transitions, one
             with ``metadata["terminated"]`` true gives ``T`` (see the module docstring).
+            ``episode`` is the trajectory's index in ``dataset``; ``episode_returns`` holds every
+            trajectory's return over all ``T`` steps, scaled like the rewards.
         """
         if normalize_rewards not in ("none", "returns"):
             raise ValueError(
@@ -141,7 +170,7 @@ class TransitionBuffer:
         if len(dataset) == 0:
             raise DataValidationError("TransitionBuffer.from_dataset: dataset has no trajectories")
         parts: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("obs", "act", "reward", "next_obs", "terminal")
+            k: [] for k in ("obs", "act", "reward", "next_obs", "terminal", "episode")
         }
         returns = []
         for i, traj in enumerate(dataset):
@@ -175,6 +204,7 @@ class TransitionBuffer:
                 ("reward", rew[:n]),
                 ("next_obs", next_obs),
                 ("terminal", terminal),
+                ("episode", np.full(n, i, dtype=np.int64)),
             ):
                 parts[key].append(arr)
         if not parts["obs"]:
@@ -182,12 +212,14 @@ class TransitionBuffer:
                 "TransitionBuffer.from_dataset: no transitions (every trajectory has length <= 1)"
             )
         data = {k: np.concatenate(v) for k, v in parts.items()}
+        factor = reward_scale
         if normalize_rewards == "returns":
             spread = max(returns) - min(returns)
             if spread > 0:
                 scale = return_scale if return_scale is not None else max(len(t) for t in dataset)
-                data["reward"] = data["reward"] * (scale / spread)
-        data["reward"] = data["reward"] * reward_scale
+                factor *= scale / spread
+        data["reward"] = data["reward"] * factor
+        data["episode_returns"] = np.asarray(returns) * factor
         if clip_actions:
             data["act"] = np.clip(data["act"], -1.0, 1.0)
         return cls(**data)

@@ -614,24 +614,9 @@ def import_lerobot(
             )
         )
     position = {e: i for i, e in enumerate(wanted)}
-    metadata = {
-        "source_format": "lerobot",
-        "source": str(root),
-        "fps": fps,
-        "robot_type": info.get("robot_type"),
-        "codebase_version": version,
-        "obs_features": {name: k for k, name in keys.obs.items()}
-        | ({"state": "+".join(keys.state)} if keys.state else {}),
-    }
-    if keys.state:
-        metadata["state_keys"] = list(keys.state)
-    if reward_key is None:
-        metadata["rewards_recorded"] = False
-    splits = _lerobot_splits(info.get("splits", {}), info_path)
-    if splits:
-        metadata["filter_keys"] = {
-            name: [position[i] for i in idx if i in position] for name, idx in splits.items()
-        }
+    metadata = lerobot_dataset_metadata(
+        root, info, info_path, keys, reward_key is not None, position
+    )
     out = TrajectoryDataset(trajectories, None, metadata)
     out.validate(str(root))
     return out
@@ -745,6 +730,38 @@ def split_episodes(
         )
     chosen = splits[name]
     return chosen if episodes is None else [e for e in chosen if e in set(episodes)]
+
+
+def lerobot_dataset_metadata(
+    root: Path,
+    info: dict[str, Any],
+    info_path: Path,
+    keys: Any,
+    rewards_recorded: bool,
+    position: dict[int, int],
+) -> dict[str, Any]:
+    """The dataset metadata of an imported LeRobot folder (any codebase version): source,
+    fps, robot, version, which LeRobot feature each observation came from, and the splits as
+    filter keys (``position`` maps a LeRobot episode index to its place in the import)."""
+    metadata: dict[str, Any] = {
+        "source_format": "lerobot",
+        "source": str(root),
+        "fps": float(info["fps"]),
+        "robot_type": info.get("robot_type"),
+        "codebase_version": str(info.get("codebase_version")),
+        "obs_features": {name: k for k, name in keys.obs.items()}
+        | ({"state": "+".join(keys.state)} if keys.state else {}),
+    }
+    if keys.state:
+        metadata["state_keys"] = list(keys.state)
+    if not rewards_recorded:
+        metadata["rewards_recorded"] = False
+    splits = _lerobot_splits(info.get("splits", {}), info_path)
+    if splits:
+        metadata["filter_keys"] = {
+            name: [position[i] for i in idx if i in position] for name, idx in splits.items()
+        }
+    return metadata
 
 
 def _lerobot_splits(splits: Any, info_path: Path) -> dict[str, list[int]]:

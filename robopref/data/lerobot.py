@@ -394,7 +394,7 @@ class LeRobotV3Reader:
         state_keys: Sequence[str] | None = None,
         image_keys: Sequence[str] | None = None,
     ) -> LeRobotV3Reader:
-        from robopref.data.importers import _lerobot_splits, _require
+        from robopref.data.importers import _require, lerobot_dataset_metadata
 
         info_path = root / "meta" / "info.json"
         for name in ("fps", "features", "data_path"):
@@ -424,24 +424,9 @@ class LeRobotV3Reader:
         pq = _require("pyarrow.parquet", "import_lerobot")
         eps = _episodes_v3(pq, root, videos, episodes)
         position = {e: i for i, e in enumerate(eps)}
-        metadata: dict[str, Any] = {
-            "source_format": "lerobot",
-            "source": str(root),
-            "fps": float(info["fps"]),
-            "robot_type": info.get("robot_type"),
-            "codebase_version": str(info.get("codebase_version")),
-            "obs_features": {name: k for k, name in keys.obs.items()}
-            | ({"state": "+".join(keys.state)} if keys.state else {}),
-        }
-        if keys.state:
-            metadata["state_keys"] = list(keys.state)
-        if reward_key is None:
-            metadata["rewards_recorded"] = False
-        splits = _lerobot_splits(info.get("splits", {}), info_path)
-        if splits:
-            metadata["filter_keys"] = {
-                name: [position[i] for i in idx if i in position] for name, idx in splits.items()
-            }
+        metadata = lerobot_dataset_metadata(
+            root, info, info_path, keys, reward_key is not None, position
+        )
         return cls(
             root,
             info,

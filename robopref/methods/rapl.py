@@ -100,7 +100,9 @@ class RLConfig(StrictModel):
     mode: Literal["episode", "prefix"] = "episode"
     total_steps: int = Field(20000, ge=1)
     learning_starts: int = Field(1000, ge=0)
-    eval_episodes: int = Field(10, ge=1)  # with fixed_configuration: 1 (a deterministic policy)
+    # without fixed_configuration: episodes of new scenes; with it: the deterministic policy gets
+    # 1 episode of the scene, the sampled one eval_episodes (sampled_success_rate)
+    eval_episodes: int = Field(10, ge=1)
     max_episode_steps: int | None = None  # default: the data's episode length
 
     @model_validator(mode="after")
@@ -326,6 +328,7 @@ def _train_sac(
                                     np.array([False]), [{}])  # fmt: skip
     started = time.time()
     agent.learn(rl.total_steps, callback=CallbackList(callbacks), tb_log_name=f"sac_{reward_name}")
+    train_seconds = time.time() - started
     env.close()
 
     def policy(obs):
@@ -333,6 +336,15 @@ def _train_sac(
 
     if rl.fixed_configuration:
         res = evaluate_policy(policy, config.task, 1, seed=scene, max_episode_steps=horizon)
+        # the deterministic policy in one scene gives one episode; the sampled policy's success
+        # over eval_episodes episodes of the scene says how reliably it got there
+        sampled = [
+            evaluate_policy(lambda obs: agent.predict(obs, deterministic=False)[0], config.task,
+                            1, seed=scene, max_episode_steps=horizon)["success_rate"]
+            for _ in range(rl.eval_episodes)
+        ]  # fmt: skip
+        res["sampled_success_rate"] = float(np.mean(sampled))
+        res["sampled_episodes"] = len(sampled)
     else:
         res = evaluate_policy(policy, config.task, rl.eval_episodes, seed=10_000 + config.seed,
                               max_episode_steps=horizon)  # fmt: skip
@@ -340,6 +352,7 @@ def _train_sac(
     return {
         "reward": reward_name,
         "seconds": time.time() - started,
+        "train_seconds": train_seconds,
         "algo": rl.algo,
         "env_steps": int(agent.num_timesteps),
         "gradient_steps": int(agent._n_updates),

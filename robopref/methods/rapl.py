@@ -429,6 +429,22 @@ def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_model
     return rows
 
 
+def run_gt_rl(config: Config, log_dir: Path) -> dict:
+    """The RL stage alone on Meta-World's GT reward, in the RL scene with its scripted demos (for
+    ``rl.demos_in_buffer`` / ``rl.algo: rlpd``): no data, labels or learned rewards. A baseline
+    for the learned rewards, and a check that the RL settings can solve the task at all."""
+    collect = config.collect or CollectConfig(tasks=[config.task])
+    horizon = config.rl.max_episode_steps or collect.max_episode_steps
+    _, demo_success, episodes = _scene_demos(config, horizon)
+    transitions = []
+    for ep in episodes:
+        nxt = _next_observations(ep)
+        transitions += list(zip(ep.observations, nxt, ep.actions, ep.rewards))
+    row = _train_sac(config, "gt", None, horizon, Path(log_dir), transitions)
+    row.update(demo_success=demo_success, task=config.task, seed=config.seed)
+    return row
+
+
 def _next_observations(ep) -> np.ndarray:
     """``[T, 39]`` the observation after each action of an :class:`~robopref.envs.Episode`."""
     return np.concatenate([ep.observations[1:], ep.final_observation[None]])

@@ -126,3 +126,21 @@ def test_bad_rlpd_option_is_one_line_error(override, message):
 def test_rlpd_config_loads():
     cfg = load_config(rapl.Config, "configs/rapl/reach-rlpd.yaml")
     assert cfg.rl.algo == "rlpd" and cfg.rl.rlpd == RLPDConfig(utd=2, demo_fraction=0.5)
+
+
+def test_rlpd_in_the_rapl_rl_stage(tmp_path):
+    """The recipe's RL stage with rl.algo=rlpd on reach-v3's GT reward, 2 vector envs: the scene
+    demos fill the demo buffer, and the counts follow utd and num_envs."""
+    cfg = load_config(
+        rapl.Config,
+        "configs/rapl/reach-rlpd.yaml",
+        ["num_demos=2", "rl.max_episode_steps=10", "rl.total_steps=40", "rl.learning_starts=20",
+         "rl.eval_episodes=2", "rl.rlpd.num_envs=2", "rl.rlpd.batch_size=8",
+         "rl.rlpd.net_arch=[16,16]"],
+    )  # fmt: skip
+    row = rapl.run_gt_rl(cfg, tmp_path)
+    assert row["algo"] == "rlpd" and row["env_steps"] == 40
+    assert row["gradient_steps"] == 2 * 20  # utd=2 per transition after the 20 warm-up ones
+    assert row["buffer_transitions"] == 20  # per env: 2 envs x 20 steps = 40 transitions
+    assert row["sampled_episodes"] == 2 and 0.0 <= row["sampled_success_rate"] <= 1.0
+    assert row["demo_success"] in (0.0, 0.5, 1.0)

@@ -44,6 +44,7 @@ from robopref.envs.render import (
 )
 from robopref.envs.tasks import ScriptedPolicy
 from robopref.methods.common import start_run
+from robopref.policies.rlpd import RLPDConfig
 from robopref.rewards import MLPReward, RewardTrainer, RewardTrainerConfig
 from robopref.rewards.ot_reward import OTReward, affine_to_range
 from robopref.rewards.visual import AlignConfig, VisualEncoder, align_encoder, top1_accuracy
@@ -73,7 +74,11 @@ class RLHFConfig(StrictModel):
 
 class RLConfig(StrictModel):
     enabled: bool = False
-    algo: Literal["sac"] = "sac"
+    # sac: SB3's SAC (demos only with demos_in_buffer); rlpd: SAC with the scene demos used the
+    # RLPD way (half of every batch from a separate demo buffer, LayerNorm critics, ``rlpd.utd``
+    # gradient steps per transition, ``rlpd.num_envs`` vector envs); see robopref/policies/rlpd.py
+    algo: Literal["sac", "rlpd"] = "sac"
+    rlpd: RLPDConfig = Field(default_factory=RLPDConfig)
     # rewards SAC is trained on; learned ones use the labels of ``budget`` triplets
     rewards: list[Literal["rapl", "unaligned", "rlhf_state", "gt"]] = Field(
         default_factory=lambda: ["rapl", "unaligned", "rlhf_state", "gt"]
@@ -95,8 +100,19 @@ class RLConfig(StrictModel):
     mode: Literal["episode", "prefix"] = "episode"
     total_steps: int = Field(20000, ge=1)
     learning_starts: int = Field(1000, ge=0)
-    eval_episodes: int = Field(10, ge=1)  # with fixed_configuration: 1 (a deterministic policy)
+    # without fixed_configuration: episodes of new scenes; with it: the deterministic policy gets
+    # 1 episode of the scene, the sampled one eval_episodes (sampled_success_rate)
+    eval_episodes: int = Field(10, ge=1)
     max_episode_steps: int | None = None  # default: the data's episode length
+
+    @model_validator(mode="after")
+    def _rlpd_needs_scene_demos(self) -> RLConfig:
+        if self.algo == "rlpd" and not self.fixed_configuration:
+            raise ValueError(
+                "rl.algo: 'rlpd' needs rl.fixed_configuration: true (its demos are the scene's), "
+                "found fixed_configuration: false"
+            )
+        return self
 
 
 class Config(StrictModel):
@@ -254,6 +270,17 @@ def _scene_demos(config: Config, horizon: int) -> tuple[list[np.ndarray], float,
     return videos, float(np.mean(successes)), episodes
 
 
+def _rl_env(config: Config, wrap, horizon: int):
+    """One training env: the RL scene (when ``rl.fixed_configuration``), reward by ``wrap``."""
+    from robopref.envs.wrappers import FixedConfigurationWrapper
+
+    scene = _rl_scene(config)
+    env = make_env(config.task, seed=scene, max_episode_steps=horizon)
+    if config.rl.fixed_configuration:
+        env = FixedConfigurationWrapper(env, scene)
+    return wrap(env) if wrap is not None else env
+
+
 def _train_sac(
     config: Config, reward_name: str, wrap, horizon: int, log_dir: Path, demo_transitions=()
 ) -> dict:
@@ -265,7 +292,6 @@ def _train_sac(
     from stable_baselines3.common.callbacks import CallbackList
 
     from robopref.envs.wrappers import (
-        FixedConfigurationWrapper,
         OTRewardWrapper,
         make_gt_logger_callback,
         make_ot_callback,
@@ -273,23 +299,36 @@ def _train_sac(
 
     rl = config.rl
     scene = _rl_scene(config)
-    env = make_env(config.task, seed=scene, max_episode_steps=horizon)
-    if rl.fixed_configuration:
-        env = FixedConfigurationWrapper(env, scene)
-    if wrap is not None:
-        env = wrap(env)
+    env = _rl_env(config, wrap, horizon)
     gt_logger = make_gt_logger_callback()()
     callbacks = [gt_logger]
     if isinstance(env, OTRewardWrapper) and rl.mode == "episode":
         callbacks.insert(0, make_ot_callback()())
-    agent = SAC("MlpPolicy", env, learning_starts=rl.learning_starts, seed=config.seed,
-                device=config.device, verbose=0, tensorboard_log=str(log_dir))  # fmt: skip
-    for obs, next_obs, action, reward in demo_transitions:
-        # done=False: demo episodes end by the time limit, which SAC bootstraps through
-        agent.replay_buffer.add(obs[None], next_obs[None], action[None], np.array([reward]),
-                                np.array([False]), [{}])  # fmt: skip
+    if rl.algo == "rlpd":
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        from robopref.policies.rlpd import demo_buffer, make_rlpd_sac
+
+        def make(k: int):
+            if k == 0:
+                return lambda: env
+            return lambda: _rl_env(config, wrap, horizon)
+
+        vec = DummyVecEnv([make(k) for k in range(rl.rlpd.num_envs)])
+        demos = demo_buffer(demo_transitions, env.observation_space, env.action_space)
+        agent = make_rlpd_sac(vec, demos, rl.rlpd, learning_starts=rl.learning_starts,
+                              seed=config.seed, device=config.device,
+                              tensorboard_log=str(log_dir))  # fmt: skip
+    else:
+        agent = SAC("MlpPolicy", env, learning_starts=rl.learning_starts, seed=config.seed,
+                    device=config.device, verbose=0, tensorboard_log=str(log_dir))  # fmt: skip
+        for obs, next_obs, action, reward in demo_transitions:
+            # done=False: demo episodes end by the time limit, which SAC bootstraps through
+            agent.replay_buffer.add(obs[None], next_obs[None], action[None], np.array([reward]),
+                                    np.array([False]), [{}])  # fmt: skip
     started = time.time()
     agent.learn(rl.total_steps, callback=CallbackList(callbacks), tb_log_name=f"sac_{reward_name}")
+    train_seconds = time.time() - started
     env.close()
 
     def policy(obs):
@@ -297,6 +336,15 @@ def _train_sac(
 
     if rl.fixed_configuration:
         res = evaluate_policy(policy, config.task, 1, seed=scene, max_episode_steps=horizon)
+        # the deterministic policy in one scene gives one episode; the sampled policy's success
+        # over eval_episodes episodes of the scene says how reliably it got there
+        sampled = [
+            evaluate_policy(lambda obs: agent.predict(obs, deterministic=False)[0], config.task,
+                            1, seed=scene, max_episode_steps=horizon)["success_rate"]
+            for _ in range(rl.eval_episodes)
+        ]  # fmt: skip
+        res["sampled_success_rate"] = float(np.mean(sampled))
+        res["sampled_episodes"] = len(sampled)
     else:
         res = evaluate_policy(policy, config.task, rl.eval_episodes, seed=10_000 + config.seed,
                               max_episode_steps=horizon)  # fmt: skip
@@ -304,6 +352,10 @@ def _train_sac(
     return {
         "reward": reward_name,
         "seconds": time.time() - started,
+        "train_seconds": train_seconds,
+        "algo": rl.algo,
+        "env_steps": int(agent.num_timesteps),
+        "gradient_steps": int(agent._n_updates),
         "buffer_transitions": int(agent.replay_buffer.size()),
         **res,
         "train_gt_return": float(np.mean(gt_logger.returns[last])) if gt_logger.returns else 0.0,
@@ -362,7 +414,7 @@ def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_model
                 return scaled(next_obs)
 
         transitions = []
-        if rl.demos_in_buffer:
+        if rl.demos_in_buffer or rl.algo == "rlpd":
             for ep, video in zip(demo_episodes, demos):
                 nxt = _next_observations(ep)
                 transitions += list(
@@ -375,6 +427,22 @@ def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_model
         rows.append(row)
         log.info("rl: %s", row)
     return rows
+
+
+def run_gt_rl(config: Config, log_dir: Path) -> dict:
+    """The RL stage alone on Meta-World's GT reward, in the RL scene with its scripted demos (for
+    ``rl.demos_in_buffer`` / ``rl.algo: rlpd``): no data, labels or learned rewards. A baseline
+    for the learned rewards, and a check that the RL settings can solve the task at all."""
+    collect = config.collect or CollectConfig(tasks=[config.task])
+    horizon = config.rl.max_episode_steps or collect.max_episode_steps
+    _, demo_success, episodes = _scene_demos(config, horizon)
+    transitions = []
+    for ep in episodes:
+        nxt = _next_observations(ep)
+        transitions += list(zip(ep.observations, nxt, ep.actions, ep.rewards))
+    row = _train_sac(config, "gt", None, horizon, Path(log_dir), transitions)
+    row.update(demo_success=demo_success, task=config.task, seed=config.seed)
+    return row
 
 
 def _next_observations(ep) -> np.ndarray:

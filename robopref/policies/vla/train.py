@@ -55,6 +55,32 @@ def flatten_steps(policy: VLAPolicy, trajectories: Sequence[Any]):
     )
 
 
+class _Updater:
+    """AdamW over the policy's trainable parameters, with optional gradient-norm clipping: the
+    update step shared by SFT, TPO and step-level DPO."""
+
+    def __init__(
+        self,
+        policy: VLAPolicy,
+        lr: float,
+        weight_decay: float,
+        max_grad_norm: float | None,
+        who: str,
+    ):
+        self.params = list(trainable_parameters(policy).values())
+        if not self.params:
+            raise ValueError(f"{who}: the policy has no trainable parameters")
+        self.optim = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay)
+        self.max_grad_norm = max_grad_norm
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optim.step()
+
+
 def sft_train(
     policy: VLAPolicy,
     trajectories: Sequence[Any],
@@ -80,8 +106,7 @@ def sft_train(
     obs, instructions, tokens = flatten_steps(policy, trajectories)
     if fit_normalization and "state" in obs and policy.obs_encoder.uses_state:
         policy.obs_encoder.set_state_normalization(obs["state"].mean(0), obs["state"].std(0))
-    params = list(trainable_parameters(policy).values())
-    optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    updater = _Updater(policy, lr, weight_decay, max_grad_norm, "sft_train")
     rng = np.random.default_rng(seed)
     n = len(tokens)
     history = []
@@ -100,11 +125,7 @@ def sft_train(
                 )
                 bins = batch_tokens - policy.action_tokenizer.start
                 loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), bins.flatten())
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                if max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-                optim.step()
+                updater.step(loss)
                 total_loss += loss.item() * len(idx)
                 total_acc += float((logits.argmax(-1) == bins).float().mean()) * len(idx)
             row = {"epoch": epoch, "loss": total_loss / n, "token_accuracy": total_acc / n}
@@ -274,10 +295,7 @@ def tpo_train(
         return []
     loss_fn: Callable = get_loss(loss, **(loss_options or {}))
     ref = ref if ref is not None else reference_logprobs(policy, trajectories)
-    params = list(trainable_parameters(policy).values())
-    if not params:
-        raise ValueError("tpo_train: the policy has no trainable parameters")
-    optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    updater = _Updater(policy, lr, weight_decay, max_grad_norm, "tpo_train")
     rng = np.random.default_rng(seed)
     score_fn = length_normalized_scores if normalize else log_ratio_scores
     history = []
@@ -297,11 +315,7 @@ def tpo_train(
                 value = loss_fn(scores, labels, items)
                 if sft_weight:
                     value = value + sft_weight * nll
-                optim.zero_grad(set_to_none=True)
-                value.backward()
-                if max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-                optim.step()
+                updater.step(value)
                 with torch.no_grad():
                     s_best = scores.gather(1, best[:, None]).squeeze(1)
                     s_worst = scores.gather(1, worst[:, None]).squeeze(1)
@@ -360,10 +374,7 @@ def step_dpo_train(
         return []
     loss_fn = get_loss("dpo")
     ref = ref if ref is not None else reference_logprobs(policy, trajectories)
-    params = list(trainable_parameters(policy).values())
-    if not params:
-        raise ValueError("step_dpo_train: the policy has no trainable parameters")
-    optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    updater = _Updater(policy, lr, weight_decay, max_grad_norm, "step_dpo_train")
     rng = np.random.default_rng(seed)
     history = []
     policy.train()
@@ -385,11 +396,7 @@ def step_dpo_train(
                 scores = beta * torch.stack([r[w][both], r[lo][both]], -1)  # [S, 2]
                 labels = torch.tensor([1.0, 0.0]).expand_as(scores)
                 value = loss_fn(scores, labels)
-                optim.zero_grad(set_to_none=True)
-                value.backward()
-                if max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-                optim.step()
+                updater.step(value)
                 n = scores.shape[0]
                 total += value.item() * n
                 acc += float((scores[:, 0] > scores[:, 1]).float().sum())

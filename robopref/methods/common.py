@@ -29,9 +29,12 @@ def start_run(config: StrictModel, out_dir: str | Path) -> tuple[Path, np.random
     save_config(config, out_dir / "config.yaml")
     num_threads = getattr(config, "num_threads", None)
     if num_threads:
+        import numba
         import torch
 
         torch.set_num_threads(num_threads)
+        # the Numba OT kernels too: one process per seed must not run 2 threads in its transfer
+        numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
     return out_dir, seed_everything(getattr(config, "seed", 0))
 
 

@@ -6,7 +6,9 @@ Nothing here imports torch or numba: a torch tensor is recognised by its type's 
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 import time
 
 import numpy as np
@@ -67,6 +69,29 @@ def _head(x) -> list:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x).ravel()[:3].tolist()
+
+
+def keeps_torch_threads(fn):
+    """Restore torch's intra-op thread count after ``fn`` (the Numba engine's entry points).
+
+    Numba's OpenMP threading layer sets the calling thread's OpenMP thread count to Numba's own
+    (all cores) on every parallel launch, and torch reads that same count for its intra-op
+    threads: a process pinned to 1 torch thread (``num_threads: 1``, one process per seed)
+    silently ran 2 after its first transfer and, on a busy machine, spent ~90 % of its time
+    spinning in libgomp barriers (PEARL's filtered BC went from ~250 to 7 steps/s).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        torch = sys.modules.get("torch")  # never imported here: only restored if in use
+        before = torch.get_num_threads() if torch is not None else None
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if torch is not None and torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+
+    return wrapper
 
 
 def numba_kernels():

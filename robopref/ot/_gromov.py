@@ -23,6 +23,7 @@ from robopref.ot._common import (
     check_eps,
     check_finite,
     check_masses,
+    keeps_torch_threads,
     numba_kernels,
     shape_error,
 )
@@ -210,6 +211,7 @@ def stopping_rule(tol, obj_tol, low_precision: bool) -> tuple[float | None, floa
     return (None if tol is None else float(tol)), (None if obj_tol is None else float(obj_tol))
 
 
+@keeps_torch_threads
 def _entropic_fgw(
     M, C1, C2, p, q, eps, alpha, loss, *, symmetric=None, T0=None, max_iter=1000, tol=None,
     obj_tol=None, check_every=CHECK_EVERY, inner_max_iter=2000, inner_tol=None, log=False,

@@ -16,6 +16,7 @@ from robopref.ot._common import (
     check_eps,
     check_finite,
     check_masses,
+    keeps_torch_threads,
     numba_kernels,
     shape_error,
 )
@@ -31,6 +32,7 @@ _PARALLEL_BATCH_MIN_SIZE = 1 << 16
 _BOUND = 1e30
 
 
+@keeps_torch_threads
 def sinkhorn(
     a,
     b,

@@ -32,9 +32,10 @@ def start_run(config: StrictModel, out_dir: str | Path) -> tuple[Path, np.random
         import numba
         import torch
 
-        torch.set_num_threads(num_threads)
-        # the Numba OT kernels too: one process per seed must not run 2 threads in its transfer
+        # the Numba OT kernels too: one process per seed must not run 2 threads in its transfer.
+        # Numba first: starting its OpenMP pool resets the OpenMP thread count torch reads.
         numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
+        torch.set_num_threads(num_threads)
     return out_dir, seed_everything(getattr(config, "seed", 0))
 
 

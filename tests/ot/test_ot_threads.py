@@ -1,5 +1,8 @@
 """The Numba engine must not change torch's intra-op thread count (its OpenMP layer used to)."""
 
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -28,14 +31,38 @@ def test_numba_engine_keeps_torch_threads(one_torch_thread):
     assert torch.get_num_threads() == 1
 
 
-def test_start_run_pins_numba_threads_too(one_torch_thread, tmp_path):
+FORKED_WORKER = """
+import multiprocessing, sys
+from concurrent.futures import ProcessPoolExecutor
+
+import torch  # noqa: F401
+
+import robopref.cli  # what `robopref bench` has loaded before it forks its workers
+
+
+def threads(out_dir):
+    import numba, torch
     from robopref.methods.common import start_run
     from robopref.methods.pearl import Config
 
-    before = numba.get_num_threads()
-    config = Config(source={"tasks": ["reach-v3"]}, target={"tasks": ["reach-v3"]}, num_threads=1)
-    try:
-        start_run(config, tmp_path)
-        assert (numba.get_num_threads(), torch.get_num_threads()) == (1, 1)
-    finally:
-        numba.set_num_threads(before)
+    start_run(Config(source={"tasks": ["reach-v3"]}, target={"tasks": ["reach-v3"]},
+                     num_threads=1), out_dir)
+    return numba.get_num_threads(), torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        print(pool.submit(threads, sys.argv[1]).result())
+"""
+
+
+@needs_two
+def test_start_run_pins_numba_and_torch_threads_in_a_forked_worker(tmp_path):
+    """As in `robopref bench`: a worker forked from a fresh parent (subprocess: clean state)."""
+    script = tmp_path / "worker.py"
+    script.write_text(FORKED_WORKER)
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "(1, 1)"

@@ -38,7 +38,10 @@ def aggregate(
     metrics: tuple[str, ...] = DEFAULT_METRICS,
     group_by: tuple[str, ...] | None = None,
 ) -> list[dict]:
-    """Mean and std over seeds of each metric, one entry per group of the other string columns."""
+    """Mean and std over seeds of each metric, one entry per group of the other string columns.
+
+    Rows that share a seed within a group (permutations of a control) count as one seed, their
+    mean; ``n`` is the number of seeds."""
     if group_by is None:
         keys = sorted(
             {
@@ -55,12 +58,9 @@ def aggregate(
     out = []
     for key, members in sorted(groups.items(), key=lambda kv: [_natural(v) for v in kv[0]]):
         entry = dict(zip(group_by, key))
-        entry["n"] = len(members)
+        entry["n"] = len({r.get("seed", ("row", i)) for i, r in enumerate(members)})
         for m in metrics:
-            vals = np.array(
-                [r[m] for r in members if isinstance(r.get(m), (int, float))], dtype=float
-            )
-            vals = vals[np.isfinite(vals)]
+            vals = np.array(_seed_means(members, m), dtype=float)
             entry[m] = (
                 (float(vals.mean()), float(vals.std()))
                 if len(vals)
@@ -70,21 +70,49 @@ def aggregate(
     return out
 
 
+def _seed_means(members: list[dict], metric: str) -> list[float]:
+    """``metric`` per seed: rows of one seed (e.g. permutations of a control) are averaged."""
+    by_seed: dict = defaultdict(list)
+    for i, r in enumerate(members):
+        v = r.get(metric)
+        if isinstance(v, (int, float)) and np.isfinite(v):
+            by_seed[r.get("seed", ("row", i))].append(v)
+    return [float(np.mean(vs)) for vs in by_seed.values()]
+
+
 def _mean_se(members: list[dict], metric: str, se_key: str) -> tuple[float, float, int]:
     """Mean of ``metric`` over rows and its standard error.
 
-    The SE is the larger of the seed-to-seed SE (``std(ddof=1) / sqrt(n)``, needs ``n >= 2``)
-    and the evaluation SE carried by the rows (``sqrt(sum se_i^2) / n`` from ``se_key``, e.g.
-    the binomial SE of each row's success rate over its evaluation episodes).
+    Rows of the same ``seed`` are averaged first (their evaluation SEs combined the same way),
+    so ``n`` counts seeds. The SE is the larger of the seed-to-seed SE (``std(ddof=1) /
+    sqrt(n)``, needs ``n >= 2``) and the evaluation SE carried by the rows (``sqrt(sum se_i^2)
+    / n`` from ``se_key``, e.g. the binomial SE of each row's success rate over its evaluation
+    episodes).
     """
-    vals = np.array([r[metric] for r in members if isinstance(r.get(metric), (int, float))])
-    vals = vals[np.isfinite(vals)]
+    members = [
+        r for r in members if isinstance(r.get(metric), (int, float)) and np.isfinite(r[metric])
+    ]
+    # several rows of one seed (e.g. independent permutations of a shuffled control) are first
+    # averaged: seeds, not rows, are the independent replicates
+    by_seed: dict = defaultdict(list)
+    for i, r in enumerate(members):
+        by_seed[r.get("seed", ("row", i))].append(r)
+    vals = np.array([np.mean([r[metric] for r in rs]) for rs in by_seed.values()])
     n = len(vals)
     if n == 0:
         return float("nan"), float("nan"), 0
     seed_se = float(vals.std(ddof=1) / np.sqrt(n)) if n >= 2 else 0.0
-    row_se = [r[se_key] for r in members if isinstance(r.get(se_key), (int, float))]
-    eval_se = float(np.sqrt(np.sum(np.square(row_se))) / len(row_se)) if row_se else 0.0
+    seed_eval_se = [
+        np.sqrt(np.sum(np.square(ses))) / len(ses)
+        for ses in (
+            [r[se_key] for r in rs if isinstance(r.get(se_key), (int, float))]
+            for rs in by_seed.values()
+        )
+        if ses
+    ]
+    eval_se = (
+        float(np.sqrt(np.sum(np.square(seed_eval_se))) / len(seed_eval_se)) if seed_eval_se else 0.0
+    )
     return float(vals.mean()), max(seed_se, eval_se), n
 
 

@@ -108,6 +108,10 @@ class Config(StrictModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     variants: list[Variant] = ["pearl", "pearl_bt", "gw_plain", "sim", "oracle"]
     eval_episodes: int = Field(50, ge=1)
+    # independent permutations of the shuffled control per run: a reward fitted to permuted
+    # labels ranks the directed episodes on top or at the bottom almost at random, so one draw
+    # per seed makes the control's mean very noisy (docs/decisions.md, 'PEARL suite')
+    shuffled_permutations: int = Field(1, ge=1)
     eval_max_steps: int | None = Field(None, ge=1)
     seed: int = 0
     device: str = "auto"
@@ -148,13 +152,14 @@ def _target_labels(
     source_q: PreferenceQueries,
     target: TrajectoryDataset,
     target_q: PreferenceQueries,
+    permutation: int = 0,
 ) -> tuple[PreferenceQueries, dict]:
     method, _ = VARIANTS[variant]
     if method == "oracle":
         return make_teacher(config.teacher).label(target, target_q), {}
     if method == "shuffled":
         return shuffled_labels(
-            make_teacher(config.teacher).label(target, target_q), config.seed
+            make_teacher(config.teacher).label(target, target_q), config.seed, permutation
         ), {}
     transfer = config.transfer
     if method != "transfer":
@@ -206,7 +211,9 @@ def source_reward_embedder(source: TrajectoryDataset, source_q: PreferenceQuerie
     return embed
 
 
-def shuffled_labels(labels: PreferenceQueries, seed: int) -> PreferenceQueries:
+def shuffled_labels(
+    labels: PreferenceQueries, seed: int, permutation: int = 0
+) -> PreferenceQueries:
     """The negative control: ``labels``' label rows randomly permuted across queries.
 
     Same queries, same number of labels, same label values; which segment of a pair is
@@ -216,9 +223,11 @@ def shuffled_labels(labels: PreferenceQueries, seed: int) -> PreferenceQueries:
     A reward fitted to these labels still scores far from 0.5 on held-out pairs in a single
     run (0.31-0.72 over 10 seeds of the README demo, mean 0.47): any state function orders
     pairs of distinct episode kinds consistently, so read the control over seeds
-    (docs/decisions.md, "PEARL shuffled control").
+    (docs/decisions.md, "PEARL shuffled control"). ``permutation`` > 0 draws another
+    independent permutation for the same ``seed``.
     """
-    rng = np.random.default_rng([seed, 0x5F])
+    # permutation 0 keeps the generator of the single-permutation control
+    rng = np.random.default_rng([seed, 0x5F] if permutation == 0 else [seed, 0x5F, permutation])
     new = labels.labels.copy()
     mask = labels.mask if labels.mask is not None else np.ones(new.shape, dtype=bool)
     _, group = np.unique(mask, axis=0, return_inverse=True)
@@ -276,10 +285,18 @@ def run(config: Config, out_dir: Path) -> dict:
     options = config.policy.options().model_dump(mode="json", exclude={"steps", "device"})
     policy_key = {**reward_key, "policy": [config.policy.name, options]}
     rows = []
-    for variant in config.variants:
+    runs = [
+        (variant, j)
+        for variant in config.variants
+        for j in range(config.shuffled_permutations if variant == "shuffled" else 1)
+    ]
+    for variant, permutation in runs:
         started = time.time()
         seed_everything(config.seed)
-        labels, info = _target_labels(variant, config, source, source_q, target, target_q)
+        labels, info = _target_labels(
+            variant, config, source, source_q, target, target_q, permutation
+        )
+        name = variant if permutation == 0 else f"{variant}-p{permutation}"  # checkpoints, logs
         label_acc = label_accuracy(labels, target_truth)
         keep = labels.confidence >= qc.min_confidence
         train_q = labels if keep.all() else labels.subset(keep)
@@ -290,11 +307,9 @@ def run(config: Config, out_dir: Path) -> dict:
             update={
                 "seed": config.seed,
                 "device": config.device,
-                "log_dir": str(out_dir / "tb" / f"reward-{variant}"),
+                "log_dir": str(out_dir / "tb" / f"reward-{name}"),
                 "checkpoint_dir": str(
-                    checkpoint_dir(
-                        out_dir / "ckpt" / f"reward-{variant}", reward_key, "checkpoints"
-                    )
+                    checkpoint_dir(out_dir / "ckpt" / f"reward-{name}", reward_key, "checkpoints")
                 ),
             }
         )
@@ -310,9 +325,9 @@ def run(config: Config, out_dir: Path) -> dict:
             act_dim,
             seed=config.seed,
             device=config.device,
-            log_dir=str(out_dir / "tb" / f"{learner}-{variant}"),
+            log_dir=str(out_dir / "tb" / f"{learner}-{name}"),
             checkpoint_dir=str(
-                checkpoint_dir(out_dir / "ckpt" / f"{learner}-{variant}", policy_key, "checkpoints")
+                checkpoint_dir(out_dir / "ckpt" / f"{learner}-{name}", policy_key, "checkpoints")
             ),
         )
         policy_started, policy_cpu = time.time(), time.process_time()
@@ -330,6 +345,7 @@ def run(config: Config, out_dir: Path) -> dict:
         rows.append(
             {
                 "variant": variant,
+                **({"permutation": permutation} if variant == "shuffled" else {}),
                 "source_task": source[0].task,
                 "target_task": target_task,
                 "seed": config.seed,
@@ -347,7 +363,13 @@ def run(config: Config, out_dir: Path) -> dict:
                 "eval_s": round(time.time() - eval_started, 1),
                 "mean_return": float(evaluation["mean_return"]),
                 "wall_s": round(time.time() - started, 1),
-                **{f"transfer_{k}": v for k, v in info.items() if isinstance(v, (int, float, str))},
+                **{f"transfer_{k}": v for k, v in info.items() if isinstance(v, (int, float))},
+                # the chosen setting as one field: text columns would split report groups
+                **(
+                    {"transfer_setting": {k: v for k, v in info.items() if isinstance(v, str)}}
+                    if any(isinstance(v, str) for v in info.values())
+                    else {}
+                ),
             }
         )
     results = {

@@ -2,6 +2,7 @@
 
 import json
 import math
+import statistics
 
 import pytest
 
@@ -97,3 +98,23 @@ def test_no_control_no_section(tmp_path):
     rows = [r for r in _rows("x", [0.5], [0.5]) if r["variant"] != "shuffled"]
     (store / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert "Negative control" not in write_report(store) and control_check(rows) == []
+
+
+def test_permutations_of_one_seed_count_as_one_seed():
+    # shuffled: seed 0 draws 0, 1, 1 (mean 2/3), seed 1 draws 0, 0, 0, seed 2 draws 1, 1, 1
+    rows = _rows("perm", [1.0, 1.0, 1.0], [0.0, 0.0, 1.0])
+    extra = [
+        {**r, "success_rate": 1.0, "success_se": 0.0, "permutation": j}
+        for r in rows
+        if r["variant"] == "shuffled" and r["seed"] == 0
+        for j in (1, 2)
+    ]
+    (check,) = control_check(rows + extra)
+    means = [2 / 3, 0.0, 1.0]
+    mean, se, n = check["shuffled"]
+    assert n == 3 and mean == pytest.approx(sum(means) / 3)
+    assert se == pytest.approx(statistics.stdev(means) / math.sqrt(3))
+    from robopref.bench.report import aggregate
+
+    (entry,) = [e for e in aggregate(rows + extra) if e["variant"] == "shuffled"]
+    assert entry["n"] == 3 and entry["success_rate"][0] == pytest.approx(sum(means) / 3)

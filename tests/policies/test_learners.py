@@ -239,6 +239,10 @@ def test_shuffled_labels_permute_rows():
     assert sorted(map(tuple, s.labels)) == sorted(map(tuple, labels))
     assert 0.2 < (s.labels == labels).all(axis=1).mean() < 0.8  # agreement near chance
     np.testing.assert_array_equal(s.labels, pearl.shuffled_labels(q, seed=0).labels)
+    # another permutation of the same seed: same multiset, another order
+    s1 = pearl.shuffled_labels(q, seed=0, permutation=1)
+    assert sorted(map(tuple, s1.labels)) == sorted(map(tuple, labels))
+    assert not np.array_equal(s1.labels, s.labels)
 
 
 def test_pearl_runs_the_selected_learner_with_a_shuffled_control(tmp_path):
@@ -264,13 +268,19 @@ def test_pearl_runs_the_selected_learner_with_a_shuffled_control(tmp_path):
         "eval_max_steps=10",
         "eval_seed=77",
         "variants=[oracle,shuffled]",
+        "shuffled_permutations=2",
         "--out",
         str(tmp_path / "run"),
     ]
     assert main(args) == 0
-    rows = {
-        r["variant"]: r for r in json.loads((tmp_path / "run" / "results.json").read_text())["rows"]
-    }
+    all_rows = json.loads((tmp_path / "run" / "results.json").read_text())["rows"]
+    assert [(r["variant"], r.get("permutation")) for r in all_rows] == [
+        ("oracle", None),
+        ("shuffled", 0),
+        ("shuffled", 1),
+    ]
+    assert (tmp_path / "run" / "ckpt" / "filtered_bc-shuffled-p1").is_dir()
+    rows = {r["variant"]: r for r in all_rows[:2]}
     assert set(rows) == {"oracle", "shuffled"}
     assert rows["oracle"]["label_accuracy"] == 1.0 and rows["shuffled"]["label_accuracy"] < 0.9
     for r in rows.values():

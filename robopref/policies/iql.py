@@ -48,6 +48,7 @@ from robopref.policies.common import (
     NonFiniteLossError,
     OfflineLearner,
     adam,
+    adam_step,
     mlp,
 )
 
@@ -205,7 +206,7 @@ class IQL(OfflineLearner):
         )
         self.opt.zero_grad(set_to_none=True)
         (value_loss + actor_loss + critic_loss).backward()
-        self.opt.step()
+        adam_step(self.opt)
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, self.config.tau)
         losses = torch.stack([value_loss.detach(), actor_loss.detach(), critic_loss.detach()])

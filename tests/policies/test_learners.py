@@ -295,3 +295,37 @@ def test_compiled_iql_update_matches_eager():
             assert a[k].item() == pytest.approx(b[k].item(), rel=1e-4, abs=1e-6)
     for p, q in zip(eager.critic.parameters(), compiled.critic.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_adam_fast_step_is_bitwise_torch_adam():
+    """FusedAdam.fast_step == torch.optim.Adam(fused=True).step, per group lr, across a reload."""
+    from robopref.policies.common import FusedAdam
+
+    torch.manual_seed(0)
+    shapes = [(5, 3), (3,), (2, 4, 2), (1,)]
+    ref_p = [torch.randn(s, requires_grad=True) for s in shapes]
+    new_p = [p.detach().clone().requires_grad_(True) for p in ref_p]
+
+    def groups(ps):
+        return [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.05}]
+
+    ref = torch.optim.Adam(groups(ref_p), lr=0.01, fused=True)
+    new = FusedAdam(groups(new_p), lr=0.01)
+    for step in range(6):
+        if step == 3:  # a reload must rebind the fast path to the new state tensors
+            state = new.state_dict()
+            new = FusedAdam(groups(new_p), lr=0.01)
+            new.load_state_dict(state)
+        for g in (ref.param_groups[1], new.param_groups[1]):
+            g["lr"] = 0.05 / (1 + step)  # a schedule, as IQL's actor group has
+        grads = [torch.randn(s) for s in shapes]
+        for p, q, g in zip(ref_p, new_p, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        ref.step()
+        new.fast_step()
+        for p, q in zip(ref_p, new_p):
+            assert torch.equal(p, q)
+    assert new._lists is not None  # the fast path ran (after the first step and the reload)
+    for p, q in zip(ref_p, new_p):
+        assert torch.equal(ref.state[p]["exp_avg_sq"], new.state[q]["exp_avg_sq"])
+        assert ref.state[p]["step"].item() == new.state[q]["step"].item() == 6

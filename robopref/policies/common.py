@@ -323,6 +323,9 @@ class OfflineLearner:
     def _lr_schedule(self) -> None:
         """Set learning rates for the coming step (default: constant)."""
 
+    def _before_training(self, steps_to_run: int) -> None:
+        """Called by :meth:`train` before its loop, with the number of steps it will run."""
+
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
@@ -397,6 +400,7 @@ class OfflineLearner:
             writer = SummaryWriter(cfg.log_dir, purge_step=self.step + 1 if self.step else None)
         from tqdm.auto import tqdm
 
+        self._before_training(max(steps - self.step, 0))
         stats: dict[str, torch.Tensor] = {}
         bar = tqdm(total=steps, initial=min(self.step, steps), desc=self.NAME, disable=not progress)
         # Preallocated batch: the indices are drawn into one buffer and the rows gathered into

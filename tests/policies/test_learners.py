@@ -329,3 +329,44 @@ def test_fused_adam_fast_step_is_bitwise_torch_adam():
     for p, q in zip(ref_p, new_p):
         assert torch.equal(ref.state[p]["exp_avg_sq"], new.state[q]["exp_avg_sq"])
         assert ref.state[p]["step"].item() == new.state[q]["step"].item() == 6
+
+
+def test_iql_compile_auto_compiles_only_long_runs_and_falls_back_to_eager(monkeypatch):
+    """compile="auto" (the default): eager below the break-even step count, compiled at or above
+    it; a compile that fails warns once and trains eagerly, giving exactly the eager result."""
+    from robopref.policies import iql as iql_module
+
+    compiled = []
+
+    def broken_compile(fn, **kwargs):
+        compiled.append(fn)
+
+        def run(*args, **kw):
+            raise RuntimeError("no working C++ compiler\nlong traceback text")
+
+        return run
+
+    monkeypatch.setattr(iql_module.torch, "compile", broken_compile)
+    monkeypatch.setattr(iql_module, "COMPILE_AUTO_MIN_STEPS", 10)
+    assert IQLConfig().compile == "auto"
+    with pytest.raises(ValueError, match="compile"):
+        IQLConfig(compile="sometimes")
+    buf = _nan_buffer("obs")
+    base = dict(hidden=(8,), batch_size=16, device="cpu", seed=3)
+    short = IQL(3, 2, IQLConfig(**base, steps=9))
+    short.train(buf, progress=False)
+    assert compiled == []  # 9 < 10 steps: eager, never compiled
+    eager = IQL(3, 2, IQLConfig(**base, steps=12, compile=False))
+    eager.train(buf, progress=False)
+    auto = IQL(3, 2, IQLConfig(**base, steps=12))
+    with pytest.warns(RuntimeWarning) as record:
+        auto.train(buf, progress=False)
+    messages = [str(w.message) for w in record if "torch.compile" in str(w.message)]
+    assert messages == [
+        "IQL: torch.compile failed (RuntimeError: no working C++ compiler); training eagerly"
+    ]
+    assert len(compiled) == 1 and auto.step == 12
+    for p, q in zip(eager.critic.parameters(), auto.critic.parameters()):
+        assert torch.equal(p, q)
+    for p, q in zip(eager.actor.parameters(), auto.actor.parameters()):
+        assert torch.equal(p, q)

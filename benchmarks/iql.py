@@ -210,9 +210,12 @@ def floor_shapes() -> list[tuple[int, int, int]]:
     return shapes
 
 
-def serve(impl: str, threads: int, warmup: int, size: int) -> None:
+def serve(impl: str, threads: int, warmup: int, size: int, clock: str = "wall") -> None:
     """Worker loop: build ``impl``, warm up, then for each line ``K`` on stdin run ``K`` updates
-    and print their wall time in seconds (one line)."""
+    and print their time in seconds (one line): wall-clock, or with ``clock="cpu"`` the CPU
+    time of this process (all its threads), which does not count the time it waits for a core
+    on a machine loaded by other processes."""
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     import torch
 
     torch.set_num_threads(threads)
@@ -246,16 +249,16 @@ def serve(impl: str, threads: int, warmup: int, size: int) -> None:
             else:
                 update({k: v[idx] for k, v in data.items()})
 
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # the warm-up (with any compile) is reported in wall-clock seconds
     for _ in range(warmup):
         one()
     print(f"ready {time.perf_counter() - t0:.2f}", flush=True)
     for line in sys.stdin:
         k = int(line)
-        t0 = time.perf_counter()
+        t0 = timer()
         for _ in range(k):
             one()
-        print(f"{time.perf_counter() - t0:.6f}", flush=True)
+        print(f"{timer() - t0:.6f}", flush=True)
 
 
 class Worker:
@@ -265,7 +268,7 @@ class Worker:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         warmup = args.warmup_compile if impl == "ours" else args.warmup
         cmd = [python, __file__, "--worker", impl, "--threads", str(threads)]
-        cmd += ["--warmup", str(warmup), "--size", str(args.size)]
+        cmd += ["--warmup", str(warmup), "--size", str(args.size), "--clock", args.clock]
         self.proc = subprocess.Popen(
             cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -301,10 +304,17 @@ def main() -> None:
         "also the default for runs under 50k steps), ours_unfused, plain, d3rlpy, floor",
     )
     p.add_argument("--d3rlpy-python", default="/work/d3rlpy-venv/bin/python")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="time updates by wall clock or by each worker's CPU time (for a loaded machine; "
+        "with threads > 1 the CPU time sums the threads, so use it with --threads 1)",
+    )
     p.add_argument("--json", help="write all measurements here")
     args = p.parse_args()
     if args.worker:
-        serve(args.worker, args.threads[0], args.warmup, args.size)
+        serve(args.worker, args.threads[0], args.warmup, args.size, args.clock)
         return
     impls = list(args.impls)
     if "d3rlpy" in impls and not Path(args.d3rlpy_python).exists():
@@ -350,6 +360,9 @@ def main() -> None:
                 f"| {impl} | {threads} | {statistics.median(vals):.1f} | {ratio:.2f} | {floor} | "
                 f"{spread} | {workers[impl].warmup_s:.1f} |"
             )
+        print("\n".join(table), file=sys.stderr, flush=True)  # so far, in case a later one hangs
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
     print("\n".join(table))
     if "floor" in impls:
         shapes = floor_shapes()

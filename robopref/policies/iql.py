@@ -19,8 +19,12 @@ evaluated once (with gradient), ``V(s')`` once (without). The target critic is u
 ``torch._foreach_lerp_``. The actor is a Gaussian with a tanh mean and a state-independent log
 standard deviation clipped to ``[-5, 2]``; the deterministic action is the mean. Actor learning
 rate: cosine decay to zero over ``config.steps`` (as the authors' ``opt_decay_schedule="cosine"``),
-or constant. ``compile=True`` wraps the loss computation in ``torch.compile`` (see
-``docs/benchmarks.md`` for whether it pays on a CPU).
+or constant. The optimiser is a :class:`~robopref.policies.common.FusedAdam` (the fused
+kernel without ``torch.optim.Adam.step``'s per-call bookkeeping). ``compile`` wraps the loss
+computation (forward and backward) in ``torch.compile``: ``"auto"`` (the default) does so for
+:meth:`train` runs of at least ``COMPILE_AUTO_MIN_STEPS`` steps, where the one-off compile time
+is paid back, and falls back to eager with a warning if compiling fails; ``True`` always,
+``False`` never (``docs/benchmarks.md``, IQL section).
 
 Usage::
 

@@ -20,9 +20,16 @@ default ``/work/d3rlpy-venv/bin/python``; skipped when absent). Make it with::
     /work/d3rlpy-venv/bin/pip install torch==2.13.0   # the CPU build, before d3rlpy
     /work/d3rlpy-venv/bin/pip install d3rlpy==2.8.1
 
+``ours`` is the default config as ``train()`` runs a long run (``compile="auto"``: compiled),
+``ours_eager`` the same with ``compile=False`` (what ``auto`` gives runs under 50k steps).
+On a machine loaded by other processes, ``--clock cpu`` times each worker by its own CPU time
+instead of the wall clock (with ``--threads 1``).
+
 Run::
 
-    python benchmarks/iql.py --rounds 30 --chunk 10 --threads 1 2
+    python benchmarks/iql.py --rounds 30 --chunk 10 --threads 1
+    python benchmarks/iql.py --rounds 30 --chunk 10 --threads 1 --clock cpu
+    python benchmarks/iql.py --rounds 20 --chunk 10 --threads 2
 """
 
 from __future__ import annotations

@@ -84,9 +84,10 @@ class IQLConfig(LearnerConfig):
     compile: bool | Literal["auto"] = "auto"
 
 
-# Break-even of compile: "auto" (docs/benchmarks.md, IQL section): compiling costs ~26-53 s
-# with a cold inductor cache and ~5-8 s with a warm one on a 2-core CPU, and saves ~0.8 ms of
-# each ~9 ms update on one thread, so it pays back after ~30k-65k updates cold.
+# Break-even of compile="auto" (docs/benchmarks.md, IQL section): compiling costs 26-53 s with
+# a cold inductor cache and 4-27 s with a warm one on a 2-core CPU (more when it is loaded),
+# and saves ~0.8-1.1 ms of each ~10 ms update on one thread: paid back after ~25k-65k updates
+# cold, so only runs at least this long are compiled.
 COMPILE_AUTO_MIN_STEPS = 50_000
 
 

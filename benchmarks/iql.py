@@ -20,9 +20,16 @@ default ``/work/d3rlpy-venv/bin/python``; skipped when absent). Make it with::
     /work/d3rlpy-venv/bin/pip install torch==2.13.0   # the CPU build, before d3rlpy
     /work/d3rlpy-venv/bin/pip install d3rlpy==2.8.1
 
+``ours`` is the default config as ``train()`` runs a long run (``compile="auto"``: compiled),
+``ours_eager`` the same with ``compile=False`` (what ``auto`` gives runs under 50k steps).
+On a machine loaded by other processes, ``--clock cpu`` times each worker by its own CPU time
+instead of the wall clock (with ``--threads 1``).
+
 Run::
 
-    python benchmarks/iql.py --rounds 30 --chunk 10 --threads 1 2
+    python benchmarks/iql.py --rounds 30 --chunk 10 --threads 1
+    python benchmarks/iql.py --rounds 30 --chunk 10 --threads 1 --clock cpu
+    python benchmarks/iql.py --rounds 20 --chunk 10 --threads 2
 """
 
 from __future__ import annotations
@@ -139,21 +146,19 @@ def make_updater(impl: str):
     """Return ``update(batch_dict)`` for ``impl``."""
     import torch
 
-    if impl in ("ours", "ours_compile", "ours_unfused"):
+    if impl in ("ours", "ours_eager", "ours_unfused"):
         sys.path.insert(0, str(REPO))
         from robopref.policies.common import Batch
         from robopref.policies.iql import IQL, IQLConfig
 
-        agent = IQL(
-            OBS,
-            ACT,
-            IQLConfig(
-                device="cpu",
-                steps=10**6,
-                compile=impl == "ours_compile",
-                fused_adam=impl != "ours_unfused",
-            ),
+        # "ours": the default config (compile="auto") as train() runs it for a long run, i.e.
+        # compiled; "ours_eager": compile=False, which is also what "auto" gives runs shorter
+        # than COMPILE_AUTO_MIN_STEPS; "ours_unfused": eager with the foreach Adam.
+        options = {"ours": {}, "ours_eager": {"compile": False}}.get(
+            impl, {"compile": False, "fused_adam": False}
         )
+        agent = IQL(OBS, ACT, IQLConfig(device="cpu", steps=10**6, **options))
+        agent._before_training(agent.config.steps)  # what train() does before its loop
 
         def update(b):
             agent._lr_schedule()
@@ -212,9 +217,12 @@ def floor_shapes() -> list[tuple[int, int, int]]:
     return shapes
 
 
-def serve(impl: str, threads: int, warmup: int, size: int) -> None:
+def serve(impl: str, threads: int, warmup: int, size: int, clock: str = "wall") -> None:
     """Worker loop: build ``impl``, warm up, then for each line ``K`` on stdin run ``K`` updates
-    and print their wall time in seconds (one line)."""
+    and print their time in seconds (one line): wall-clock, or with ``clock="cpu"`` the CPU
+    time of this process (all its threads), which does not count the time it waits for a core
+    on a machine loaded by other processes."""
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     import torch
 
     torch.set_num_threads(threads)
@@ -239,23 +247,25 @@ def serve(impl: str, threads: int, warmup: int, size: int) -> None:
         )
         update, wants_packed = make_updater(impl)
         stream = index_stream(size, seed=1)
+        block = torch.empty(BATCH, packed.shape[1])
 
         def one():
             idx = next(stream)
-            update(
-                {"packed": packed[idx]} if wants_packed else {k: v[idx] for k, v in data.items()}
-            )
+            if wants_packed:  # gathered as robopref's train() does, into a preallocated block
+                update({"packed": torch.index_select(packed, 0, idx, out=block)})
+            else:
+                update({k: v[idx] for k, v in data.items()})
 
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # the warm-up (with any compile) is reported in wall-clock seconds
     for _ in range(warmup):
         one()
     print(f"ready {time.perf_counter() - t0:.2f}", flush=True)
     for line in sys.stdin:
         k = int(line)
-        t0 = time.perf_counter()
+        t0 = timer()
         for _ in range(k):
             one()
-        print(f"{time.perf_counter() - t0:.6f}", flush=True)
+        print(f"{timer() - t0:.6f}", flush=True)
 
 
 class Worker:
@@ -263,9 +273,9 @@ class Worker:
 
     def __init__(self, python: str, impl: str, threads: int, args):
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        warmup = args.warmup_compile if impl == "ours_compile" else args.warmup
+        warmup = args.warmup_compile if impl == "ours" else args.warmup
         cmd = [python, __file__, "--worker", impl, "--threads", str(threads)]
-        cmd += ["--warmup", str(warmup), "--size", str(args.size)]
+        cmd += ["--warmup", str(warmup), "--size", str(args.size), "--clock", args.clock]
         self.proc = subprocess.Popen(
             cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -291,19 +301,27 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=30, help="round-robin rounds per thread count")
     p.add_argument("--chunk", type=int, default=10, help="updates per worker per round")
     p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--warmup-compile", type=int, default=60)
+    p.add_argument("--warmup-compile", type=int, default=60, help="warm-up updates of 'ours'")
     p.add_argument("--size", type=int, default=100_000)
     p.add_argument(
         "--impls",
         nargs="+",
-        default=["ours", "plain", "d3rlpy", "floor"],
-        help="any of ours, ours_unfused, ours_compile, plain, d3rlpy, floor",
+        default=["ours", "ours_eager", "plain", "d3rlpy", "floor"],
+        help="any of ours (default config, long run: compiled), ours_eager (compile: false, "
+        "also the default for runs under 50k steps), ours_unfused, plain, d3rlpy, floor",
     )
     p.add_argument("--d3rlpy-python", default="/work/d3rlpy-venv/bin/python")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="time updates by wall clock or by each worker's CPU time (for a loaded machine; "
+        "with threads > 1 the CPU time sums the threads, so use it with --threads 1)",
+    )
     p.add_argument("--json", help="write all measurements here")
     args = p.parse_args()
     if args.worker:
-        serve(args.worker, args.threads[0], args.warmup, args.size)
+        serve(args.worker, args.threads[0], args.warmup, args.size, args.clock)
         return
     impls = list(args.impls)
     if "d3rlpy" in impls and not Path(args.d3rlpy_python).exists():
@@ -313,8 +331,8 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     table = [
         f"| implementation | threads | updates/s (median) | x {peer} (median ratio) | "
-        "% of matmul floor (median ratio) |",
-        "|---|---|---|---|---|",
+        "% of matmul floor (median ratio) | % of floor, quartiles of the ratio | warm-up s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for threads in args.threads:
         workers = {
@@ -340,14 +358,18 @@ def main() -> None:
             vals = rates[impl]
             results[f"{impl}@{threads}"] = vals
             ratio = statistics.median(v / w for v, w in zip(vals, rates[peer]))
-            floor = (
-                f"{100 * statistics.median(v / w for v, w in zip(vals, rates['floor'])):.0f} %"
-                if "floor" in impls and impl != "floor"
-                else ""
-            )
+            floor = spread = ""
+            if "floor" in impls and impl != "floor":
+                fr = [100 * v / w for v, w in zip(vals, rates["floor"])]
+                q1, q2, q3 = statistics.quantiles(fr, n=4)
+                floor, spread = f"{q2:.0f} %", f"{q1:.0f}-{q3:.0f} %"
             table.append(
-                f"| {impl} | {threads} | {statistics.median(vals):.1f} | {ratio:.2f} | {floor} |"
+                f"| {impl} | {threads} | {statistics.median(vals):.1f} | {ratio:.2f} | {floor} | "
+                f"{spread} | {workers[impl].warmup_s:.1f} |"
             )
+        print("\n".join(table), file=sys.stderr, flush=True)  # so far, in case a later one hangs
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
     print("\n".join(table))
     if "floor" in impls:
         shapes = floor_shapes()

@@ -24,7 +24,7 @@ import copy
 import torch
 from pydantic import Field
 
-from robopref.policies.common import Batch, LearnerConfig, OfflineLearner, adam, mlp
+from robopref.policies.common import Batch, LearnerConfig, OfflineLearner, adam, adam_step, mlp
 
 
 class AWRConfig(LearnerConfig):
@@ -88,7 +88,7 @@ class AWR(OfflineLearner):
         actor_loss = -(weight * self.actor.log_prob(batch.obs, batch.act)).mean()
         self.opt.zero_grad(set_to_none=True)
         (value_loss + actor_loss).backward()
-        self.opt.step()
+        adam_step(self.opt)
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._value_params, cfg.tau)
         losses = torch.stack([value_loss.detach(), actor_loss.detach()])

@@ -8,8 +8,11 @@ here samples batches, logs, checkpoints and resumes, and checks that the losses 
 Speed (the update is a few 256x256 matmuls; Python and allocator overhead matter on a CPU):
 
 * the transitions are packed into one ``[N, 2 obs + act + 2]`` tensor, columns
-  ``[obs | act | next_obs | reward | terminal]``, so a batch is one gather and ``[obs, act]``
-  (the critics' input) is a view, not a concatenation;
+  ``[obs | act | next_obs | reward | terminal]``, so a batch is one gather (into a preallocated
+  block, with indices drawn into a preallocated tensor) and ``[obs, act]`` (the critics' input)
+  is a view, not a concatenation;
+* :class:`FusedAdam` steps the optimiser with the fused kernel and none of
+  ``torch.optim.Adam.step``'s per-call bookkeeping;
 * losses stay on the device: the finite check keeps, per loss, the first step at which it was
   not finite as a tensor (``torch.where``, no host sync) and reads it back only at logging and
   checkpoint steps and at the end; the error still names the exact step and loss.
@@ -114,9 +117,95 @@ class GaussianPolicy(nn.Module):
         return (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(-1)
 
 
+class FusedAdam(torch.optim.Adam):
+    """``torch.optim.Adam(fused=True)`` with a leaner step: same update, state and checkpoints.
+
+    ``torch.optim.Adam.step`` spends ~0.3 ms per call on one CPU thread (a third of IQL's
+    optimiser time, ~3 % of its update) re-collecting the parameter, gradient and state lists,
+    grouping them by device and dtype and incrementing 19 step counters one by one, before its
+    one fused kernel. :meth:`fast_step` keeps those lists (rebuilt after
+    :meth:`load_state_dict`) and calls the same kernel, ``torch._fused_adam_``, per group, with
+    the group's current learning rate. It falls back to :meth:`step` whenever the fast path's
+    assumptions do not hold (first step, before the state exists; a parameter without a
+    gradient; amsgrad, maximize or weight decay), so its result is bitwise that of ``step()``.
+    """
+
+    def __init__(self, params, lr: float):
+        super().__init__(params, lr=lr, fused=True)
+        self._lists: list[tuple[list, list, list, list]] | None = None
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._lists = None  # the state tensors are new objects
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        self._lists = None
+
+    def _build_lists(self) -> list[tuple[list, list, list, list]] | None:
+        out = []
+        for g in self.param_groups:
+            if g["amsgrad"] or g["maximize"] or g["weight_decay"] or g["differentiable"]:
+                return None
+            states = [self.state.get(p) for p in g["params"]]
+            if any(not s for s in states):
+                return None  # state not created yet: step() creates it
+            out.append(
+                (
+                    g["params"],
+                    [s["exp_avg"] for s in states],
+                    [s["exp_avg_sq"] for s in states],
+                    [s["step"] for s in states],
+                )
+            )
+        return out
+
+    @torch.no_grad()
+    def fast_step(self) -> None:
+        """One Adam step of every group (as :meth:`step`, without its per-call bookkeeping)."""
+        if self._lists is None:
+            self._lists = self._build_lists()
+        grads = [[p.grad for p in params] for params, *_ in self._lists or ()]
+        if self._lists is None or any(g is None for gs in grads for g in gs):
+            self.step()
+            self._lists = None
+            return
+        for group, (params, exp_avgs, exp_avg_sqs, steps), gs in zip(
+            self.param_groups, self._lists, grads
+        ):
+            beta1, beta2 = group["betas"]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(
+                params,
+                gs,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                amsgrad=False,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=0.0,
+                eps=group["eps"],
+                maximize=False,
+            )
+
+
 def adam(groups: list, lr: float, fused: bool) -> torch.optim.Adam:
-    """Adam over parameters or parameter groups; ``fused`` uses the single-kernel implementation."""
-    return torch.optim.Adam(groups, lr=lr, fused=fused or None, foreach=None if fused else True)
+    """Adam over parameters or parameter groups; ``fused`` uses the single-kernel implementation
+    (:class:`FusedAdam`; step it with :func:`adam_step`)."""
+    if fused:
+        return FusedAdam(groups, lr=lr)
+    return torch.optim.Adam(groups, lr=lr, foreach=True)
+
+
+def adam_step(opt: torch.optim.Adam) -> None:
+    """``opt.step()``, through :meth:`FusedAdam.fast_step` when ``opt`` is one."""
+    if isinstance(opt, FusedAdam):
+        opt.fast_step()
+    else:
+        opt.step()
 
 
 class FiniteGuard:
@@ -234,6 +323,9 @@ class OfflineLearner:
     def _lr_schedule(self) -> None:
         """Set learning rates for the coming step (default: constant)."""
 
+    def _before_training(self, steps_to_run: int) -> None:
+        """Called by :meth:`train` before its loop, with the number of steps it will run."""
+
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
@@ -308,12 +400,22 @@ class OfflineLearner:
             writer = SummaryWriter(cfg.log_dir, purge_step=self.step + 1 if self.step else None)
         from tqdm.auto import tqdm
 
+        self._before_training(max(steps - self.step, 0))
         stats: dict[str, torch.Tensor] = {}
         bar = tqdm(total=steps, initial=min(self.step, steps), desc=self.NAME, disable=not progress)
+        # Preallocated batch: the indices are drawn into one buffer and the rows gathered into
+        # another (a third of the time of allocating both every step). Reusing the block is safe:
+        # a step's autograd graph, the only holder of views into it, is gone when _step returns.
+        idx = torch.empty(cfg.batch_size, dtype=torch.long)
+        block = torch.empty(cfg.batch_size, data.shape[1], dtype=data.dtype, device=self.device)
+        idx_dev = idx if self.device.type == "cpu" else torch.empty_like(idx, device=self.device)
         try:
             while self.step < steps:
-                idx = torch.randint(0, n, (cfg.batch_size,), generator=self.sample_gen)
-                batch = Batch(data[idx.to(self.device)], self.obs_dim, self.act_dim)
+                torch.randint(0, n, (cfg.batch_size,), generator=self.sample_gen, out=idx)
+                if idx_dev is not idx:
+                    idx_dev.copy_(idx)
+                torch.index_select(data, 0, idx_dev, out=block)
+                batch = Batch(block, self.obs_dim, self.act_dim)
                 self._lr_schedule()
                 losses, extra = self._step(batch)
                 guard.watch(self.step + 1, losses)

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from robopref.data import DataValidationError
 from robopref.policies.buffer import TransitionBuffer
-from robopref.policies.common import Batch, LearnerConfig, OfflineLearner, adam
+from robopref.policies.common import Batch, LearnerConfig, OfflineLearner, adam, adam_step
 
 
 class FilteredBCConfig(LearnerConfig):
@@ -80,5 +80,5 @@ class FilteredBC(OfflineLearner):
         actor_loss = -self.actor.log_prob(batch.obs, batch.act).mean()
         self.opt.zero_grad(set_to_none=True)
         actor_loss.backward()
-        self.opt.step()
+        adam_step(self.opt)
         return actor_loss.detach()[None], {}

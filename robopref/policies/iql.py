@@ -19,8 +19,12 @@ evaluated once (with gradient), ``V(s')`` once (without). The target critic is u
 ``torch._foreach_lerp_``. The actor is a Gaussian with a tanh mean and a state-independent log
 standard deviation clipped to ``[-5, 2]``; the deterministic action is the mean. Actor learning
 rate: cosine decay to zero over ``config.steps`` (as the authors' ``opt_decay_schedule="cosine"``),
-or constant. ``compile=True`` wraps the loss computation in ``torch.compile`` (see
-``docs/benchmarks.md`` for whether it pays on a CPU).
+or constant. The optimiser is a :class:`~robopref.policies.common.FusedAdam` (the fused
+kernel without ``torch.optim.Adam.step``'s per-call bookkeeping). ``compile`` wraps the loss
+computation (forward and backward) in ``torch.compile``: ``"auto"`` (the default) does so for
+:meth:`train` runs of at least ``COMPILE_AUTO_MIN_STEPS`` steps, where the one-off compile time
+is paid back, and falls back to eager with a warning if compiling fails; ``True`` always,
+``False`` never (``docs/benchmarks.md``, IQL section).
 
 Usage::
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Literal
 
 import torch
@@ -48,6 +53,7 @@ from robopref.policies.common import (
     NonFiniteLossError,
     OfflineLearner,
     adam,
+    adam_step,
     mlp,
 )
 
@@ -72,7 +78,17 @@ class IQLConfig(LearnerConfig):
     tau: float = Field(0.005, gt=0.0, le=1.0)  # Polyak rate of the target critic
     actor_lr_schedule: Literal["cosine", "constant"] = "cosine"
     exp_adv_max: float = Field(100.0, gt=0.0)  # clip of exp(beta * A)
-    compile: bool = False  # torch.compile the loss computation
+    # torch.compile the loss computation (forward and backward): true, false, or "auto" =
+    # compiled in train() runs of at least COMPILE_AUTO_MIN_STEPS steps, where the one-off
+    # compile time is paid back (docs/benchmarks.md), eager otherwise and in update().
+    compile: bool | Literal["auto"] = "auto"
+
+
+# Break-even of compile="auto" (docs/benchmarks.md, IQL section): compiling costs 26-53 s with
+# a cold inductor cache and 4-27 s with a warm one on a 2-core CPU (more when it is loaded),
+# and saves ~0.8-1.1 ms of each ~10 ms update on one thread: paid back after ~25k-65k updates
+# cold, so only runs at least this long are compiled.
+COMPILE_AUTO_MIN_STEPS = 50_000
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -152,7 +168,10 @@ class IQL(OfflineLearner):
         )
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
-        self._losses = torch.compile(self._compute_losses) if cfg.compile else self._compute_losses
+        self._losses = self._compute_losses
+        self._compile_fallback = False  # True while an "auto" compile is untried
+        if cfg.compile is True:
+            self._losses = torch.compile(self._compute_losses)
 
     def _modules(self) -> dict:
         return {
@@ -199,13 +218,42 @@ class IQL(OfflineLearner):
         stats = torch.stack([adv.mean(), q1.detach().mean(), v.detach().mean()])
         return value_loss, actor_loss, critic_loss, stats
 
-    def _step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _before_training(self, steps_to_run: int) -> None:
+        cfg: IQLConfig = self.config
+        if cfg.compile == "auto" and self._losses == self._compute_losses:
+            if steps_to_run >= COMPILE_AUTO_MIN_STEPS:
+                self._losses = torch.compile(self._compute_losses)
+                self._compile_fallback = True
+
+    def _forward_backward(self, batch: Batch):
         value_loss, actor_loss, critic_loss, stats = self._losses(
             batch.obs, batch.obs_act, batch.act, batch.next_obs, batch.reward, batch.terminal
         )
         self.opt.zero_grad(set_to_none=True)
         (value_loss + actor_loss + critic_loss).backward()
-        self.opt.step()
+        return value_loss, actor_loss, critic_loss, stats
+
+    def _step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self._compile_fallback:
+            # First compiled step of compile="auto": if torch.compile cannot work here (no C++
+            # compiler, unsupported platform), say so once and train eagerly. Nothing has been
+            # updated yet (the optimiser steps below), so the eager retry is the same step.
+            self._compile_fallback = False
+            try:
+                out = self._forward_backward(batch)
+            except Exception as exc:  # noqa: BLE001 - any compile failure means: run eagerly
+                warnings.warn(
+                    f"IQL: torch.compile failed ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); training eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._losses = self._compute_losses
+                out = self._forward_backward(batch)
+        else:
+            out = self._forward_backward(batch)
+        value_loss, actor_loss, critic_loss, stats = out
+        adam_step(self.opt)
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, self.config.tau)
         losses = torch.stack([value_loss.detach(), actor_loss.detach(), critic_loss.detach()])

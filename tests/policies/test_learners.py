@@ -305,3 +305,78 @@ def test_compiled_iql_update_matches_eager():
             assert a[k].item() == pytest.approx(b[k].item(), rel=1e-4, abs=1e-6)
     for p, q in zip(eager.critic.parameters(), compiled.critic.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_adam_fast_step_is_bitwise_torch_adam():
+    """FusedAdam.fast_step == torch.optim.Adam(fused=True).step, per group lr, across a reload."""
+    from robopref.policies.common import FusedAdam
+
+    torch.manual_seed(0)
+    shapes = [(5, 3), (3,), (2, 4, 2), (1,)]
+    ref_p = [torch.randn(s, requires_grad=True) for s in shapes]
+    new_p = [p.detach().clone().requires_grad_(True) for p in ref_p]
+
+    def groups(ps):
+        return [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.05}]
+
+    ref = torch.optim.Adam(groups(ref_p), lr=0.01, fused=True)
+    new = FusedAdam(groups(new_p), lr=0.01)
+    for step in range(6):
+        if step == 3:  # a reload must rebind the fast path to the new state tensors
+            state = new.state_dict()
+            new = FusedAdam(groups(new_p), lr=0.01)
+            new.load_state_dict(state)
+        for g in (ref.param_groups[1], new.param_groups[1]):
+            g["lr"] = 0.05 / (1 + step)  # a schedule, as IQL's actor group has
+        grads = [torch.randn(s) for s in shapes]
+        for p, q, g in zip(ref_p, new_p, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        ref.step()
+        new.fast_step()
+        for p, q in zip(ref_p, new_p):
+            assert torch.equal(p, q)
+    assert new._lists is not None  # the fast path ran (after the first step and the reload)
+    for p, q in zip(ref_p, new_p):
+        assert torch.equal(ref.state[p]["exp_avg_sq"], new.state[q]["exp_avg_sq"])
+        assert ref.state[p]["step"].item() == new.state[q]["step"].item() == 6
+
+
+def test_iql_compile_auto_compiles_only_long_runs_and_falls_back_to_eager(monkeypatch):
+    """compile="auto" (the default): eager below the break-even step count, compiled at or above
+    it; a compile that fails warns once and trains eagerly, giving exactly the eager result."""
+    from robopref.policies import iql as iql_module
+
+    compiled = []
+
+    def broken_compile(fn, **kwargs):
+        compiled.append(fn)
+
+        def run(*args, **kw):
+            raise RuntimeError("no working C++ compiler\nlong traceback text")
+
+        return run
+
+    monkeypatch.setattr(iql_module.torch, "compile", broken_compile)
+    monkeypatch.setattr(iql_module, "COMPILE_AUTO_MIN_STEPS", 10)
+    assert IQLConfig().compile == "auto"
+    with pytest.raises(ValueError, match="compile"):
+        IQLConfig(compile="sometimes")
+    buf = _nan_buffer("obs")
+    base = dict(hidden=(8,), batch_size=16, device="cpu", seed=3)
+    short = IQL(3, 2, IQLConfig(**base, steps=9))
+    short.train(buf, progress=False)
+    assert compiled == []  # 9 < 10 steps: eager, never compiled
+    eager = IQL(3, 2, IQLConfig(**base, steps=12, compile=False))
+    eager.train(buf, progress=False)
+    auto = IQL(3, 2, IQLConfig(**base, steps=12))
+    with pytest.warns(RuntimeWarning) as record:
+        auto.train(buf, progress=False)
+    messages = [str(w.message) for w in record if "torch.compile" in str(w.message)]
+    assert messages == [
+        "IQL: torch.compile failed (RuntimeError: no working C++ compiler); training eagerly"
+    ]
+    assert len(compiled) == 1 and auto.step == 12
+    for p, q in zip(eager.critic.parameters(), auto.critic.parameters()):
+        assert torch.equal(p, q)
+    for p, q in zip(eager.actor.parameters(), auto.actor.parameters()):
+        assert torch.equal(p, q)

@@ -21,7 +21,7 @@ Shapes (``...`` = optional batch dims, independent problems):
 ``sinkhorn_batched(a, b, M, eps, **kw)``: same with ``M [B, n, m]`` required.
 ``sinkhorn_cost(a, b, M, eps, **kw)``: ``<P, M>``, shape ``[...]``.
 ``entropic_gromov_wasserstein(C1, C2, p=None, q=None, eps=0.1, loss="square", *, symmetric=None,
-T0=None, max_iter=1000, tol=None, obj_tol=None, check_every=2, inner_max_iter=2000,
+T0=None, max_iter=1000, tol=None, obj_tol=None, check_every=None, inner_max_iter=2000,
 inner_tol=1e-9, log=False)``
     ``C1 [..., n, n]``, ``C2 [..., m, m]`` -> coupling ``T [..., n, m]``; the projected mirror
     descent of Peyre et al. (2016) exactly as POT's PGD solver (same fixed point), with

@@ -21,12 +21,12 @@ Shapes (``...`` = optional batch dims, independent problems):
 ``sinkhorn_batched(a, b, M, eps, **kw)``: same with ``M [B, n, m]`` required.
 ``sinkhorn_cost(a, b, M, eps, **kw)``: ``<P, M>``, shape ``[...]``.
 ``entropic_gromov_wasserstein(C1, C2, p=None, q=None, eps=0.1, loss="square", *, symmetric=None,
-T0=None, max_iter=1000, tol=None, obj_tol=None, check_every=2, inner_max_iter=2000,
+T0=None, max_iter=1000, tol=None, obj_tol=None, check_every=None, inner_max_iter=2000,
 inner_tol=1e-9, log=False)``
     ``C1 [..., n, n]``, ``C2 [..., m, m]`` -> coupling ``T [..., n, m]``; the projected mirror
     descent of Peyre et al. (2016) exactly as POT's PGD solver (same fixed point), with
     warm-started, tolerance-controlled inner Sinkhorns. Default stop: relative change of the
-    objective <= 2e-7 per check every 2 outer iterations, float32 products while far (``tol`` selects POT's ``||dT||_F`` rule). ``loss`` is "square" or "kl";
+    objective <= 2e-7 per step with a contracting residual, Anderson-mixed outer steps, float32 products of small steps (numpy; torch: every 2 steps, plain steps); ``tol`` selects POT's ``||dT||_F`` rule. ``loss`` is "square" or "kl";
     non-symmetric costs are handled. ``log`` adds ``gw_dist`` (objective), iteration counts and
     per-iteration history.
 ``entropic_gromov_wasserstein_batched(C1, C2, p, q, eps, **kw)``: ``C1 [B, n, n]`` etc.

@@ -123,6 +123,11 @@ def _warm(k) -> None:
             a[None], a[None], M[None], np.ones(1), np.zeros((1, 2)), np.zeros((1, 2)),
             np.empty((1, 2, 2)), 10, 1e-9, 1e30, np.zeros(1, np.int64), np.zeros(1),
         )  # fmt: skip
+    x = np.ones((1, 4))
+    k._gw_grad(x, x, 2.0, x, np.empty((1, 4)))
+    k._gw_step_stats(x, x, x, x, np.empty((1, 0)), np.empty((1, 4)), np.empty((1, 5)))
+    k._add_f32(x, x.astype(np.float32), np.empty((1, 4)))
+    k._is_symmetric_close(np.ones((1, 2, 2)), 1e-5, 1e-10)
 
 
 def warmup() -> float:

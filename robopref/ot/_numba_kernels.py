@@ -331,3 +331,72 @@ def _sinkhorn_one(a, b, M, eps, f, g, K, max_iter, tol, bound):  # pragma: no co
             break
     _scale_plan_par(K, u, v)
     return total, err
+
+
+# --------------------------------------------------------------------------------------------
+# entropic GW, default rule: the O(nm) work of one outer step in one pass each
+# --------------------------------------------------------------------------------------------
+@njit(cache=True, fastmath=_FM)
+def _gw_grad(constC, P, scale, feat, out):  # pragma: no cover - compiled
+    """``out = scale (constC - P) + feat`` (``feat`` of size 0: none); arrays ``[nb, nm]``."""
+    nb, nm = out.shape
+    has_feat = feat.shape[1] == nm
+    for b in range(nb):
+        for i in range(nm):
+            v = scale * (constC[b, i] - P[b, i])
+            if has_feat:
+                v += feat[b, i]
+            out[b, i] = v
+
+
+@njit(cache=True, fastmath=_FM)
+def _gw_step_stats(T, x, constC, P, feat, r, stats):  # pragma: no cover - compiled
+    """``r = T - x`` and, per problem, ``stats = [sum r^2, sum |r|, <constC, T>, <P, T>,
+    <feat, T>]`` (``feat`` of size 0: 0). Arrays ``[nb, nm]``, ``stats [nb, 5]``."""
+    nb, nm = T.shape
+    has_feat = feat.shape[1] == nm
+    for b in range(nb):
+        s2 = 0.0
+        s1 = 0.0
+        sc = 0.0
+        sp = 0.0
+        sf = 0.0
+        for i in range(nm):
+            t = T[b, i]
+            d = t - x[b, i]
+            r[b, i] = d
+            s2 += d * d
+            s1 += abs(d)
+            sc += constC[b, i] * t
+            sp += P[b, i] * t
+            if has_feat:
+                sf += feat[b, i] * t
+        stats[b, 0] = s2
+        stats[b, 1] = s1
+        stats[b, 2] = sc
+        stats[b, 3] = sp
+        stats[b, 4] = sf
+
+
+@njit(cache=True, fastmath=_FM)
+def _add_f32(a, b, out):  # pragma: no cover - compiled
+    """``out = a + b`` with ``a`` float64 and ``b`` float32, shape ``[nb, nm]`` (one pass)."""
+    nb, nm = a.shape
+    for k in range(nb):
+        for i in range(nm):
+            out[k, i] = a[k, i] + b[k, i]
+
+
+@njit(cache=True)
+def _is_symmetric_close(C, rtol, atol):  # pragma: no cover - compiled
+    """``numpy.allclose(C, C^T, rtol, atol)`` for ``C [nb, n, n]`` (finite), one triangle."""
+    nb, n, _ = C.shape
+    for k in range(nb):
+        for i in range(n):
+            for j in range(i + 1, n):
+                a = C[k, i, j]
+                b = C[k, j, i]
+                d = abs(a - b)
+                if d > atol + rtol * abs(b) or d > atol + rtol * abs(a):
+                    return False
+    return True

@@ -110,6 +110,49 @@ class OTRewardWrapper(gym.Wrapper):
         super().close()
 
 
+def replay_rewards(
+    env: gym.Env,
+    seed: int,
+    actions: np.ndarray,
+    observations: np.ndarray | None = None,
+    atol: float = 1e-4,
+) -> np.ndarray:
+    """The rewards ``[T]`` that ``env`` (a reward wrapper such as :class:`OTRewardWrapper` or
+    :class:`StateRewardWrapper`, or a plain env) pays for ``actions [T, A]`` replayed from
+    ``env.reset(seed=seed)``: what an agent would have been paid online for the same transitions
+    (e.g. to reward demonstrations put in a replay buffer). With :class:`OTRewardWrapper` in
+    ``mode="episode"`` these are the full-episode OT rewards (``info["ot_rewards"]`` of the last
+    step), so the episode must end at the last action.
+
+    ``observations [T, D]``, when given, are compared with the replayed ones (before each
+    action); a difference above ``atol`` raises ``ValueError`` (not a replay of that episode).
+    """
+    actions = np.asarray(actions)
+    obs, _ = env.reset(seed=int(seed))
+    rewards, done, info = [], False, {}
+    for t, action in enumerate(actions):
+        if done:
+            raise ValueError(
+                f"replay (seed {seed}): the episode ended at step {t} of {len(actions)}"
+            )
+        if observations is not None and np.abs(obs - observations[t]).max() > atol:
+            raise ValueError(
+                f"replay (seed {seed}): observation at step {t}: expected the stored one, found a "
+                f"difference of {np.abs(obs - observations[t]).max():.2e} > atol={atol}"
+            )
+        obs, reward, terminated, truncated, info = env.step(action)
+        rewards.append(float(reward))
+        done = terminated or truncated
+    if "ot_rewards" in info:
+        return np.asarray(info["ot_rewards"], dtype=np.float64)
+    if isinstance(env, OTRewardWrapper) and env.mode == "episode":
+        raise ValueError(
+            f"replay (seed {seed}): expected the episode to end at its last action "
+            f"({len(actions)} steps) to get its OT rewards, found it still running"
+        )
+    return np.asarray(rewards, dtype=np.float64)
+
+
 def make_ot_callback():
     """:class:`OTRelabelCallback`, defined lazily (stable-baselines3 is imported on use)."""
     from stable_baselines3.common.callbacks import BaseCallback

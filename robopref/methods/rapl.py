@@ -365,7 +365,7 @@ def _train_sac(
 
 def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_models, out_dir):
     """SAC on each of ``config.rl.rewards``; learned rewards mapped to ``rl.reward_range``."""
-    from robopref.envs.wrappers import OTRewardWrapper, StateRewardWrapper
+    from robopref.envs.wrappers import OTRewardWrapper, StateRewardWrapper, replay_rewards
 
     rl = config.rl
     budget = rl.budget or max(config.budgets)
@@ -395,9 +395,15 @@ def _run_rl(config, ds, videos, train_ids, stride, T, encoders, base, rlhf_model
             def wrap(env, ot=ot):
                 return OTRewardWrapper(env, ot, config.render, mode=rl.mode)
 
-            def demo_reward(ep, video, next_obs, ot=ot):
-                # a rendered frame rewards the transitions up to the next one (held, like the wrapper)
-                return np.repeat(ot.reward(video), config.render.frame_stride)[: len(ep.actions)]
+            def demo_reward(ep, video, next_obs, wrap=wrap):
+                # the demo's actions replayed through the wrapper: frames rendered *after* each
+                # action, as online (the demo video's frames come before each action, so rewarding
+                # with them would pay demo transitions one frame stride late)
+                env = _rl_env(config, wrap, horizon)
+                try:
+                    return replay_rewards(env, _rl_scene(config), ep.actions, ep.observations)
+                finally:
+                    env.close()
 
         elif name == "rlhf_state":
             model = rlhf_models[budget]

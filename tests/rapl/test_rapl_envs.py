@@ -19,6 +19,7 @@ from robopref.envs.wrappers import (
     OTRewardWrapper,
     StateRewardWrapper,
     make_ot_callback,
+    replay_rewards,
 )
 from robopref.rewards.ot_reward import OTReward, affine_to_range
 
@@ -116,6 +117,43 @@ def test_wrapper_prefix_mode_gives_online_rewards():
     with pytest.raises(ValueError, match="mode"):
         OTRewardWrapper(env.env, None, mode="bad")
     env.close()
+
+
+def test_replay_rewards_pay_what_the_wrapper_pays_online():
+    env, reward = _wrapped("episode", stride=3, steps=7)
+    actions = np.random.default_rng(3).uniform(-1, 1, (7, 4)).astype(np.float32)
+    # by hand: a plain env of the same scene, frames rendered after actions 3, 6 and 7 (the last)
+    plain = make_env(TASK, seed=0, max_episode_steps=7)
+    rc = RenderConfig(width=16, height=16, frame_stride=3)
+    after, before, states = [], [], []
+    with FrameRenderer(plain, rc) as r:
+        obs, _ = plain.reset(seed=1)
+        for t, a in enumerate(actions):
+            states.append(obs)
+            if t % 3 == 0:
+                before.append(r.render())  # a dataset video's frame: before action t
+            obs, *_ = plain.step(a)
+            if t in (2, 5, 6):
+                after.append(r.render())
+    plain.close()
+    expected = reward.reward(np.stack(after))[[0, 0, 0, 1, 1, 1, 2]]
+    got = replay_rewards(env, 1, actions, np.stack(states))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # rewarding with the frames before each action (a demo video) pays other rewards
+    late = np.repeat(reward.reward(np.stack(before)), 3)[:7]
+    assert np.abs(late - got).max() > 1e-3
+    with pytest.raises(ValueError, match="observation at step 0"):
+        replay_rewards(env, 1, actions, np.zeros((7, 39)))
+    with pytest.raises(ValueError, match="still running"):
+        replay_rewards(env, 1, actions[:5])
+    with pytest.raises(ValueError, match="ended at step 7"):
+        replay_rewards(env, 1, np.concatenate([actions, actions[:1]]))
+    env.close()
+    # a per-step reward wrapper: its step rewards
+    env = StateRewardWrapper(make_env(TASK, seed=0, max_episode_steps=7), lambda o: float(o[0]))
+    got = replay_rewards(env, 1, actions)
+    env.reset(seed=1)
+    np.testing.assert_array_equal(got, [env.step(a)[1] for a in actions])
 
 
 def test_relabel_callback_writes_the_episode_into_the_buffer():

@@ -144,3 +144,40 @@ def test_rlpd_in_the_rapl_rl_stage(tmp_path):
     assert row["buffer_transitions"] == 20  # per env: 2 envs x 20 steps = 40 transitions
     assert row["sampled_episodes"] == 2 and 0.0 <= row["sampled_success_rate"] <= 1.0
     assert row["demo_success"] in (0.0, 0.5, 1.0)
+
+
+def test_rlpd_demo_transitions_get_the_online_ot_rewards(tmp_path, monkeypatch):
+    """The scene demos in RLPD's demo buffer are paid the OT reward the wrapper pays online for
+    the same actions (frames after each action), not the demo video's (frames before)."""
+    seen = {}
+
+    def fake_train_sac(config, name, wrap, horizon, log_dir, transitions=()):
+        seen[name] = (config, wrap, horizon, list(transitions))
+        return {"reward": name, "success_rate": 0.0, "mean_return": 0.0}
+
+    monkeypatch.setattr(rapl, "_train_sac", fake_train_sac)
+    cfg = load_config(
+        rapl.Config,
+        "configs/rapl/reach-rlpd.yaml",
+        ["budgets=[6]", "rl.budget=6", "rl.rewards=[rapl]", "eval_queries=10", "num_demos=2",
+         "collect.expert_episodes=4", "collect.noisy_episodes=2", "collect.noise_levels=[1.0]",
+         "collect.goal_mismatch_episodes=2", "collect.random_episodes=3",
+         "collect.other_task_episodes=0", "collect.max_episode_steps=12", "render.width=16",
+         "render.height=16", "render.frame_stride=4", "encoder.cnn_width=4", "encoder.out_dim=8",
+         "align.epochs=2", "align.batch_size=6", "rlhf.inputs=[state]", "rlhf.trainer.epochs=5"],
+    )  # fmt: skip
+    rapl.run(cfg, tmp_path)
+    config, wrap, horizon, transitions = seen["rapl"]
+    assert len(transitions) == 2 * 12  # 2 demos of 12 steps
+    _, _, episodes = rapl._scene_demos(config, horizon)
+    for k, ep in enumerate(episodes):
+        env = rapl._rl_env(config, wrap, horizon)
+        obs, _ = env.reset()
+        for t, action in enumerate(ep.actions):
+            np.testing.assert_allclose(obs, transitions[12 * k + t][0])
+            obs, _, term, trunc, info = env.step(action)
+        env.close()
+        assert term or trunc
+        paid = [tr[3] for tr in transitions[12 * k : 12 * (k + 1)]]
+        np.testing.assert_allclose(paid, info["ot_rewards"], rtol=1e-9)
+        assert np.ptp(paid) > 0  # not a constant reward that any timing would match

@@ -70,18 +70,32 @@ def aggregate(
     return out
 
 
-def _seed_means(members: list[dict], metric: str) -> list[float]:
-    """``metric`` per seed: rows of one seed (e.g. permutations of a control) are averaged."""
+def _rows_by_seed(members: list[dict], metric: str) -> list[list[dict]]:
+    """The rows with a finite ``metric``, grouped by ``seed`` (a row without one stands alone).
+
+    Several rows of one seed (e.g. independent permutations of a shuffled control) are averaged
+    by the callers: seeds, not rows, are the independent replicates.
+    """
     by_seed: dict = defaultdict(list)
     for i, r in enumerate(members):
         v = r.get(metric)
         if isinstance(v, (int, float)) and np.isfinite(v):
-            by_seed[r.get("seed", ("row", i))].append(v)
-    return [float(np.mean(vs)) for vs in by_seed.values()]
+            by_seed[r.get("seed", ("row", i))].append(r)
+    return list(by_seed.values())
+
+
+def _seed_means(members: list[dict], metric: str) -> list[float]:
+    """``metric`` per seed: rows of one seed (e.g. permutations of a control) are averaged."""
+    return [float(np.mean([r[metric] for r in rs])) for rs in _rows_by_seed(members, metric)]
+
+
+def _mean_of_ses(ses: list[float]) -> float:
+    """SE of the mean of independent estimates with standard errors ``ses``."""
+    return float(np.sqrt(np.sum(np.square(ses))) / len(ses))
 
 
 def _mean_se(members: list[dict], metric: str, se_key: str) -> tuple[float, float, int]:
-    """Mean of ``metric`` over rows and its standard error.
+    """Mean of ``metric`` over seeds and its standard error.
 
     Rows of the same ``seed`` are averaged first (their evaluation SEs combined the same way),
     so ``n`` counts seeds. The SE is the larger of the seed-to-seed SE (``std(ddof=1) /
@@ -89,30 +103,15 @@ def _mean_se(members: list[dict], metric: str, se_key: str) -> tuple[float, floa
     / n`` from ``se_key``, e.g. the binomial SE of each row's success rate over its evaluation
     episodes).
     """
-    members = [
-        r for r in members if isinstance(r.get(metric), (int, float)) and np.isfinite(r[metric])
-    ]
-    # several rows of one seed (e.g. independent permutations of a shuffled control) are first
-    # averaged: seeds, not rows, are the independent replicates
-    by_seed: dict = defaultdict(list)
-    for i, r in enumerate(members):
-        by_seed[r.get("seed", ("row", i))].append(r)
-    vals = np.array([np.mean([r[metric] for r in rs]) for rs in by_seed.values()])
+    groups = _rows_by_seed(members, metric)
+    vals = np.array([np.mean([r[metric] for r in rs]) for rs in groups])
     n = len(vals)
     if n == 0:
         return float("nan"), float("nan"), 0
     seed_se = float(vals.std(ddof=1) / np.sqrt(n)) if n >= 2 else 0.0
-    seed_eval_se = [
-        np.sqrt(np.sum(np.square(ses))) / len(ses)
-        for ses in (
-            [r[se_key] for r in rs if isinstance(r.get(se_key), (int, float))]
-            for rs in by_seed.values()
-        )
-        if ses
-    ]
-    eval_se = (
-        float(np.sqrt(np.sum(np.square(seed_eval_se))) / len(seed_eval_se)) if seed_eval_se else 0.0
-    )
+    per_seed = [[r[se_key] for r in rs if isinstance(r.get(se_key), (int, float))] for rs in groups]
+    seed_eval_se = [_mean_of_ses(ses) for ses in per_seed if ses]
+    eval_se = _mean_of_ses(seed_eval_se) if seed_eval_se else 0.0
     return float(vals.mean()), max(seed_se, eval_se), n
 
 

@@ -342,6 +342,8 @@ def run(config: Config, out_dir: Path) -> dict:
             max_episode_steps=config.eval_max_steps or config.target.max_episode_steps,
         )
         success = float(evaluation["success_rate"])
+        # the chosen transfer setting as one field: text columns would split report groups
+        setting = {k: v for k, v in info.items() if isinstance(v, str)}
         rows.append(
             {
                 "variant": variant,
@@ -364,12 +366,7 @@ def run(config: Config, out_dir: Path) -> dict:
                 "mean_return": float(evaluation["mean_return"]),
                 "wall_s": round(time.time() - started, 1),
                 **{f"transfer_{k}": v for k, v in info.items() if isinstance(v, (int, float))},
-                # the chosen setting as one field: text columns would split report groups
-                **(
-                    {"transfer_setting": {k: v for k, v in info.items() if isinstance(v, str)}}
-                    if any(isinstance(v, str) for v in info.values())
-                    else {}
-                ),
+                **({"transfer_setting": setting} if setting else {}),
             }
         )
     results = {

@@ -148,8 +148,8 @@ def make_updater(impl: str):
 
     if impl in ("ours", "ours_eager", "ours_unfused"):
         sys.path.insert(0, str(REPO))
-        from robopref.policies.common import Batch
-        from robopref.policies.iql import IQL, IQLConfig
+        from robopref.policies.offline.common import Batch
+        from robopref.policies.offline.iql import IQL, IQLConfig
 
         # "ours": the default config (compile="auto") as train() runs it for a long run, i.e.
         # compiled; "ours_eager": compile=False, which is also what "auto" gives runs shorter

@@ -42,7 +42,6 @@ from robopref.envs.wrappers import (
     FixedConfigurationWrapper,
     OTRewardWrapper,
     StateRewardWrapper,
-    make_ot_callback,
 )
 
 __all__ = [
@@ -53,7 +52,6 @@ __all__ = [
     "FixedConfigurationWrapper",
     "RenderConfig",
     "collect_pixel_dataset",
-    "make_ot_callback",
     "render_dataset",
     "render_trajectory",
     "replay_frames",

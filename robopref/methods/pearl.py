@@ -57,8 +57,8 @@ from robopref.data import (
 )
 from robopref.envs import CollectConfig, collect_dataset, evaluate_policy
 from robopref.methods.common import cached, checkpoint_dir, start_run
-from robopref.policies import PolicyConfig, make_learner
-from robopref.policies.buffer import TransitionBuffer
+from robopref.policies.offline import PolicyConfig, make_learner
+from robopref.policies.offline.buffer import TransitionBuffer
 from robopref.rewards import GaussianReward, MLPReward, RewardTrainer, RewardTrainerConfig
 from robopref.teachers import TeacherConfig, make_teacher
 from robopref.transfer import TransferConfig, label_accuracy, sample_pool_pairs, transfer_labels

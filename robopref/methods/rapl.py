@@ -44,7 +44,7 @@ from robopref.envs.render import (
 )
 from robopref.envs.tasks import ScriptedPolicy
 from robopref.methods.common import start_run
-from robopref.policies.rlpd import RLPDConfig
+from robopref.policies.online.rlpd import RLPDConfig
 from robopref.rewards import MLPReward, RewardTrainer, RewardTrainerConfig
 from robopref.rewards.ot_reward import OTReward, affine_to_range
 from robopref.rewards.visual import AlignConfig, VisualEncoder, align_encoder, top1_accuracy
@@ -76,7 +76,7 @@ class RLConfig(StrictModel):
     enabled: bool = False
     # sac: SB3's SAC (demos only with demos_in_buffer); rlpd: SAC with the scene demos used the
     # RLPD way (half of every batch from a separate demo buffer, LayerNorm critics, ``rlpd.utd``
-    # gradient steps per transition, ``rlpd.num_envs`` vector envs); see robopref/policies/rlpd.py
+    # gradient steps per transition, ``rlpd.num_envs`` vector envs); see robopref/policies/online/rlpd.py
     algo: Literal["sac", "rlpd"] = "sac"
     rlpd: RLPDConfig = Field(default_factory=RLPDConfig)
     # rewards SAC is trained on; learned ones use the labels of ``budget`` triplets
@@ -291,23 +291,20 @@ def _train_sac(
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import CallbackList
 
-    from robopref.envs.wrappers import (
-        OTRewardWrapper,
-        make_gt_logger_callback,
-        make_ot_callback,
-    )
+    from robopref.envs.wrappers import OTRewardWrapper
+    from robopref.policies.online.callbacks import GroundTruthLogger, OTRelabelCallback
 
     rl = config.rl
     scene = _rl_scene(config)
     env = _rl_env(config, wrap, horizon)
-    gt_logger = make_gt_logger_callback()()
+    gt_logger = GroundTruthLogger()
     callbacks = [gt_logger]
     if isinstance(env, OTRewardWrapper) and rl.mode == "episode":
-        callbacks.insert(0, make_ot_callback()())
+        callbacks.insert(0, OTRelabelCallback())
     if rl.algo == "rlpd":
         from stable_baselines3.common.vec_env import DummyVecEnv
 
-        from robopref.policies.rlpd import demo_buffer, make_rlpd_sac
+        from robopref.policies.online.rlpd import demo_buffer, make_rlpd_sac
 
         def make(k: int):
             if k == 0:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from robopref.data import DataValidationError, Trajectory, TrajectoryDataset
-from robopref.policies.buffer import TransitionBuffer
+from robopref.policies.offline.buffer import TransitionBuffer
 
 
 def _traj(obs, act, rew, **metadata):

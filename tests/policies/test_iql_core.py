@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from robopref.data import DataValidationError
-from robopref.policies.buffer import TransitionBuffer
-from robopref.policies.iql import IQL, IQLConfig, expectile_loss
+from robopref.policies.offline.buffer import TransitionBuffer
+from robopref.policies.offline.iql import IQL, IQLConfig, expectile_loss
 
 
 @pytest.fixture(autouse=True, scope="module")

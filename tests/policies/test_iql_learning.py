@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from robopref.data import Trajectory, TrajectoryDataset
-from robopref.policies.buffer import TransitionBuffer
-from robopref.policies.iql import IQL, IQLConfig
+from robopref.policies.offline.buffer import TransitionBuffer
+from robopref.policies.offline.iql import IQL, IQLConfig
 
 HORIZON = 40
 

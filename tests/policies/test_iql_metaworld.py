@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from robopref.data import Trajectory, TrajectoryDataset
-from robopref.policies.buffer import TransitionBuffer
-from robopref.policies.iql import IQL, IQLConfig
+from robopref.policies.offline.buffer import TransitionBuffer
+from robopref.policies.offline.iql import IQL, IQLConfig
 
 TASK = "button-press-v3"
 EPISODE_STEPS = 150  # the expert presses the button in ~60 steps; shorter than the default 500

@@ -11,7 +11,7 @@ from test_iql_learning import behaviour, mean_return, rollouts
 from robopref.config import ConfigError, load_config
 from robopref.data import DataValidationError, Trajectory, TrajectoryDataset
 from robopref.methods import pearl
-from robopref.policies import (
+from robopref.policies.offline import (
     AWR,
     IQL,
     AWRConfig,
@@ -309,7 +309,7 @@ def test_compiled_iql_update_matches_eager():
 
 def test_fused_adam_fast_step_is_bitwise_torch_adam():
     """FusedAdam.fast_step == torch.optim.Adam(fused=True).step, per group lr, across a reload."""
-    from robopref.policies.common import FusedAdam
+    from robopref.policies.offline.common import FusedAdam
 
     torch.manual_seed(0)
     shapes = [(5, 3), (3,), (2, 4, 2), (1,)]
@@ -344,7 +344,7 @@ def test_fused_adam_fast_step_is_bitwise_torch_adam():
 def test_iql_compile_auto_compiles_only_long_runs_and_falls_back_to_eager(monkeypatch):
     """compile="auto" (the default): eager below the break-even step count, compiled at or above
     it; a compile that fails warns once and trains eagerly, giving exactly the eager result."""
-    from robopref.policies import iql as iql_module
+    from robopref.policies.offline import iql as iql_module
 
     compiled = []
 

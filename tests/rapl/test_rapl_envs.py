@@ -18,9 +18,9 @@ from robopref.envs.wrappers import (
     FixedConfigurationWrapper,
     OTRewardWrapper,
     StateRewardWrapper,
-    make_ot_callback,
     replay_rewards,
 )
+from robopref.policies.online.callbacks import OTRelabelCallback
 from robopref.rewards.ot_reward import OTReward, affine_to_range
 
 TASK = "reach-v3"
@@ -157,7 +157,7 @@ def test_replay_rewards_pay_what_the_wrapper_pays_online():
 
 
 def test_relabel_callback_writes_the_episode_into_the_buffer():
-    cb = make_ot_callback()()
+    cb = OTRelabelCallback()
     buf = SimpleNamespace(buffer_size=10, pos=1, rewards=np.full((10, 2), -9.0, np.float32))
     cb.model = SimpleNamespace(replay_buffer=buf)
     # env 1 ends a 4-step episode; its last transition will be stored at pos = 1, the first
@@ -176,7 +176,7 @@ def test_sac_buffer_holds_full_episode_ot_rewards():
     env, _ = _wrapped("episode", stride=2, steps=6)
     seen = []
 
-    class Keep(make_ot_callback()):
+    class Keep(OTRelabelCallback):
         def _on_step(self):
             for info in self.locals["infos"]:
                 if "ot_rewards" in info:
@@ -223,10 +223,10 @@ def test_state_reward_wrapper_and_fixed_configuration():
 def test_gt_logger_reads_the_env_reward_not_the_learned_one():
     from stable_baselines3 import SAC
 
-    from robopref.envs.wrappers import make_gt_logger_callback
+    from robopref.policies.online.callbacks import GroundTruthLogger
 
     env = StateRewardWrapper(make_env("reach-v3", seed=0, max_episode_steps=12), lambda obs: 0.0)
-    logger = make_gt_logger_callback()()
+    logger = GroundTruthLogger()
     SAC("MlpPolicy", env, learning_starts=100, seed=0, device="cpu").learn(24, callback=logger)
     assert len(logger.returns) == 2 and len(logger.successes) == 2
     assert all(

@@ -1,4 +1,4 @@
-"""RLPD-style SAC (robopref/policies/rlpd.py): symmetric demo/online batches, LayerNorm critics,
+"""RLPD-style SAC (robopref/policies/online/rlpd.py): symmetric demo/online batches, LayerNorm critics,
 update-to-data ratio, and its options in the RAPL recipe."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from torch import nn
 
 from robopref.config import ConfigError, load_config
 from robopref.methods import rapl
-from robopref.policies.rlpd import (
+from robopref.policies.online.rlpd import (
+    MixedReplayBuffer,
     RLPDConfig,
     demo_buffer,
     make_rlpd_sac,
-    mixed_replay_buffer_class,
 )
 
 OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -30,7 +30,7 @@ def _demos(n: int = 10):
 
 def test_each_batch_is_half_demo_half_online():
     demos = demo_buffer(_demos(), OBS, ACT)
-    buf = mixed_replay_buffer_class()(100, OBS, ACT, demo=demos, demo_fraction=0.5)
+    buf = MixedReplayBuffer(100, OBS, ACT, demo=demos, demo_fraction=0.5)
     for _ in range(30):  # online transitions: reward -1, observations in [0, 1)
         buf.add(np.random.rand(1, 3), np.random.rand(1, 3), np.zeros((1, 2)),
                 np.array([-1.0]), np.array([False]), [{}])  # fmt: skip

@@ -1,7 +1,7 @@
 """What the offline learners share: networks, the training loop, checkpoints, finite-loss guard.
 
-A learner (:class:`~robopref.policies.iql.IQL`, :class:`~robopref.policies.awr.AWR`,
-:class:`~robopref.policies.filtered_bc.FilteredBC`) subclasses :class:`OfflineLearner` and
+A learner (:class:`~robopref.policies.offline.iql.IQL`, :class:`~robopref.policies.offline.awr.AWR`,
+:class:`~robopref.policies.offline.filtered_bc.FilteredBC`) subclasses :class:`OfflineLearner` and
 defines its networks (``_modules``), its optimiser and one gradient step (``_step``). The loop
 here samples batches, logs, checkpoints and resumes, and checks that the losses stay finite.
 
@@ -31,7 +31,7 @@ from torch import nn
 
 from robopref.config import StrictModel
 from robopref.data import DataValidationError
-from robopref.policies.buffer import TransitionBuffer
+from robopref.policies.offline.buffer import TransitionBuffer
 from robopref.utils import atomic_path, resolve_device, seed_everything
 
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -24,11 +24,18 @@ import copy
 import torch
 from pydantic import Field
 
-from robopref.policies.common import Batch, LearnerConfig, OfflineLearner, adam, adam_step, mlp
+from robopref.policies.offline.common import (
+    Batch,
+    LearnerConfig,
+    OfflineLearner,
+    adam,
+    adam_step,
+    mlp,
+)
 
 
 class AWRConfig(LearnerConfig):
-    """AWR options (beyond :class:`~robopref.policies.common.LearnerConfig`)."""
+    """AWR options (beyond :class:`~robopref.policies.offline.common.LearnerConfig`)."""
 
     beta: float = Field(1.0, gt=0.0)  # temperature: weights exp(A / beta)
     weight_max: float = Field(20.0, gt=0.0)  # clip of the weights (AWR's 20)

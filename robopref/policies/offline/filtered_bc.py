@@ -18,12 +18,12 @@ import torch
 from pydantic import Field
 
 from robopref.data import DataValidationError
-from robopref.policies.buffer import TransitionBuffer
-from robopref.policies.common import Batch, LearnerConfig, OfflineLearner, adam, adam_step
+from robopref.policies.offline.buffer import TransitionBuffer
+from robopref.policies.offline.common import Batch, LearnerConfig, OfflineLearner, adam, adam_step
 
 
 class FilteredBCConfig(LearnerConfig):
-    """Filtered-BC options (beyond :class:`~robopref.policies.common.LearnerConfig`)."""
+    """Filtered-BC options (beyond :class:`~robopref.policies.offline.common.LearnerConfig`)."""
 
     top_fraction: float = Field(0.1, gt=0.0, le=1.0)  # share of episodes kept, by learned return
     min_episodes: int = Field(1, ge=1)  # keep at least this many episodes

@@ -19,7 +19,7 @@ evaluated once (with gradient), ``V(s')`` once (without). The target critic is u
 ``torch._foreach_lerp_``. The actor is a Gaussian with a tanh mean and a state-independent log
 standard deviation clipped to ``[-5, 2]``; the deterministic action is the mean. Actor learning
 rate: cosine decay to zero over ``config.steps`` (as the authors' ``opt_decay_schedule="cosine"``),
-or constant. The optimiser is a :class:`~robopref.policies.common.FusedAdam` (the fused
+or constant. The optimiser is a :class:`~robopref.policies.offline.common.FusedAdam` (the fused
 kernel without ``torch.optim.Adam.step``'s per-call bookkeeping). ``compile`` wraps the loss
 computation (forward and backward) in ``torch.compile``: ``"auto"`` (the default) does so for
 :meth:`train` runs of at least ``COMPILE_AUTO_MIN_STEPS`` steps, where the one-off compile time
@@ -45,7 +45,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from robopref.policies.common import (
+from robopref.policies.offline.common import (
     CHECKPOINT_NAME,
     Batch,
     GaussianPolicy,

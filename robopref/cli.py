@@ -126,16 +126,23 @@ def _print_source(source: dict) -> None:
         print("filter keys (--filter-key): " + ", ".join(source["filter_keys"]))
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    metrics = run_config(args.config, args.overrides, args.out)
-    print(json.dumps(metrics, indent=2, default=float))
+def _finish(result, args: argparse.Namespace) -> int:
+    """Every run ends the same way: its tables, paths and tensorboard line; JSON with --json."""
+    from robopref.methods.result import print_result
+
+    if getattr(args, "json", False):
+        print(json.dumps(result.to_json(), indent=1, default=str))
+    else:
+        print_result(result)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _finish(run_config(args.config, args.overrides, args.out), args)
 
 
 def cmd_lm(args: argparse.Namespace) -> int:
-    metrics = run_config(args.config, args.overrides, args.out, method="lm")
-    print(json.dumps(metrics, indent=2, default=float))
-    return 0
+    return _finish(run_config(args.config, args.overrides, args.out, method="lm"), args)
 
 
 def _raised_in_h5py(e: BaseException) -> bool:
@@ -234,20 +241,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_grape(args: argparse.Namespace) -> int:
-    metrics = run_config(args.config, args.overrides, args.out, method="grape")
-    print(json.dumps(metrics, indent=2, default=float))
-    return 0
+    return _finish(run_config(args.config, args.overrides, args.out, method="grape"), args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     config = str(REPO_CONFIGS / "pearl" / "demo.yaml")
-    run_config(config, args.overrides, args.out)
-    return 0
+    return _finish(run_config(config, args.overrides, args.out), args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="robopref", description="Learning from preferences in robotics."
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars (tables and errors still print)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -331,18 +338,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default=None, help="run directory (default runs/<method>-<config>-<time>)"
     )
+    p.add_argument("--json", action="store_true", help="print the run's results as JSON")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("lm", help="preference fine-tuning of a language policy")
     p.add_argument("--config", default=str(REPO_CONFIGS / "lm" / "tiny.yaml"))
     p.add_argument("overrides", nargs="*")
     p.add_argument("--out", default=None)
+    p.add_argument("--json", action="store_true", help="print the run's results as JSON")
     p.set_defaults(func=cmd_lm)
 
     p = sub.add_parser("grape", help="GRAPE: trajectory-wise preference alignment of a VLA policy")
     p.add_argument("--config", default=str(REPO_CONFIGS / "grape" / "tiny.yaml"))
     p.add_argument("overrides", nargs="*")
     p.add_argument("--out", default=None)
+    p.add_argument("--json", action="store_true", help="print the run's results as JSON")
     p.set_defaults(func=cmd_grape)
 
     p = sub.add_parser("bench", help="run every cell of a suite (resumable), then write the report")
@@ -372,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="small end-to-end PEARL run (minutes on 2 CPU cores)")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--out", default=None)
+    p.add_argument("--json", action="store_true", help="print the run's results as JSON")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -397,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["label-ui"]:  # the labelling page parses its own options (incl. --help)
         return cmd_label_ui(argparse.Namespace(args=argv[1:]))
     args = _parse(build_parser(), argv)
+    if args.quiet:
+        from robopref.progress import set_quiet
+
+        set_quiet()
     try:
         return args.func(args)
     except (ConfigError, DataValidationError) as e:

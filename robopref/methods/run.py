@@ -23,6 +23,7 @@ from robopref.config import (
     validate_config,
 )
 from robopref.methods import get_method
+from robopref.methods.result import RunResult
 
 FAILED_FILE = "FAILED"  # written into the run folder of a run that raised (its one-line reason)
 
@@ -102,8 +103,10 @@ def run_config(
     out: str | Path | None,
     method: str | None = None,
     announce: bool = True,
-) -> dict:
-    """Load a recipe config (its ``method:`` key picks the recipe), run it, return its metrics.
+) -> RunResult:
+    """Load a recipe config (its ``method:`` key picks the recipe), run it, save its
+    :class:`~robopref.methods.result.RunResult` (``results.json``, ``report.md``) into the run
+    folder and return it.
 
     A run that raises leaves no folder behind when it had created the folder and written nothing
     but its ``config.yaml``; otherwise (partial outputs a rerun can resume from) the folder stays
@@ -118,12 +121,17 @@ def run_config(
         Console().print(f"[bold]robopref {name}[/bold] -> {out_dir}")
     existed = out_dir.exists()
     try:
-        metrics = module.run(config, out_dir)
+        result = module.run(config, out_dir)
+        if not isinstance(result, RunResult):
+            raise TypeError(
+                f"recipe {name}: run() must return a RunResult, returned {type(result).__name__}"
+            )
+        result.save(out_dir)
     except BaseException as e:
         _after_failure(out_dir, existed, e)
         raise
     (out_dir / FAILED_FILE).unlink(missing_ok=True)
-    return metrics
+    return result
 
 
 def _after_failure(out_dir: Path, existed: bool, error: BaseException) -> None:

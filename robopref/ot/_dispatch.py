@@ -133,7 +133,8 @@ def entropic_gromov_wasserstein(
             (torch float32 / half); when only ``tol`` is given only ``tol`` is used; when both
             are given the first one met stops. Without ``tol`` the numpy engine runs the
             accelerated loop (Anderson mixing; the objective rule also needs the residual to
-            contract, see :func:`_obj_converged`). See ``docs/rooms/ot.md`` (items 12-13).
+            contract, see :func:`robopref.ot._gromov._obj_converged`). See
+            ``docs/rooms/ot.md`` (items 12-13).
         check_every: outer iterations the objective change is measured over, >= 1; None: 1 on
             the numpy engine without ``tol`` (checked every step: it is free there), else 2.
         inner_max_iter, inner_tol: budget and final L1 marginal tolerance of each inner

@@ -26,8 +26,9 @@ inner_tol=1e-9, log=False)``
     ``C1 [..., n, n]``, ``C2 [..., m, m]`` -> coupling ``T [..., n, m]``; the projected mirror
     descent of Peyre et al. (2016) exactly as POT's PGD solver (same fixed point), with
     warm-started, tolerance-controlled inner Sinkhorns. Default stop: relative change of the
-    objective <= 2e-7 per step with a contracting residual, Anderson-mixed outer steps, float32 products of small steps (numpy; torch: every 2 steps, plain steps); ``tol`` selects POT's ``||dT||_F`` rule. ``loss`` is "square" or "kl";
-    non-symmetric costs are handled. ``log`` adds ``gw_dist`` (objective), iteration counts and
+    objective <= 2e-7 per step with a contracting residual, Anderson-mixed outer steps, float32
+    products of small steps (numpy; torch: every 2 steps, plain steps); ``tol`` selects POT's
+    ``||dT||_F`` rule. ``loss`` is "square" or "kl"; non-symmetric costs are handled. ``log`` adds ``gw_dist`` (objective), iteration counts and
     per-iteration history.
 ``entropic_gromov_wasserstein_batched(C1, C2, p, q, eps, **kw)``: ``C1 [B, n, n]`` etc.
 ``gromov_wasserstein(C1, C2, p=None, q=None, loss="square", method="entropic", eps=0.1,
@@ -40,23 +41,32 @@ log=False, **kw)``: ``method="cg"`` is exact conditional-gradient GW through POT
 ``gw_objective(C1, C2, T, loss="square")``: ``sum L(C1_ik, C2_jl) T_ij T_kl`` (no entropy).
 ``warmup() -> float``: compile/load the Numba kernels now; returns seconds.
 
+Layout (each layer imports only the ones below it; the two engines never import each other):
+
+* public functions: :mod:`._dispatch` (re-exported here) picks the engine by the inputs;
+* engines: Numba/numpy (:mod:`._sinkhorn`, :mod:`._gromov`, kernels in :mod:`._numba_kernels`
+  loaded by :mod:`._numba`) and torch (:mod:`._torch_engine`);
+* shared by both: input checks, the GW cost decomposition and objectives (:mod:`._common`), the
+  stopping rules and the plain GW outer loop (:mod:`._loop`).
+
 Errors: bad shapes, non-finite or negative inputs, unequal masses and ``eps <= 0`` raise
 ``ValueError`` naming the argument; a non-finite result raises ``FloatingPointError`` (never a
 silent NaN); hitting ``max_iter`` before ``tol`` warns (``RuntimeWarning``).
 """
 
-from robopref.ot._common import warmup
-from robopref.ot._gromov import (
+from robopref.ot._common import fgw_objective, gw_objective
+from robopref.ot._dispatch import (
     entropic_fused_gromov_wasserstein,
     entropic_fused_gromov_wasserstein_batched,
     entropic_gromov_wasserstein,
     entropic_gromov_wasserstein_batched,
-    fgw_objective,
     fused_gromov_wasserstein,
     gromov_wasserstein,
-    gw_objective,
+    sinkhorn,
+    sinkhorn_batched,
+    sinkhorn_cost,
 )
-from robopref.ot._sinkhorn import sinkhorn, sinkhorn_batched, sinkhorn_cost
+from robopref.ot._numba import warmup
 
 __all__ = [
     "entropic_fused_gromov_wasserstein",

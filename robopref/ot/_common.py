@@ -1,21 +1,22 @@
-"""Input checks shared by both engines, and the engine dispatch (numpy -> Numba, torch -> torch).
+"""Bottom of :mod:`robopref.ot`: input checks and GW preparation shared by both engines.
 
-Nothing here imports torch or numba: a torch tensor is recognised by its type's module name, so
-``import robopref.ot`` stays cheap.
+Everything here works on numpy arrays and torch tensors alike and imports neither torch nor
+numba (a tensor is recognised by its type's module name, and only tensor methods are called on
+it), so ``import robopref.ot`` stays cheap. Nothing here imports another module of the package.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
+import os
 import sys
-import time
+import warnings
 
 import numpy as np
 
-logger = logging.getLogger("robopref.ot")
-
-_WARMED = False
+LOSSES = ("square", "kl")
+_LOSS_ALIASES = {"square": "square", "square_loss": "square", "kl": "kl", "kl_loss": "kl"}
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def is_torch(x) -> bool:
@@ -25,6 +26,15 @@ def is_torch(x) -> bool:
 
 def any_torch(*xs) -> bool:
     return any(x is not None and is_torch(x) for x in xs)
+
+
+def warn(message: str) -> None:
+    """``RuntimeWarning`` attributed to the first caller outside :mod:`robopref.ot` (the line
+    that called the public function, whichever engine and loop raised it)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.dirname(frame.f_code.co_filename) == _PACKAGE_DIR:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, RuntimeWarning, stacklevel=level)
 
 
 def shape_error(name: str, expected: str, found) -> ValueError:
@@ -94,47 +104,113 @@ def keeps_torch_threads(fn):
     return wrapper
 
 
-def numba_kernels():
-    """Import the Numba kernels, logging once how long loading/compiling took."""
-    global _WARMED
-    if _WARMED:
-        from robopref.ot import _numba_kernels
-
-        return _numba_kernels
-    t0 = time.perf_counter()
-    from robopref.ot import _numba_kernels
-
-    _WARMED = True
-    _warm(_numba_kernels)
-    dt = time.perf_counter() - t0
-    msg = "robopref.ot: Numba kernels ready in %.1f s (compiled once, then loaded from cache)"
-    (logger.warning if dt > 5.0 else logger.info)(msg, dt)
-    return _numba_kernels
+# --- Gromov-Wasserstein: arguments, cost decomposition, objectives ----------------------------
+def loss_name(loss: str) -> str:
+    try:
+        return _LOSS_ALIASES[loss]
+    except KeyError:
+        raise ValueError(f"loss: expected one of {LOSSES}, found {loss!r}") from None
 
 
-def _warm(k) -> None:
-    """Call each kernel once on a 2x2 problem so compilation never happens mid-benchmark."""
-    a = np.full(2, 0.5)
-    M = np.array([[0.0, 1.0], [1.0, 0.0]])
-    f, g, K = np.zeros(2), np.zeros(2), np.empty((2, 2))
-    k._solve_seq(a, a, M, 1.0, f, g, K, 10, 1e-9, 1e30)
-    for kernel in (k._sinkhorn_batch, k._sinkhorn_batch_seq):
-        kernel(
-            a[None], a[None], M[None], np.ones(1), np.zeros((1, 2)), np.zeros((1, 2)),
-            np.empty((1, 2, 2)), 10, 1e-9, 1e30, np.zeros(1, np.int64), np.zeros(1),
-        )  # fmt: skip
-    x = np.ones((1, 4))
-    k._gw_grad(x, x, 2.0, x, np.empty((1, 4)))
-    k._gw_step_stats(x, x, x, x, np.empty((1, 0)), np.empty((1, 4)), np.empty((1, 5)))
-    k._add_f32(x, x.astype(np.float32), np.empty((1, 4)))
-    k._is_symmetric_close(np.ones((1, 2, 2)), 1e-5, 1e-10)
+def check_alpha(alpha) -> float:
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha: expected a number in [0, 1], found {alpha!r}") from None
+    if not (0.0 <= alpha <= 1.0):
+        raise ValueError(f"alpha: expected a number in [0, 1], found {alpha}")
+    return alpha
 
 
-def warmup() -> float:
-    """Compile (first time on a machine, ~10-30 s) or load (later, <1 s) the Numba kernels.
+def check_gw_shapes(C1, C2) -> None:
+    if C1.ndim < 2 or C1.shape[-1] != C1.shape[-2] or C1.shape[-1] == 0:
+        raise shape_error("C1", "[..., n, n] (square, n >= 1)", C1.shape)
+    if C2.ndim < 2 or C2.shape[-1] != C2.shape[-2] or C2.shape[-1] == 0:
+        raise shape_error("C2", "[..., m, m] (square, m >= 1)", C2.shape)
 
-    Call it at program start to keep compilation out of timed code. Returns the seconds taken.
+
+def check_feature_cost(M, batch: tuple, n: int, m: int, isfinite):
+    """``M`` must be ``[..., n, m]`` (batch dims broadcastable to the costs') and finite."""
+    shape = tuple(M.shape)
+    if (
+        len(shape) < 2
+        or shape[-2:] != (n, m)
+        or len(shape) - 2 > len(batch)
+        or any(s not in (1, b) for s, b in zip(shape[:-2][::-1], batch[::-1]))
+    ):
+        raise ValueError(
+            f"M: expected shape [..., n_source, n_target] = {batch + (n, m)} matching C1 "
+            f"{batch + (n, n)} and C2 {batch + (m, m)}, found {shape}"
+        )
+    if not bool(isfinite(M).all()):
+        raise ValueError(f"M: contains NaN or inf (shape {shape}; every entry must be finite)")
+    return M
+
+
+def _log(x):
+    return np.log(x) if isinstance(x, np.ndarray) else x.log()
+
+
+def _swap(x):
+    """Transpose of the last two dims (numpy or torch)."""
+    return x.swapaxes(-1, -2)
+
+
+def transform_matrices(C1, C2, loss: str):
+    """``f1(C1), f2(C2), h1(C1), h2(C2)`` with ``L(a, b) = f1(a) + f2(b) - h1(a) h2(b)``.
+
+    square: ``(a - b)^2``; kl: ``a log(a / b) - a + b`` (1e-18 inside logs, as POT).
     """
-    t0 = time.perf_counter()
-    numba_kernels()
-    return time.perf_counter() - t0
+    if loss == "square":
+        return C1**2, C2**2, C1, 2.0 * C2
+    return C1 * _log(C1 + 1e-18) - C1, C2, C1, _log(C2 + 1e-18)
+
+
+def const_c(fC1, fC2, p, q):
+    """``constC[..., i, j] = (f1(C1) p)_i + (f2(C2) q)_j``, shape ``[..., n, m]``."""
+    return (fC1 @ p[..., :, None]) + _swap(fC2 @ q[..., :, None])
+
+
+def gradient_pairs(C1, C2, p, q, loss: str, symmetric: bool, contiguous):
+    """The pieces of the mirror-descent gradient, one ``(constC, hA, hB)`` per tensor product
+    ``constC - hA @ T @ hB``: one pair for symmetric costs (``grad = 2 tens``), two otherwise
+    (``grad = tens + tens_t``). Also returns ``(f1(C1), f2(C2))``. ``contiguous`` is the
+    engine's copy to a contiguous layout (BLAS-friendly operands)."""
+    fC1, fC2, hC1, hC2 = transform_matrices(C1, C2, loss)
+    pairs = [(const_c(fC1, fC2, p, q), hC1, contiguous(_swap(hC2)))]
+    if not symmetric:
+        fC1t, fC2t, hC1t, hC2t = transform_matrices(_swap(C1), _swap(C2), loss)
+        pairs.append((const_c(fC1t, fC2t, p, q), contiguous(hC1t), contiguous(_swap(hC2t))))
+    return pairs, (fC1, fC2)
+
+
+def gw_objective(C1, C2, T, loss: str = "square"):
+    """GW objective ``sum_{ijkl} L(C1_ik, C2_jl) T_ij T_kl`` (no entropy term), shape ``[...]``.
+
+    Args:
+        C1: ``[..., n, n]``; C2: ``[..., m, m]``; T: coupling ``[..., n, m]`` (any non-negative
+        matrix: its own marginals are used, so the value is exact even if ``T`` is not).
+        loss: "square" or "kl".
+    Works for numpy and torch inputs (returns the same kind). Equals POT's ``gwloss``.
+    """
+    loss = loss_name(loss)
+    if not any_torch(C1, C2, T):
+        C1, C2, T = (np.asarray(x, dtype=np.float64) for x in (C1, C2, T))
+    check_gw_shapes(C1, C2)
+    if T.shape[-2:] != (C1.shape[-1], C2.shape[-1]):
+        raise shape_error("T", f"[..., {C1.shape[-1]}, {C2.shape[-1]}]", T.shape)
+    fC1, fC2, hC1, hC2 = transform_matrices(C1, C2, loss)
+    tens = const_c(fC1, fC2, T.sum(-1), T.sum(-2)) - hC1 @ T @ _swap(hC2)
+    return (tens * T).sum(-1).sum(-1)
+
+
+def fgw_objective(M, C1, C2, T, alpha: float = 0.5, loss: str = "square"):
+    """FGW objective ``(1 - alpha) <M, T> + alpha sum L(C1_ik, C2_jl) T_ij T_kl`` (no entropy),
+    shape ``[...]``; numpy or torch. Equals POT's ``fgw_dist``."""
+    alpha = check_alpha(alpha)
+    gw = gw_objective(C1, C2, T, loss)
+    if not any_torch(M, C1, C2, T):
+        M, T = np.asarray(M, dtype=np.float64), np.asarray(T, dtype=np.float64)
+    if tuple(M.shape[-2:]) != tuple(T.shape[-2:]):
+        raise shape_error("M", f"[..., {T.shape[-2]}, {T.shape[-1]}] (as T)", M.shape)
+    return (1.0 - alpha) * (M * T).sum(-1).sum(-1) + alpha * gw

@@ -1,25 +1,25 @@
-"""Entropic optimal transport (Sinkhorn), one API for two engines.
+"""Numba/numpy engine: Sinkhorn on numpy inputs (float64, one problem or a batch).
 
-numpy inputs run on the Numba CPU engine and return numpy; torch inputs run on the torch engine
-(any device, differentiable) and return torch. See :mod:`robopref.ot` for the conventions.
+Stabilised scaling with absorption in the compiled kernels of :mod:`._numba_kernels`; a batch
+runs one problem per thread when it is large enough. Called by :func:`robopref.ot.sinkhorn`
+for numpy inputs; the GW solver of this engine (:mod:`._gromov`) reuses the kernel choice.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 
 from robopref.ot._common import (
-    any_torch,
     check_eps,
     check_finite,
     check_masses,
     keeps_torch_threads,
-    numba_kernels,
     shape_error,
+    warn,
 )
+from robopref.ot._numba import numba_kernels
 
 # One problem with n * m at least this large uses the row-parallel kernel. It starts the thread
 # pool twice per iteration; on the shared 2-core machine this was 3-100x slower than one thread
@@ -33,52 +33,8 @@ _BOUND = 1e30
 
 
 @keeps_torch_threads
-def sinkhorn(
-    a,
-    b,
-    M,
-    eps: float,
-    *,
-    max_iter: int = 1000,
-    tol: float | None = None,
-    warm_start=None,
-    log: bool = False,
-):
-    """Entropic OT plan ``P = argmin <P, M> - eps H(P)`` s.t. ``P 1 = a``, ``P^T 1 = b``.
-
-    Args:
-        a: source weights ``[..., n]`` (>= 0) or None for uniform ``1/n``.
-        b: target weights ``[..., m]`` (>= 0, same total mass as ``a``) or None for uniform.
-        M: cost matrix ``[..., n, m]``; leading dims are independent problems (a batch).
-        eps: entropic regularisation (cost units), > 0. Same meaning as POT's ``reg``.
-        max_iter: maximum number of Sinkhorn iterations (one iteration = one column and one
-            row update; a log-domain stabilisation step counts as one iteration).
-        tol: stop when the L1 violation of the column marginal ``sum_j |P^T 1 - b|_j`` is
-            <= tol (the row marginal is exact on return). None: 1e-9 (float64), 1e-5 (torch
-            float32 / half inputs).
-        warm_start: optional dual potentials ``(f [..., n], g [..., m])`` in cost units, e.g.
-            ``log["f"], log["g"]`` of a previous call on a similar problem.
-        log: also return a dict with ``f``, ``g`` (potentials: ``P_ij = exp((f_i + g_j -
-            M_ij) / eps)``), ``n_iter``, ``err`` (final marginal violation) and ``converged``.
-
-    Returns:
-        ``P [..., n, m]`` (numpy float64 for numpy inputs; torch for torch inputs, same dtype
-        and device, differentiable w.r.t. ``a``, ``b``, ``M``), and the log dict if ``log``.
-
-    Raises:
-        ValueError: bad shapes, negative or non-finite weights/costs, unequal masses, eps <= 0.
-        FloatingPointError: the plan came out non-finite (never returned silently).
-
-    A ``RuntimeWarning`` is issued if ``max_iter`` was reached before ``tol``.
-    """
-    if max_iter < 1:
-        raise ValueError(f"max_iter: expected >= 1, found {max_iter}")
-    if any_torch(a, b, M):
-        from robopref.ot._torch_engine import sinkhorn_torch
-
-        return sinkhorn_torch(
-            a, b, M, eps, max_iter=max_iter, tol=tol, warm_start=warm_start, log=log
-        )
+def sinkhorn_numpy(a, b, M, eps: float, *, max_iter=1000, tol=None, warm_start=None, log=False):
+    """:func:`robopref.ot.sinkhorn` on numpy inputs (same arguments and returns)."""
     eps = check_eps(eps)
     tol = 1e-9 if tol is None else float(tol)
     M = np.ascontiguousarray(M, dtype=np.float64)
@@ -120,34 +76,13 @@ def sinkhorn(
         raise FloatingPointError("sinkhorn: the plan is not finite; check M and eps")
     converged = errs <= tol
     if not converged.all():
-        warnings.warn(
+        warn(
             f"sinkhorn: max_iter={max_iter} reached with marginal error {errs.max():.2e} > "
-            f"tol={tol:.1e}; raise max_iter or eps",
-            RuntimeWarning,
-            stacklevel=2,
+            f"tol={tol:.1e}; raise max_iter or eps"
         )
     if log:
         return P, {"f": f, "g": g, "n_iter": n_iter, "err": errs, "converged": converged}
     return P
-
-
-def sinkhorn_batched(a, b, M, eps: float, **kwargs):
-    """Many independent problems at once: ``M [B, n, m]``, ``a [B, n]``, ``b [B, m]``.
-
-    Same keywords and returns as :func:`sinkhorn` (plans ``[B, n, m]``). The Numba engine
-    solves one problem per thread; the torch engine vectorises over the batch.
-    ``a`` / ``b`` may also be ``[n]`` / ``[m]`` (shared by all problems) or None (uniform).
-    """
-    ndim = getattr(M, "ndim", np.ndim(M))
-    if ndim != 3:
-        raise shape_error("M", "[B, n, m]", np.shape(M) if not any_torch(M) else M.shape)
-    return sinkhorn(a, b, M, eps, **kwargs)
-
-
-def sinkhorn_cost(a, b, M, eps: float, **kwargs):
-    """Transport cost ``<P, M>`` of the Sinkhorn plan, shape ``[...]`` (batch dims of ``M``)."""
-    P = sinkhorn(a, b, M, eps, **kwargs)
-    return (P * M).sum(-1).sum(-1)
 
 
 def batch_kernel(k, nb: int, n: int, m: int):

@@ -1,4 +1,8 @@
-"""Torch engine: log-domain Sinkhorn (batched, differentiable) and batched entropic GW.
+"""Torch engine: log-domain Sinkhorn (batched, differentiable) and batched entropic (F)GW.
+
+Called by the public functions of :mod:`robopref.ot` for torch inputs; imports nothing of the
+Numba/numpy engine. GW runs the outer loop shared with that engine
+(:func:`robopref.ot._loop.plain_loop`) with this engine's product, inner Sinkhorn and step norms.
 
 Every op is vectorised over leading batch dims, so one call solves many small problems on a GPU.
 Sinkhorn is written in the log domain (``logsumexp``), which is stable for any ``eps`` and
@@ -9,26 +13,36 @@ differentiable by autograd through the iterations (the gradient of the plan w.r.
 from __future__ import annotations
 
 import time
-import warnings
 
 import torch
 
-from robopref.ot._common import check_finite, check_masses, shape_error
-from robopref.ot._gromov import (
-    _INNER_LOOSE,
-    _INNER_RATE,
-    _check_gw_shapes,
-    _fgw_value,
-    _inner_floor,
-    _Stop,
-    _warn_end,
+from robopref.ot._common import (
+    check_alpha,
+    check_eps,
     check_feature_cost,
+    check_finite,
+    check_gw_shapes,
+    check_masses,
+    gradient_pairs,
     gw_objective,
+    loss_name,
+    shape_error,
+    warn,
+)
+from robopref.ot._loop import (
+    CHECK_EVERY,
+    EngineOps,
+    _Stop,
+    check_budgets,
+    fgw_value,
+    inner_floor,
+    loop_log,
+    plain_loop,
     stopping_rule,
-    transform_matrices,
 )
 
-CHECK_EVERY = 10
+# Sinkhorn: the column error is synced to the host at iterations 2-4, then every this many
+SINKHORN_CHECK_EVERY = 10
 
 
 def _safe_log(x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +86,7 @@ def _sinkhorn_loop(loga, logb, M, eps, f, g, max_iter, tol):
     err = torch.full(M.shape[:-2], float("inf"), dtype=M.dtype, device=M.device)
     for it in range(1, max_iter + 2):
         g_new = eps * logb - eps * torch.logsumexp((f[..., :, None] - M) / eps, dim=-2)
-        if it > 1 and (it <= 4 or it % CHECK_EVERY == 0 or it == max_iter + 1):
+        if it > 1 and (it <= 4 or it % SINKHORN_CHECK_EVERY == 0 or it == max_iter + 1):
             with torch.no_grad():
                 ratio = torch.expm1((g - g_new) / eps).abs()
                 err = torch.where(b > 0, b * ratio, torch.zeros_like(b)).sum(-1)
@@ -114,24 +128,39 @@ def sinkhorn_torch(a, b, M, eps, *, max_iter=1000, tol=None, warm_start=None, lo
         raise FloatingPointError("sinkhorn: the plan is not finite; check M and eps")
     converged = err <= tol
     if not bool(converged.all()):
-        warnings.warn(
+        warn(
             f"sinkhorn: max_iter={max_iter} reached with marginal error "
-            f"{float(err.max()):.2e} > tol={tol:.1e}; raise max_iter or eps",
-            RuntimeWarning,
-            stacklevel=3,
+            f"{float(err.max()):.2e} > tol={tol:.1e}; raise max_iter or eps"
         )
     if log:
         return P, {"f": f, "g": g, "n_iter": n_iter, "err": err, "converged": converged}
     return P
 
 
-@torch.no_grad()
 def entropic_fgw_torch(
+    M, C1, C2, p, q, eps, alpha, loss, *, symmetric=None, T0=None, max_iter=1000, tol=None,
+    obj_tol=None, check_every=None, inner_max_iter=2000, inner_tol=None, log=False,
+    name="entropic_fused_gromov_wasserstein",
+):  # fmt: skip
+    """:func:`robopref.ot.entropic_fused_gromov_wasserstein` on torch inputs (any device,
+    vectorised over the leading dims, under ``no_grad``); ``M`` None is plain GW (``alpha``
+    1)."""
+    loss, eps, alpha = loss_name(loss), check_eps(eps), check_alpha(alpha)
+    if check_every is None:
+        check_every = CHECK_EVERY
+    check_budgets(max_iter, inner_max_iter, check_every)
+    with torch.no_grad():  # a block, not a decorator: warnings then point at the caller
+        return _entropic_fgw(
+            M, C1, C2, p, q, eps, alpha, loss, symmetric=symmetric, T0=T0, max_iter=max_iter,
+            tol=tol, obj_tol=obj_tol, check_every=check_every, inner_max_iter=inner_max_iter,
+            inner_tol=inner_tol, log=log, name=name,
+        )  # fmt: skip
+
+
+def _entropic_fgw(
     M, C1, C2, p, q, eps, alpha, loss, *, symmetric, T0, max_iter, tol, obj_tol, check_every,
     inner_max_iter, inner_tol, log, name,
 ):  # fmt: skip
-    """Torch version of :func:`robopref.ot.entropic_fused_gromov_wasserstein` (batched); ``M``
-    None is plain GW."""
     like = next(x for x in (M, C1, C2, p, q, T0) if isinstance(x, torch.Tensor))
     dtype = like.dtype if like.is_floating_point() else torch.float64
     C1 = torch.as_tensor(C1, dtype=dtype, device=like.device)
@@ -139,7 +168,7 @@ def entropic_fgw_torch(
     low = dtype != torch.float64
     tol, obj_tol = stopping_rule(tol, obj_tol, low_precision=low)
     inner_tol = _default_tol(inner_tol, dtype, 1e-5)
-    _check_gw_shapes(C1, C2)
+    check_gw_shapes(C1, C2)
     if C1.shape[:-2] != C2.shape[:-2]:
         raise ValueError(
             f"C1, C2: batch dims must match, found {tuple(C1.shape[:-2])} and "
@@ -161,83 +190,49 @@ def entropic_fgw_torch(
             torch.allclose(C1, C1.transpose(-1, -2), atol=1e-10)
             and torch.allclose(C2, C2.transpose(-1, -2), atol=1e-10)
         )
-    fC1, fC2, hC1, hC2 = transform_matrices(C1, C2, loss, torch.log)
-    constC = fC1 @ p[..., :, None] + (fC2 @ q[..., :, None]).transpose(-1, -2)
-    hC2t = hC2.transpose(-1, -2).contiguous()
-    if not symmetric:
-        fC1t, fC2t, hC1t, hC2tt = transform_matrices(
-            C1.transpose(-1, -2), C2.transpose(-1, -2), loss, torch.log
-        )
-        constCt = fC1t @ p[..., :, None] + (fC2t @ q[..., :, None]).transpose(-1, -2)
-        hC1t = hC1t.contiguous()
-        hC2tt = hC2tt.transpose(-1, -2).contiguous()
+    pairs, _ = gradient_pairs(C1, C2, p, q, loss, symmetric, lambda x: x.contiguous())
     T = p[..., :, None] * q[..., None, :] if T0 is None else torch.as_tensor(T0).to(C1)
     T = T.expand(batch + (n, m))
     loga, logb = _safe_log(p), _safe_log(q)
-    f = torch.zeros(batch + (n,), dtype=dtype, device=C1.device)
-    g = torch.zeros(batch + (m,), dtype=dtype, device=C1.device)
-    feat = None if M is None or alpha == 1.0 else (1.0 - alpha) * M
-    gw_on = alpha > 0.0
-
-    deltas, obj_hist, time_hist = [], [], []
-    # as the Numba engine, but never below what the dtype can resolve (float32: ~1e-5)
-    itol_floor = max(_inner_floor(inner_tol, tol), 100 * torch.finfo(dtype).eps)
-    inner_total, inner_err = 0, None
-    delta_l1 = torch.full(batch, float("inf"), dtype=dtype, device=C1.device)
-    stop = _Stop(tol, obj_tol, check_every, max_iter)
-    it = 0
-    t0 = time.perf_counter()
-    for it in range(1, max_iter + 1):
-        tens = None
-        if gw_on:
-            tens = constC - hC1 @ T @ hC2t
-            grad = 2.0 * tens if symmetric else tens + (constCt - hC1t @ T @ hC2tt)
-            if alpha != 1.0:
-                grad = alpha * grad
-            if feat is not None:
-                grad = grad + feat
-        else:
-            grad = feat
-        if log or stop.wants_objective(it):
-            o = _fgw_value(tens, feat, T, alpha)
-            stop.record(it, o)
-            if log:
-                obj_hist.append(o.cpu())
-                time_hist.append(time.perf_counter() - t0)
-        itol = (_INNER_RATE * delta_l1).clamp(min=itol_floor, max=_INNER_LOOSE)
-        if stop.final_step(it):  # the returned coupling always has accurate marginals
-            itol = torch.full_like(itol, itol_floor)
-        f, g, ni, inner_err = _sinkhorn_loop(loga, logb, grad, eps, f, g, inner_max_iter, itol)
-        inner_total += ni
-        T_new = torch.exp((f[..., :, None] + g[..., None, :] - grad) / eps)
-        diff = T_new - T
-        delta_l1 = diff.abs().sum((-1, -2))
-        delta = float(diff.square().sum((-1, -2)).sqrt().max()) if diff.numel() else 0.0
-        deltas.append(delta)
-        T = T_new
-        if stop.done(it, delta, bool((itol <= itol_floor).all())):
-            break
-    if not bool(torch.isfinite(T).all()):
-        raise FloatingPointError(f"{name}: coupling is not finite; raise eps or check C1, C2")
-    _warn_end(name, stop, deltas, max_iter, inner_err, itol_floor, stacklevel=4)
-    if not log:
-        return T
-    gw = gw_objective(C1, C2, T, loss)
-    obj = _fgw_value(None, feat, T, alpha, gw=gw)
-    obj_hist.append(obj.cpu())
-    time_hist.append(time.perf_counter() - t0)
-    info = {
-        "gw_dist": gw if batch else float(gw),
-        "n_iter": it,
-        "inner_iter": inner_total,
-        "err": deltas,
-        "obj_hist": obj_hist,
-        "time_hist": time_hist,
-        "converged": stop.converged,
-        "inner_err": inner_err,
-        "f": f,
-        "g": g,
+    pot = {
+        "f": torch.zeros(batch + (n,), dtype=dtype, device=C1.device),
+        "g": torch.zeros(batch + (m,), dtype=dtype, device=C1.device),
     }
-    if M is not None:
-        info["fgw_dist"] = obj if batch else float(obj)
-    return T, info
+    feat = None if M is None or alpha == 1.0 else (1.0 - alpha) * M
+
+    def solve(grad, itol):
+        """Inner Sinkhorn from the current potentials (kept for the next outer step)."""
+        f, g, ni, err = _sinkhorn_loop(
+            loga, logb, grad, eps, pot["f"], pot["g"], inner_max_iter, itol
+        )
+        pot["f"], pot["g"] = f, g
+        return torch.exp((f[..., :, None] + g[..., None, :] - grad) / eps), ni, err
+
+    # as the Numba engine, but never below what the dtype can resolve (float32: ~1e-5)
+    itol_floor = max(inner_floor(inner_tol, tol), 100 * torch.finfo(dtype).eps)
+    ops = EngineOps(
+        product=lambda A, T, B: A @ T @ B,
+        solve=solve,
+        step=_step,
+        host=lambda o: o.cpu(),
+        isfinite=torch.isfinite,
+    )
+    stop = _Stop(tol, obj_tol, check_every, max_iter)
+    res = plain_loop(ops, pairs, alpha, feat, T, stop, itol_floor, log=log, name=name)
+    if not log:
+        return res.T
+    gw = gw_objective(C1, C2, res.T, loss)
+    obj = fgw_value(None, feat, res.T, alpha, gw=gw)
+    res.obj_hist.append(obj.cpu())
+    res.time_hist.append(time.perf_counter() - res.t0)
+    value = (lambda o: o) if batch else float
+    return res.T, loop_log(res, gw, obj, value, fused=M is not None, f=pot["f"], g=pot["g"])
+
+
+def _step(T_new, T):
+    """Largest ``||dT||_F`` over the batch (a float: one host sync) and ``||dT||_1`` per
+    problem (each problem's next inner tolerance)."""
+    diff = T_new - T
+    delta_l1 = diff.abs().sum((-1, -2))
+    delta = float(diff.square().sum((-1, -2)).sqrt().max()) if diff.numel() else 0.0
+    return delta, delta_l1

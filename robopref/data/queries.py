@@ -13,7 +13,7 @@ from robopref.data.trajectory import DataValidationError, TrajectoryDataset, _ch
 LabelKind = Literal["graded", "soft_pair", "none"]
 
 
-@dataclass
+@dataclass(repr=False)
 class PreferenceQueries:
     """Q queries of K items each; item (q, k) is the segment
     ``dataset[traj_index[q, k]].slice(start[q, k], length[q, k])``.
@@ -84,6 +84,29 @@ class PreferenceQueries:
 
     def __len__(self) -> int:
         return self.num_queries
+
+    def __repr__(self) -> str:
+        """One line: how many queries of K items, how many labelled, by whom, segment
+        lengths; never the arrays."""
+        parts = [
+            f"num_queries={self.num_queries}",
+            f"k={self.k}",
+            f"label_kind={self.label_kind!r}",
+        ]
+        mask = np.asarray(self.mask, dtype=bool)
+        if self.label_kind != "none" and self.num_queries:
+            finite = np.isfinite(self.labels) | ~mask
+            parts.append(f"labelled={int(finite.all(axis=1).sum())}")
+        if self.teacher:
+            parts.append(f"teacher={self.teacher!r}")
+        if self.seed >= 0:
+            parts.append(f"seed={self.seed}")
+        lengths = np.unique(self.length[mask]) if mask.any() else np.array([], dtype=np.int64)
+        if len(lengths) == 1:
+            parts.append(f"segment_length={int(lengths[0])}")
+        elif len(lengths) > 1:
+            parts.append(f"segment_length={int(lengths[0])}..{int(lengths[-1])}")
+        return f"PreferenceQueries({', '.join(parts)})"
 
     def validate(
         self, source: str = "PreferenceQueries", dataset: TrajectoryDataset | None = None

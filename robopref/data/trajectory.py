@@ -19,6 +19,25 @@ class DataValidationError(ValueError):
     """
 
 
+def _describe(arr: Any) -> str:
+    """``(39,) float64``: the per-step shape and dtype of a ``[T, ...]`` array."""
+    arr = np.asarray(arr)
+    return f"{tuple(arr.shape[1:])} {arr.dtype}"
+
+
+def _observations(obs: Observations) -> str:
+    if isinstance(obs, dict):
+        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in obs.items()) + "}"
+    return _describe(obs)
+
+
+def _names(items: Sequence[str], most: int = 6) -> str:
+    """``['a', 'b', ... (+5 more)]``: a list that stays short however long it is."""
+    shown = ", ".join(repr(x) for x in items[:most])
+    more = f", ... (+{len(items) - most} more)" if len(items) > most else ""
+    return f"[{shown}{more}]"
+
+
 def _check(cond: bool, source: str, field_name: str, expected: str, found: str) -> None:
     if not cond:
         raise DataValidationError(
@@ -26,7 +45,7 @@ def _check(cond: bool, source: str, field_name: str, expected: str, found: str) 
         )
 
 
-@dataclass
+@dataclass(repr=False)
 class Trajectory:
     """One episode of T steps.
 
@@ -99,6 +118,22 @@ class Trajectory:
     def __len__(self) -> int:
         return len(self.actions)
 
+    def __repr__(self) -> str:
+        """One line: task, length, per-step shapes, return and success; never the arrays."""
+        parts = [f"task={self.task!r}", f"steps={len(self)}"]
+        if self.instruction:
+            text = (
+                self.instruction if len(self.instruction) <= 40 else self.instruction[:37] + "..."
+            )
+            parts.append(f"instruction={text!r}")
+        parts += [
+            f"observations={_observations(self.observations)}",
+            f"actions={_describe(self.actions)}",
+            f"return={self.episode_return:.4g}",
+            f"success={self.success}",
+        ]
+        return f"Trajectory({', '.join(parts)})"
+
     @property
     def state(self) -> np.ndarray:
         """Vector observations ``[T, obs_dim]`` (the ``"state"`` key of dict observations)."""
@@ -141,7 +176,7 @@ class Trajectory:
         )
 
 
-@dataclass
+@dataclass(repr=False)
 class TrajectoryDataset:
     """A list of trajectories plus, optionally, preference queries over their segments."""
 
@@ -151,6 +186,25 @@ class TrajectoryDataset:
 
     def __len__(self) -> int:
         return len(self.trajectories)
+
+    def __repr__(self) -> str:
+        """A short summary like Hugging Face ``datasets``: counts, tasks, observation and
+        action shapes, the queries and the metadata keys; never the arrays."""
+        lines = [
+            f"trajectories: {len(self)}",
+            f"steps: {sum(len(t) for t in self.trajectories)}",
+            f"tasks: {_names(self.tasks)}",
+        ]
+        if self.trajectories:
+            t0 = self.trajectories[0]
+            lines.append(f"observations: {_observations(t0.observations)}")
+            lines.append(f"actions: {_describe(t0.actions)}")
+        if self.queries is not None:
+            lines.append(f"queries: {self.queries!r}")
+        if self.metadata:
+            lines.append(f"metadata: {_names(sorted(map(str, self.metadata)))}")
+        body = "".join(f"    {line},\n" for line in lines)
+        return "TrajectoryDataset({\n" + body + "})"
 
     def __getitem__(self, i: int) -> Trajectory:
         return self.trajectories[i]

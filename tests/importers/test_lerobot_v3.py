@@ -87,7 +87,7 @@ def test_v21_written_by_lerobot_033_still_imports():
 
 
 def test_v30_streams_across_batches_and_selects_episodes_and_keys(monkeypatch):
-    import robopref.data.lerobot as lr
+    import robopref.data.formats.lerobot_v3 as lr
 
     whole = import_lerobot(LEROBOT / "v30_video", image_keys=[])
     monkeypatch.setattr(lr, "_BATCH_ROWS", 4)  # episodes split over several record batches

@@ -1,4 +1,4 @@
-"""LeRobot v3.0 datasets: streaming import (and the helpers the v2 importer shares).
+"""LeRobot v3.0 folders: a streaming reader, the in-memory import and the import to HDF5.
 
 LeRobot 0.4 and later write only the v3.0 layout::
 
@@ -33,238 +33,36 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from robopref.data import hdf5
+from robopref.data.formats._common import (
+    arrow_to_numpy,
+    fail,
+    flags,
+    new_hdf5_file,
+    require,
+)
+from robopref.data.formats.lerobot_meta import (
+    LeRobotKeys,
+    decode_images,
+    decode_video_segment,
+    fold_state,
+    lerobot_dataset_metadata,
+    select_keys,
+    split_episodes,
+)
+from robopref.data.formats.preferences import METADATA_FILE, PREFERENCES_TABLE, read_preferences
 from robopref.data.trajectory import DataValidationError, Trajectory, TrajectoryDataset
 
 # Rows per parquet record batch read at a time: about _BATCH_BYTES of uncompressed columns,
 # between 64 and _BATCH_ROWS rows (bounded memory; large enough to be fast).
 _BATCH_ROWS = 65536
 _BATCH_BYTES = 8 * 2**20
-
-
-def _fail(src: Any, where: str, expected: str, found: str) -> None:
-    raise DataValidationError(f"{src}: {where}: expected {expected}, found {found}")
-
-
-def read_info(root: Path) -> dict[str, Any]:
-    """``meta/info.json`` of a LeRobot folder (any version), checked to be a JSON object."""
-    info_path = root / "meta" / "info.json"
-    if not info_path.is_file():
-        _fail(
-            root,
-            "meta/info.json",
-            "a LeRobot dataset folder holding meta/info.json",
-            "nothing (missing)",
-        )
-    try:
-        info = json.loads(info_path.read_text())
-    except ValueError as e:
-        _fail(info_path, "/", "a JSON object", f"invalid JSON ({e})")
-    if not isinstance(info, dict):
-        _fail(info_path, "/", "a JSON object", type(info).__name__)
-    return info
-
-
-# --------------------------------------------------------------------------- key selection
-
-
-@dataclass
-class LeRobotKeys:
-    """Which features become which observations.
-
-    Attributes:
-        obs: feature name -> observation name, for features kept as they are.
-        state: feature names concatenated (in this order) into ``observations["state"]``.
-    """
-
-    obs: dict[str, str] = field(default_factory=dict)
-    state: list[str] = field(default_factory=list)
-
-    @property
-    def features(self) -> list[str]:
-        return list(dict.fromkeys([*self.obs, *self.state]))
-
-
-def obs_name(feature: str) -> str:
-    """``observation.state`` -> ``state``, ``observation.images.top`` -> ``images.top``."""
-    return feature[len("observation.") :] if feature.startswith("observation.") else feature
-
-
-def select_keys(
-    features: dict[str, dict[str, Any]],
-    info_path: Path,
-    obs_keys: Sequence[str] | None,
-    state_keys: Sequence[str] | None,
-    image_keys: Sequence[str] | None,
-    decode_videos: bool,
-) -> LeRobotKeys:
-    """Resolve the user's key lists against ``info.json`` features.
-
-    A key may be given as the feature name (``observation.images.top``) or without the
-    ``observation.`` prefix (``images.top``). Default (all three None): every ``observation.*``
-    feature (videos only when ``decode_videos``). ``image_keys`` picks the image/video
-    features (default: all of them when ``obs_keys`` is None, none otherwise); ``state_keys``
-    are concatenated into ``"state"``.
-    """
-
-    def resolve(key: str, what: str) -> str:
-        if key in features:
-            return key
-        if f"observation.{key}" in features:
-            return f"observation.{key}"
-        _fail(
-            info_path,
-            f"features['{key}']",
-            f"{what} (available: {sorted(features)})",
-            "nothing (missing)",
-        )
-        raise AssertionError
-
-    def is_image(k: str) -> bool:
-        return features[k].get("dtype") in ("image", "video")
-
-    state = [resolve(k, "a state feature") for k in state_keys or []]
-    for k in state:
-        if is_image(k) or len(features[k].get("shape") or ()) > 1:
-            _fail(
-                info_path,
-                f"features['{k}']",
-                "a low-dim feature of shape [dim] to concatenate into 'state'",
-                f"dtype {features[k].get('dtype')} shape {features[k].get('shape')}",
-            )
-    if obs_keys is None:
-        chosen = [k for k in features if k.startswith("observation.") and not is_image(k)]
-        if image_keys is None:
-            image_keys = [
-                k
-                for k in features
-                if k.startswith("observation.")
-                and is_image(k)
-                and (decode_videos or features[k].get("dtype") != "video")
-            ]
-    else:
-        chosen = [resolve(k, "an observation feature") for k in obs_keys]
-    images = [resolve(k, "an image or video feature") for k in image_keys or []]
-    for k in images:
-        if not is_image(k):
-            _fail(
-                info_path,
-                f"features['{k}']",
-                "an image or video feature (--image-keys)",
-                f"dtype {features[k].get('dtype')}",
-            )
-    obs = [k for k in dict.fromkeys([*chosen, *images]) if k not in state]
-    names = [obs_name(k) for k in obs] + (["state"] if state else [])
-    if len(set(names)) != len(names) or any("/" in n or not n for n in names):
-        _fail(
-            info_path,
-            "features",
-            "observation names unique after the 'observation.' prefix, without '/'"
-            + (" ('state' is taken by --state-keys)" if state else ""),
-            str(names),
-        )
-    return LeRobotKeys({k: obs_name(k) for k in obs}, state)
-
-
-def fold_state(obs: dict[str, np.ndarray], keys: LeRobotKeys) -> dict[str, np.ndarray]:
-    """Concatenate the ``keys.state`` features (already in ``obs`` by feature name) into
-    ``"state"`` and rename the others to their observation names."""
-    out: dict[str, np.ndarray] = {}
-    if keys.state:
-        parts = [obs[k].reshape(len(obs[k]), -1) for k in keys.state]
-        dtypes = {p.dtype for p in parts}
-        out["state"] = np.concatenate(
-            parts if len(dtypes) == 1 else [p.astype(np.float64) for p in parts], axis=1
-        )
-    for k, name in keys.obs.items():
-        out[name] = obs[k]
-    return out
-
-
-# --------------------------------------------------------------------------- video
-
-
-def decode_video_segment(
-    file: Path,
-    timestamps: np.ndarray,
-    tolerance_s: float,
-    *,
-    key: str,
-    episode: int,
-) -> np.ndarray:
-    """RGB frames ``[len(timestamps), H, W, 3]`` uint8 of ``file`` nearest to ``timestamps``.
-
-    Seeks to the key frame at or before ``min(timestamps)`` and decodes forward until the
-    first frame at or after ``max(timestamps)`` (LeRobot's own decoding with its ``pyav``
-    backend does exactly this), then takes for each timestamp the nearest decoded frame, which
-    must lie within ``tolerance_s`` seconds.
-
-    Raises:
-        DataValidationError: the file is missing or undecodable, or it ends before the last
-            timestamp (naming the file, the key, the episode and both times).
-    """
-    from robopref.data.importers import _require
-
-    av = _require("av", "decoding LeRobot videos")
-    if not file.is_file():
-        _fail(file, key, f"the video file of episode {episode}", "nothing (missing)")
-    if len(timestamps) == 0:
-        return np.zeros((0, 0, 0, 3), np.uint8)
-    first, last = float(timestamps.min()), float(timestamps.max())
-    frames: list[np.ndarray] = []
-    times: list[float] = []
-    try:
-        with av.open(str(file)) as container:
-            stream = container.streams.video[0]
-            if first > 0:
-                # offset in stream time base: the key frame at or before `first`
-                container.seek(
-                    int(first / stream.time_base), stream=stream, backward=True, any_frame=False
-                )
-            for frame in container.decode(stream):
-                t = float(frame.time)
-                if t < first - tolerance_s - 1.0 / float(stream.average_rate or 1000):
-                    continue  # before the segment (decoded only to reach it)
-                frames.append(frame.to_ndarray(format="rgb24"))
-                times.append(t)
-                if t >= last:
-                    break
-    except av.FFmpegError as e:
-        raise DataValidationError(
-            f"{file}: {key}: expected a decodable video, found {type(e).__name__}: {e}"
-        ) from e
-    if not times or times[-1] < last - tolerance_s:
-        end = f"{times[-1]:.4f} s" if times else "no frame after the seek"
-        _fail(
-            file,
-            key,
-            f"a frame at {last:.4f} s (episode {episode}: from_timestamp + its last row's "
-            "timestamp)",
-            f"a video shorter than its timestamps (last frame at {end})",
-        )
-    times_arr = np.asarray(times)
-    right = np.clip(np.searchsorted(times_arr, timestamps), 0, len(times_arr) - 1)
-    left = np.clip(right - 1, 0, len(times_arr) - 1)
-    nearer_left = np.abs(times_arr[left] - timestamps) <= np.abs(times_arr[right] - timestamps)
-    idx = np.where(nearer_left, left, right)
-    gap = np.abs(times_arr[idx] - timestamps)
-    if gap.max() > tolerance_s:
-        i = int(gap.argmax())
-        _fail(
-            file,
-            key,
-            f"a frame within {tolerance_s} s of every row's timestamp (episode {episode})",
-            f"row {i} at {timestamps[i]:.4f} s, nearest frame at {times_arr[idx[i]]:.4f} s",
-        )
-    return np.stack(frames)[idx]
-
-
-# --------------------------------------------------------------------------- v3.0
 
 
 @dataclass
@@ -281,7 +79,7 @@ def _read_parquet_columns(pq: Any, file: Path, columns: list[str], what: str) ->
     schema = pq.read_schema(file)
     missing = [c for c in columns if c not in schema.names]
     if missing:
-        _fail(file, missing[0], f"a column of {what}", f"columns {schema.names[:12]}")
+        fail(file, missing[0], f"a column of {what}", f"columns {schema.names[:12]}")
     return pq.read_table(file, columns=columns)
 
 
@@ -291,7 +89,7 @@ def _episodes_v3(
     folder = root / "meta" / "episodes"
     files = sorted(folder.glob("chunk-*/file-*.parquet"))
     if not files:
-        _fail(
+        fail(
             folder,
             "chunk-XXX/file-YYY.parquet",
             "the episode metadata of a v3.0 dataset",
@@ -337,7 +135,7 @@ def _episodes_v3(
     if want is not None:
         for e in sorted(want):
             if e not in out:
-                _fail(folder, f"episode {e}", "an episode listed there", "nothing (missing)")
+                fail(folder, f"episode {e}", "an episode listed there", "nothing (missing)")
     return dict(sorted(out.items()))
 
 
@@ -348,11 +146,11 @@ def _tasks_v3(pq: Any, root: Path) -> dict[int, str]:
     table = pq.read_table(path)
     names = table.column_names
     if "task_index" not in names:
-        _fail(path, "task_index", "a column", f"columns {names}")
+        fail(path, "task_index", "a column", f"columns {names}")
     # pandas writes the task strings as the index column ("task" or "__index_level_0__")
     text = next((c for c in ("task", "__index_level_0__") if c in names), None)
     if text is None:
-        _fail(path, "task", "a column of task strings", f"columns {names}")
+        fail(path, "task", "a column of task strings", f"columns {names}")
     return {
         int(i): str(s)
         for i, s in zip(table.column("task_index").to_pylist(), table.column(text).to_pylist())
@@ -394,15 +192,14 @@ class LeRobotV3Reader:
         state_keys: Sequence[str] | None = None,
         image_keys: Sequence[str] | None = None,
     ) -> LeRobotV3Reader:
-        from robopref.data.importers import _require, lerobot_dataset_metadata
 
         info_path = root / "meta" / "info.json"
         for name in ("fps", "features", "data_path"):
             if name not in info:
-                _fail(info_path, name, "a value", "nothing (missing)")
+                fail(info_path, name, "a value", "nothing (missing)")
         features: dict[str, dict[str, Any]] = info["features"]
         if action_key not in features:
-            _fail(
+            fail(
                 info_path,
                 f"features['{action_key}']",
                 "the action feature",
@@ -411,7 +208,7 @@ class LeRobotV3Reader:
         keys = select_keys(features, info_path, obs_keys, state_keys, image_keys, decode_videos)
         if reward_key is not None and reward_key not in features:
             if reward_key != "next.reward":  # only the default may be absent
-                _fail(
+                fail(
                     info_path,
                     f"features['{reward_key}']",
                     "the reward feature",
@@ -420,8 +217,8 @@ class LeRobotV3Reader:
             reward_key = None
         videos = [k for k in keys.features if features[k].get("dtype") == "video"]
         if videos and "video_path" not in info:
-            _fail(info_path, "video_path", f"a template for {videos}", "nothing (missing)")
-        pq = _require("pyarrow.parquet", "import_lerobot")
+            fail(info_path, "video_path", f"a template for {videos}", "nothing (missing)")
+        pq = require("pyarrow.parquet", "import_lerobot")
         eps = _episodes_v3(pq, root, videos, episodes)
         position = {e: i for i, e in enumerate(eps)}
         metadata = lerobot_dataset_metadata(
@@ -457,17 +254,16 @@ class LeRobotV3Reader:
         return list(dict.fromkeys(cols))
 
     def __iter__(self) -> Iterator[Trajectory]:
-        from robopref.data.importers import _require
 
-        pq = _require("pyarrow.parquet", "import_lerobot")
-        pa = _require("pyarrow", "import_lerobot")
+        pq = require("pyarrow.parquet", "import_lerobot")
+        pa = require("pyarrow", "import_lerobot")
         by_file: dict[tuple[int, int], list[_Episode]] = {}
         for ep in self.episodes.values():
             by_file.setdefault(ep.data_file, []).append(ep)
         for (chunk, fidx), eps in by_file.items():
             file = self.root / self.info["data_path"].format(chunk_index=chunk, file_index=fidx)
             if not file.is_file():
-                _fail(
+                fail(
                     file,
                     "/",
                     f"the data file of episode(s) {[e.index for e in eps][:5]} "
@@ -479,7 +275,7 @@ class LeRobotV3Reader:
             columns = self._columns(names)
             for c in columns:
                 if c not in names:
-                    _fail(file, c, "a column (a feature of info.json)", f"columns {names}")
+                    fail(file, c, "a column (a feature of info.json)", f"columns {names}")
             wanted = {e.index: e for e in eps}
             pending: dict[int, list[Any]] = {}
             meta = pf.metadata
@@ -504,7 +300,7 @@ class LeRobotV3Reader:
                 yield self._trajectory(wanted.pop(e), pa.Table.from_batches(pending.pop(e)), file)
             if wanted:
                 e = min(wanted)
-                _fail(
+                fail(
                     file,
                     "episode_index",
                     f"the rows of episode {e} (meta/episodes says they are in this file)",
@@ -512,13 +308,12 @@ class LeRobotV3Reader:
                 )
 
     def _trajectory(self, ep: _Episode, table: Any, file: Path) -> Trajectory:
-        from robopref.data.importers import _arrow_to_numpy, _decode_images, _flags
 
         features = self.info["features"]
         T = table.num_rows
         e = ep.index
         if T != ep.length:
-            _fail(
+            fail(
                 file,
                 "episode_index",
                 f"{ep.length} rows of episode {e} (meta/episodes length)",
@@ -526,12 +321,12 @@ class LeRobotV3Reader:
             )
 
         def column(key: str, scalar: bool = False) -> np.ndarray:
-            arr = _arrow_to_numpy(table.column(key), T, file, key)
+            arr = arrow_to_numpy(table.column(key), T, file, key)
             if scalar:
                 if arr.ndim == 2 and arr.shape[1] == 1:
                     arr = arr[:, 0]
                 if arr.shape != (T,):
-                    _fail(
+                    fail(
                         file,
                         key,
                         f"[T={T}] (one value per frame, episode {e})",
@@ -542,7 +337,7 @@ class LeRobotV3Reader:
             if shape == (1,) and arr.ndim == 1:
                 arr = arr[:, None]
             if shape and arr.shape[1:] != shape:
-                _fail(
+                fail(
                     file,
                     key,
                     f"[T={T}, {', '.join(map(str, shape))}] (info.json shape)",
@@ -554,7 +349,7 @@ class LeRobotV3Reader:
         if "frame_index" in names:
             fi = column("frame_index", scalar=True)
             if not np.array_equal(fi, np.arange(T)):
-                _fail(
+                fail(
                     file,
                     "frame_index",
                     f"0, 1, ..., {T - 1} in episode {e}",
@@ -579,7 +374,7 @@ class LeRobotV3Reader:
                     vfile, from_ts + timestamps, self.tolerance_s, key=key, episode=e
                 )
             elif dtype == "image":
-                obs[key] = _decode_images(table.column(key), file, key, features[key])
+                obs[key] = decode_images(table.column(key), file, key, features[key])
             else:
                 obs[key] = column(key)
         obs = fold_state(obs, self.keys)
@@ -589,12 +384,12 @@ class LeRobotV3Reader:
         metadata: dict[str, Any] = {"episode_index": e}
         rewards = column(self.reward_key, scalar=True) if self.reward_key else np.zeros(T)
         dones = (
-            _flags(column("next.done", scalar=True), file, "next.done")
+            flags(column("next.done", scalar=True), file, "next.done")
             if "next.done" in names
             else None
         )
         if "next.success" in names:
-            successes = _flags(column("next.success", scalar=True), file, "next.success")
+            successes = flags(column("next.success", scalar=True), file, "next.success")
         else:
             successes = None
             metadata["successes_recorded"] = False
@@ -629,16 +424,14 @@ def import_lerobot_v3(root: Path, info: dict[str, Any], **kwargs: Any) -> Trajec
     trajectories = sorted(reader, key=lambda t: t.metadata["episode_index"])
     metadata = reader.metadata
     queries = None
-    side = root / "meta" / "robopref.json"
+    side = root / METADATA_FILE
     if side.is_file():
         try:
             extra = json.loads(side.read_text())
             episodes = extra["episodes"]
             names = extra["observations"]
         except (ValueError, KeyError, TypeError) as e:
-            _fail(
-                side, "/", "robopref's export metadata (dataset, episodes, observations)", repr(e)
-            )
+            fail(side, "/", "robopref's export metadata (dataset, episodes, observations)", repr(e))
         for t in trajectories:
             e = t.metadata["episode_index"]
             if isinstance(t.observations, dict):
@@ -657,10 +450,8 @@ def import_lerobot_v3(root: Path, info: dict[str, Any], **kwargs: Any) -> Trajec
         metadata = {**exported, **metadata}
         if "filter_keys" in exported:  # robopref's own filter keys, not the splits written
             metadata["filter_keys"] = exported["filter_keys"]
-        prefs = root / "meta" / "robopref_preferences.parquet"
+        prefs = root / PREFERENCES_TABLE
         if prefs.is_file() and kwargs.get("episodes") is None:
-            from robopref.data.exporters import read_preferences
-
             queries = read_preferences(prefs)
     out = TrajectoryDataset(trajectories, queries, metadata)
     out.validate(str(root))
@@ -670,14 +461,12 @@ def import_lerobot_v3(root: Path, info: dict[str, Any], **kwargs: Any) -> Trajec
 def stream_v3_to_file(root: Path, info: dict[str, Any], out: Path, **kwargs: Any) -> dict[str, Any]:
     """Stream the episodes of a v3.0 folder into robopref's HDF5 file ``out`` (same layout as
     :func:`robopref.data.save_dataset`), one episode in memory at a time. Each episode is
-    checked against the first (keys, per-step shapes, finite values) before it is written;
-    on any error the temporary file is removed and ``out`` is untouched."""
-    import h5py
+    checked against the first (keys, per-step shapes, finite values) before it is written.
 
-    from robopref.data import hdf5
-    from robopref.data.importers import split_episodes
-    from robopref.utils import atomic_path
-
+    Hold the writer lock of ``out``. On any error the temporary file is removed and ``out``
+    is untouched; an error writing ``out`` (read-only folder, full disk) is one
+    :class:`DataValidationError` naming ``out``, an error reading the folder names the folder.
+    """
     filter_key = kwargs.pop("filter_key", None)
     if filter_key is not None:
         kwargs["episodes"] = split_episodes(
@@ -686,10 +475,11 @@ def stream_v3_to_file(root: Path, info: dict[str, Any], out: Path, **kwargs: Any
     reader = LeRobotV3Reader.open(root, info, **kwargs)
     source = str(root)
     frames, first, tasks, order = 0, None, set(), []
-    with atomic_path(out) as tmp, h5py.File(tmp, "w", libver=hdf5._LIBVER) as f:
+    with new_hdf5_file(out) as h:
+        f = h.file
         f.attrs[hdf5._FORMAT_ATTR] = hdf5.FORMAT_VERSION
         data = f.create_group("data")
-        for i, t in enumerate(reader):
+        for i, t in enumerate(_read_all(reader, source)):
             TrajectoryDataset([t] if first is None else [first, t]).validate(
                 f"{source}: episode {t.metadata['episode_index']}"
             )
@@ -699,6 +489,7 @@ def stream_v3_to_file(root: Path, info: dict[str, Any], out: Path, **kwargs: Any
             order.append(t.metadata["episode_index"])
             meta = hdf5._dumps(t.metadata, f"{source}: trajectory {i}: metadata")
             hdf5._write_demo(data.create_group(f"demo_{i}"), t, meta, "gzip")
+            h.check()
             frames += len(t)
         n = len(reader)
         metadata = dict(reader.metadata)
@@ -732,3 +523,21 @@ def stream_v3_to_file(root: Path, info: dict[str, Any], out: Path, **kwargs: Any
         )
         obs = {k: tuple(v.shape[1:]) for k, v in o.items()}
     return {"episodes": n, "frames": frames, "observations": obs}
+
+
+def _read_all(reader: LeRobotV3Reader, source: str) -> Iterator[Trajectory]:
+    """The reader's trajectories; an OSError while reading (a parquet or video file that
+    cannot be read) names the source folder, so that it is never taken for an error
+    writing the output."""
+    it = iter(reader)
+    while True:
+        try:
+            t = next(it)
+        except StopIteration:
+            return
+        except OSError as e:
+            raise DataValidationError(
+                f"{source}: expected a readable LeRobot folder, found a file that cannot be read "
+                f"({type(e).__name__}: {e})"
+            ) from e
+        yield t

@@ -113,8 +113,8 @@ def run_result(
             "GRAPE: success ± SE per policy and round",
             HEADLINE,
             table,
-            note=f"{sft['eval']['in_domain']['mean']['episodes']} in-domain episodes per policy, "
-            "the same for every policy; steps and contacts per in-domain episode.",
+            note=f"The same {sft['eval']['in_domain']['mean']['episodes']} in-domain episodes "
+            "for every policy; steps and contacts per in-domain episode.",
         )
     ]
     if changes:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from robopref.config import ConfigError, load_config
 from robopref.methods import grape
+from robopref.methods.result import print_result
 from robopref.policies.vla import CollisionCounter, rollout, score_components
 
 
@@ -82,8 +85,41 @@ def test_config_validation_names_the_field(tmp_path):
     assert cfg.method == "grape" and cfg.tpo.loss == "dpo"
 
 
+def _checkpoint_times(folder):
+    return {p.relative_to(folder): p.stat().st_mtime_ns for p in folder.rglob("*.pt")}
+
+
+def test_rerun_resumes_every_stage_and_a_tpo_change_remakes_the_rounds_only(tmp_path):
+    torch.set_num_threads(1)
+    config = _config(
+        max_episode_steps=10,
+        model={"hidden_size": 16, "n_layers": 1},
+        sft={"demos_per_task": 2, "epochs": 1, "successful_only": False},
+        tpo={"rounds": 2, "rollouts_per_task": 2, "epochs": 1},
+        eval={"episodes_per_task": 1},
+    )
+    first = grape.run(config, tmp_path)
+    ckpt = tmp_path / "checkpoints"
+    made = _checkpoint_times(ckpt)
+    assert set(made) == {Path("sft.pt"), Path("task/round_00.pt"), Path("task/round_01.pt")}
+    again = grape.run(config, tmp_path)
+    assert _checkpoint_times(ckpt) == made  # nothing made again
+    assert again.rows == first.rows and again.tables == first.tables
+    # another TPO beta: the SFT checkpoint is reused, both rounds (made by the old one) are not
+    changed = config.model_copy(update={"tpo": config.tpo.model_copy(update={"beta": 0.5})})
+    grape.run(changed, tmp_path)
+    now = _checkpoint_times(ckpt)
+    assert now[Path("sft.pt")] == made[Path("sft.pt")]
+    assert all(now[p] != made[p] for p in made if p.name.startswith("round"))
+    record = json.loads((ckpt / "task" / "round_01.pt.config.json").read_text())
+    assert record["config"]["tpo"]["beta"] == 0.5
+    # no resume: every stage is made again
+    grape.run(changed.model_copy(update={"resume": False}), tmp_path)
+    assert all(t != now[p] for p, t in _checkpoint_times(ckpt).items())
+
+
 @pytest.mark.slow
-def test_grape_end_to_end_and_resume(tmp_path):
+def test_grape_end_to_end(tmp_path):
     config = _config(
         held_out_tasks=["reach-wall-v3"],
         sft={"demos_per_task": 4, "epochs": 5, "batch_size": 128, "successful_only": False},
@@ -91,12 +127,12 @@ def test_grape_end_to_end_and_resume(tmp_path):
         eval={"episodes_per_task": 2},
         variants={"efficiency": {"length": 2.0}},
         baselines=["rejection_sampling", "step_dpo"],
+        tensorboard=True,
     )
-    results = grape.run(config, tmp_path)
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["table"] == json.loads(json.dumps(results["table"]))
-    assert [(row["policy"], row["variant"], row["round"]) for row in saved["table"]] == [
-        ("SFT", "-", 0),
+    result = grape.run(config, tmp_path)
+    table = result.tables[0].rows
+    assert [(row["policy"], row["variant"], row["round"]) for row in table] == [
+        ("sft", "-", 0),
         ("tpo", "task", 1),
         ("tpo", "task", 2),
         ("tpo", "efficiency", 1),
@@ -106,33 +142,36 @@ def test_grape_end_to_end_and_resume(tmp_path):
         ("step_dpo", "task", 1),
         ("step_dpo", "task", 2),
     ]
+    # one row per (policy, variant, round, split), the fields of docs/results/grape.jsonl
+    assert len(result.rows) == 2 * len(table)
+    assert [r["split"] for r in result.rows[:2]] == ["in-domain", "held-out"]
+    fields = set(json.loads(open("docs/results/grape.jsonl").readline())) - {"config", "obs_mode"}
+    assert all(set(r) == fields for r in result.rows)
+    assert result.rows[0]["episodes"] == 2 and result.rows[0]["policy"] == "sft"
+    assert all(0 <= r["success"] <= 1 and r["seed"] == 0 for r in result.rows)
+    assert result.report.group_by == ["policy", "variant", "round", "split"]
+    assert result.report.order["variant"] == ["-", "task", "efficiency"]
+    ckpt = tmp_path / "checkpoints"
+    infos = {
+        name: json.loads((ckpt / name / "round_00.json").read_text())
+        for name in ("task", "rejection_sampling-task", "step_dpo-task")
+    }
     # the baselines see TPO's round-1 rollouts (same seeds and sampling stream, same SFT policy)
-    first = {k: v["rounds"][0]["rollouts"] for k, v in saved["learners"].items()}
-    assert first["rejection_sampling/task"] == first["tpo/task"] == first["step_dpo/task"]
-    assert len(saved["rows"]) == 2 * len(saved["table"])  # in-domain and held-out
-    assert {r["split"] for r in saved["rows"]} == {"in-domain", "held-out"}
-    assert saved["rows"][0]["episodes"] == 2 and saved["rows"][0]["policy"] == "sft"
-    for name in ("task", "efficiency"):
-        rounds = saved["learners"][f"tpo/{name}"]["rounds"]
-        assert len(rounds) == 2 and rounds[0]["preference_items"] > 0
-        assert (tmp_path / "checkpoints" / name / "round_01.pt").exists()
-        assert 0 <= rounds[-1]["eval"]["in_domain"]["mean"]["success_rate"] <= 1
-    assert "in_domain_success_pp" in saved["change_vs_sft"]["tpo/task"]
-    # resume: everything is read back from the checkpoints, nothing is recomputed
-    stamp = (tmp_path / "checkpoints" / "task" / "round_01.json").stat().st_mtime_ns
-    again = grape.run(config, tmp_path)
-    assert again["table"] == saved["table"]
-    assert (tmp_path / "checkpoints" / "task" / "round_01.json").stat().st_mtime_ns == stamp
-    # another TPO config: the SFT checkpoint is reused, the rounds (made by the old one) are not
-    sft_stamp = (tmp_path / "checkpoints" / "sft.json").stat().st_mtime_ns
-    changed = config.model_copy(update={"tpo": config.tpo.model_copy(update={"beta": 0.5})})
-    grape.run(changed, tmp_path)
-    assert (tmp_path / "checkpoints" / "sft.json").stat().st_mtime_ns == sft_stamp
-    assert (tmp_path / "checkpoints" / "task" / "round_01.json").stat().st_mtime_ns != stamp
-    record = json.loads(
-        (tmp_path / "checkpoints" / "task" / "round_01.json.config.json").read_text()
+    assert len({json.dumps(i["rollouts"], sort_keys=True) for i in infos.values()}) == 1
+    assert all(i["preference_items"] > 0 for i in infos.values())
+    assert (ckpt / "efficiency" / "round_01.pt").exists()
+    change = result.summary["change_vs_sft"]["tpo/task"]
+    assert change["in_domain_success_pp"] == pytest.approx(
+        100 * (table[2]["in_success"] - table[0]["in_success"])
     )
-    assert record["config"]["tpo"]["beta"] == 0.5
+    assert result.tensorboard == str(tmp_path / "tb") and any((tmp_path / "tb").iterdir())
+    # the printed tables fit 100 columns
+    result.save(tmp_path)
+    console = Console(width=100, record=True, force_terminal=False)
+    print_result(result, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100 and "(1/2)" not in text
+    assert grape.collect_rows([tmp_path], config="x")[0] == {**result.rows[0], "config": "x"}
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import torch
 from robopref.config import ConfigError
 from robopref.data import Trajectory
 from robopref.methods import grape
-from robopref.methods.common import mark_cache
+from robopref.methods.grape.recipe import sft_stage
 from robopref.policies.vla import (
     apply_lora,
     batch_token_logprobs,
@@ -25,6 +25,7 @@ from robopref.policies.vla import (
     select_rejection_sampling,
     step_dpo_train,
     step_logratios,
+    tpo_train,
 )
 
 NAN = float("nan")
@@ -90,7 +91,7 @@ def test_sft_anchor_raises_chosen_likelihood_in_tpo():
         torch.manual_seed(0)  # peft initialises the LoRA A matrices from the global stream
         policy = apply_lora(build_tiny_vla(["press the button"], hidden_size=16, n_layers=1))
         before = chosen_nll_now(policy)
-        grape.tpo_train(
+        tpo_train(
             policy, trajs, groups, beta=0.1, epochs=5, batch_size=1, lr=1e-2, normalize=True,
             sft_weight=w,
         )  # fmt: skip
@@ -179,7 +180,7 @@ def test_resume_from_a_mismatched_sft_checkpoint_is_a_config_error(tmp_path):
     )
     (ckpt / "sft.json").write_text("{}")
     # recorded as made by this config (a checkpoint swapped in by hand), so the run resumes it
-    mark_cache(ckpt / "sft.json", config.model_dump(mode="json", include=grape._SFT_SECTIONS))
+    sft_stage(config, ckpt).done()
     with pytest.raises(ConfigError, match=r"checkpoints/sft\.pt: the checkpoint's tokenizer"):
         grape.run(config, tmp_path)
 

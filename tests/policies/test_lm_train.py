@@ -5,7 +5,6 @@ is 0 for every response at the start: held-out top-1 accuracy 0.25 (= 1/K) and p
 The held-out prompts are (letter, count) pairs never seen in training.
 """
 
-import json
 import warnings
 from pathlib import Path
 
@@ -103,8 +102,9 @@ def test_lora_trains_only_the_adapters(counting):
     assert after["reward_pair"] > 0.75
 
 
-def test_recipe_writes_results_and_is_reproducible(tmp_path, monkeypatch):
+def test_recipe_returns_its_result_and_is_reproducible(tmp_path, monkeypatch):
     from robopref.methods.lm import LMConfig, run
+    from robopref.methods.result import RunResult
 
     monkeypatch.chdir(ROOT)  # the config's data paths are relative to the repository root
     overrides = ["epochs=2", "progress=false", "tensorboard=true", "loss.name=listnet"]
@@ -114,15 +114,24 @@ def test_recipe_writes_results_and_is_reproducible(tmp_path, monkeypatch):
         first = run(config, tmp_path / "a")
         second = run(config, tmp_path / "b")
 
-    saved = json.loads((tmp_path / "a" / "results.json").read_text())
-    assert saved == json.loads(json.dumps(first))
     assert load_config(LMConfig, tmp_path / "a" / "config.yaml") == config
+    assert first.tensorboard == str(tmp_path / "a" / "tb")
     assert any((tmp_path / "a" / "tb").iterdir())
-    assert first["before"] == second["before"] and first["after"] == second["after"]
-    assert first["before"]["reward_top1"] == 0.25
-    assert first["after"]["reward_pair"] > first["before"]["reward_pair"]
-    assert len(first["history"]) == 2 and first["num_eval_prompts"] == 24
-    assert first["trainable_params"] == first["total_params"] > 0
+    before, after = first.rows
+    assert [before["when"], after["when"]] == ["before", "after"]
+    assert before["variant"] == "listnet" and before["seed"] == 0
+    assert first.rows == second.rows
+    assert before["reward_top1"] == 0.25
+    assert after["reward_pair"] > before["reward_pair"]
+    assert set(first.report.metrics) <= set(after) and first.report.group_by == ["variant", "when"]
+    table = first.tables[0]
+    assert [r["metric"] for r in table.rows][:2] == ["reward_top1", "reward_pair"]
+    assert table.rows[1]["after"] == after["reward_pair"]
+    summary = first.summary
+    assert len(summary["history"]) == 2 and summary["num_eval_prompts"] == 24
+    assert summary["trainable_params"] == summary["total_params"] > 0
+    first.save(tmp_path / "a")
+    assert RunResult.load(tmp_path / "a").rows == first.rows
 
 
 @pytest.mark.gpu

@@ -547,13 +547,13 @@ class LMPreferenceTrainer:
     ) -> list[dict[str, float]]:
         """Run ``epochs`` passes over ``examples``; returns the per-epoch mean loss and
         training ranking accuracy of the implicit reward."""
-        from tqdm.auto import tqdm
+        from robopref.progress import bar as progress_bar
 
         encoded = self.encode(examples)
         steps_per_epoch = math.ceil(len(encoded) / self.batch_size)
         history = []
-        bar = tqdm(
-            total=epochs * steps_per_epoch, desc=f"lm[{self.loss_name}]", disable=not self.progress
+        bar = progress_bar(
+            epochs * steps_per_epoch, f"lm[{self.loss_name}]", unit="step", enabled=self.progress
         )
         self.policy.eval()  # dropout stays off (see __init__); gradients flow regardless
         for epoch in range(epochs):

@@ -33,10 +33,15 @@ def binomial_se(p: float, n: int) -> float:
 
 
 def evaluate(
-    policy: VLAPolicy, pool: EnvPool, tasks: Sequence[str], protocol: EvalProtocol
+    policy: VLAPolicy,
+    pool: EnvPool,
+    tasks: Sequence[str],
+    protocol: EvalProtocol,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Per-task and mean success rate, episode length (steps; episodes end at success) and
     collisions (contacts per episode) over ``protocol.episodes_per_task`` configurations per task.
+    ``progress``: a bar (:func:`robopref.progress.bar`) advanced by each task's episodes.
 
     Returns ``{"mean": {success_rate, success_se, mean_length, mean_collisions, episodes},
     "per_task": {task: {...}}}``; ``mean`` is empty when ``tasks`` is.
@@ -49,6 +54,8 @@ def evaluate(
         seeds = [protocol.seed + i for i in range(protocol.episodes_per_task)]
         trajs = rollout(policy, pool, task, seeds, protocol.greedy, protocol.temperature, generator)
         per_task[task] = summarize(trajs)
+        if progress is not None:
+            progress.update(len(seeds))
     if not tasks:
         return {"mean": {}, "per_task": per_task}
     keys = ("success_rate", "mean_length", "mean_collisions")
@@ -65,9 +72,17 @@ def evaluate_splits(
     tasks: Sequence[str],
     held_out_tasks: Sequence[str],
     protocol: EvalProtocol,
+    label: str | None = None,
+    enabled: bool = True,
 ) -> dict[str, Any]:
-    """:func:`evaluate` on the in-domain and the held-out tasks."""
-    return {
-        "in_domain": evaluate(policy, pool, tasks, protocol),
-        "held_out": evaluate(policy, pool, held_out_tasks, protocol),
-    }
+    """:func:`evaluate` on the in-domain and the held-out tasks; with ``label``, a progress bar
+    ``label N episodes`` over both."""
+    from robopref.progress import bar
+
+    total = protocol.episodes_per_task * (len(tasks) + len(held_out_tasks))
+    shown = label is not None and enabled
+    with bar(total, f"{label} {total} episodes", unit="ep", enabled=shown) as progress:
+        return {
+            "in_domain": evaluate(policy, pool, tasks, protocol, progress),
+            "held_out": evaluate(policy, pool, held_out_tasks, protocol, progress),
+        }

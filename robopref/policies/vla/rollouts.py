@@ -188,13 +188,16 @@ def scripted_demos(
     noise: float,
     successful_only: bool,
     seed_of: Any,
+    label: str | None = None,
 ) -> list[Trajectory]:
     """Noisy scripted demonstrations (Gaussian action noise of std ``noise``) of ``tasks``,
     ``per_task`` each (successful ones only when asked; at most ``5 * per_task`` tries);
     ``seed_of(task_index, try_index)`` gives each episode's reset seed. With pixels, frames are
-    rendered by the pool's renderer."""
+    rendered by the pool's renderer. ``label``: a progress bar over the demonstrations kept."""
     from robopref.envs import instruction, run_episode, scripted_policy
+    from robopref.progress import bar
 
+    shown = bar(len(tasks) * per_task, label or "", unit="demo", enabled=label is not None)
     demos = []
     for ti, task in enumerate(tasks):
         env = pool.get(task, 1)[0]
@@ -214,12 +217,14 @@ def scripted_demos(
             traj.metadata = {"seed": seed, "mode": "scripted"}
             demos.append(traj)
             kept += 1
+            shown.update(1)
         if kept == 0:
             raise RuntimeError(
                 f"sft: no successful scripted demonstration of {task} in {i} tries within "
                 f"max_episode_steps={pool.max_episode_steps}; raise max_episode_steps, lower "
                 "sft.action_noise or set sft.successful_only=false"
             )
+    shown.close()
     return demos
 
 

@@ -28,11 +28,10 @@ Group = tuple[Sequence[int], Sequence[float]]
 """Trajectory indices ``[K]`` and graded labels ``[K]`` (higher = preferred)."""
 
 
-def _progress(total: int, description: str, enabled: bool):
-    from rich.progress import Progress
+def _progress(total: int, label: str, enabled: bool):
+    from robopref.progress import bar
 
-    progress = Progress(disable=not enabled, transient=True)
-    return progress, progress.add_task(description, total=total)
+    return bar(total, label, unit="epoch", enabled=enabled)
 
 
 def flatten_steps(policy: VLAPolicy, trajectories: Sequence[Any]):
@@ -93,6 +92,7 @@ def sft_train(
     fit_normalization: bool = True,
     writer: Any = None,
     progress: bool = False,
+    label: str = "sft",
 ) -> list[dict[str, float]]:
     """Behaviour cloning: minimise the cross-entropy of the demonstrated action tokens (under the
     constrained action-token distribution) over every step of ``trajectories``.
@@ -111,8 +111,7 @@ def sft_train(
     n = len(tokens)
     history = []
     policy.train()
-    progress, task = _progress(epochs, "SFT", progress)
-    with progress:
+    with _progress(epochs, label, progress) as progress_bar:
         for epoch in range(epochs):
             order = rng.permutation(n)
             total_loss = total_acc = 0.0
@@ -133,7 +132,8 @@ def sft_train(
             if writer is not None:
                 writer.add_scalar("sft/loss", row["loss"], epoch)
                 writer.add_scalar("sft/token_accuracy", row["token_accuracy"], epoch)
-            progress.update(task, advance=1, description=f"SFT loss {row['loss']:.3f}")
+            progress_bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
+            progress_bar.update(1)
     policy.eval()
     return history
 
@@ -270,6 +270,7 @@ def tpo_train(
     step_offset: int = 0,
     log_prefix: str = "tpo",
     progress: bool = False,
+    label: str = "tpo",
 ) -> list[dict[str, float]]:
     """Trajectory-wise preference optimisation against the frozen reference.
 
@@ -300,9 +301,8 @@ def tpo_train(
     score_fn = length_normalized_scores if normalize else log_ratio_scores
     history = []
     policy.train()
-    progress_bar, task = _progress(epochs, "TPO", progress)
     step = step_offset
-    with progress_bar:
+    with _progress(epochs, label, progress) as progress_bar:
         for epoch in range(epochs):
             order = rng.permutation(len(groups))
             sums = {"loss": 0.0, "margin": 0.0, "accuracy": 0.0, "nll": 0.0}
@@ -330,7 +330,8 @@ def tpo_train(
                 step += 1
             row = {"epoch": epoch, **{k: v / len(groups) for k, v in sums.items()}}
             history.append(row)
-            progress_bar.update(task, advance=1, description=f"TPO loss {row['loss']:.3f}")
+            progress_bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
+            progress_bar.update(1)
     policy.eval()
     return history
 
@@ -362,6 +363,7 @@ def step_dpo_train(
     seed: int = 0,
     ref: Sequence[torch.Tensor] | None = None,
     progress: bool = False,
+    label: str = "step_dpo",
 ) -> list[dict[str, float]]:
     """Step-level DPO (a baseline for TPO): each ``(chosen, rejected)`` trajectory pair gives one
     preference per aligned time step ``t < min(T_w, T_l)``, ``-log sigmoid(beta * (r_w,t -
@@ -378,8 +380,7 @@ def step_dpo_train(
     rng = np.random.default_rng(seed)
     history = []
     policy.train()
-    progress_bar, task = _progress(epochs, "step DPO", progress)
-    with progress_bar:
+    with _progress(epochs, label, progress) as progress_bar:
         for epoch in range(epochs):
             order = rng.permutation(len(pairs))
             total = acc = steps = 0.0
@@ -402,7 +403,7 @@ def step_dpo_train(
                 acc += float((scores[:, 0] > scores[:, 1]).float().sum())
                 steps += n
             history.append({"epoch": epoch, "loss": total / steps, "accuracy": acc / steps})
-            progress_bar.update(task, advance=1)
+            progress_bar.update(1)
     policy.eval()
     return history
 

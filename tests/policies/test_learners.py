@@ -341,6 +341,25 @@ def test_fused_adam_fast_step_is_bitwise_torch_adam():
         assert ref.state[p]["step"].item() == new.state[q]["step"].item() == 6
 
 
+def test_fused_adam_without_the_private_kernel_is_plain_step(monkeypatch):
+    """A torch build without ``torch._fused_adam_``: fast_step falls back to step()."""
+    from robopref.policies.offline import common
+
+    monkeypatch.setattr(common, "_FUSED_ADAM_KERNEL", None)
+    torch.manual_seed(0)
+    ref_p = [torch.randn(4, 3, requires_grad=True)]
+    new_p = [ref_p[0].detach().clone().requires_grad_(True)]
+    ref = torch.optim.Adam(ref_p, lr=0.01, fused=True)
+    new = common.FusedAdam(new_p, lr=0.01)
+    for _ in range(3):
+        g = torch.randn(4, 3)
+        ref_p[0].grad, new_p[0].grad = g.clone(), g.clone()
+        ref.step()
+        new.fast_step()
+        assert torch.equal(ref_p[0], new_p[0])
+    assert new._lists is None  # the fast path never ran
+
+
 def test_iql_compile_auto_compiles_only_long_runs_and_falls_back_to_eager(monkeypatch):
     """compile="auto" (the default): eager below the break-even step count, compiled at or above
     it; a compile that fails warns once and trains eagerly, giving exactly the eager result."""

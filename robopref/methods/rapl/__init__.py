@@ -1,7 +1,8 @@
 """Recipe ``rapl``: preference-aligned visual encoders and OT visual rewards (Tian et al. 2024).
 
-``config.py`` holds the typed config, ``recipe.py`` the run (read it top to bottom),
-``results.py`` the rows and tables, ``rl.py`` the optional RL stage.
+``config.py`` holds the typed config, ``recipe.py`` the run (read it top to bottom), ``data.py``
+the videos and their labels, ``results.py`` the rows and tables, ``rl.py`` the optional RL
+stage.
 """
 
 from robopref.methods.rapl.config import Config

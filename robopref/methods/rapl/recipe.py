@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -37,11 +37,10 @@ import numpy as np
 import torch
 
 from robopref.data import PreferenceQueries, TrajectoryDataset, load_dataset, save_dataset
-from robopref.envs import collect_dataset
-from robopref.envs.render import render_dataset, strided_video
 from robopref.methods.common import RunResult, Stage, start_run
 from robopref.methods.rapl import results
 from robopref.methods.rapl.config import Config
+from robopref.methods.rapl.data import Videos, collect_videos, data_key, label_videos, split_videos
 from robopref.methods.rapl.rl import (
     GroundTruthReward,
     OTRLReward,
@@ -56,26 +55,58 @@ from robopref.rewards import MLPReward, RewardTrainer
 from robopref.rewards.models import load_reward, save_reward
 from robopref.rewards.ot_reward import OTReward, affine_to_range
 from robopref.rewards.visual import VisualEncoder, align_encoder
-from robopref.teachers import label_queries, make_teacher
 
 # What decides each stage's output (config fields; devices and thread counts do not).
 SPLIT = {"task", "seed", "num_demos", "test_fraction", "budgets", "query_k", "teacher"}
 ALIGN_KEY = SPLIT | {"eval_queries", "encoder", "align"}
 RLHF_KEY = SPLIT | {"encoder", "rlhf"}
-RL_KEY = ALIGN_KEY | RLHF_KEY | {"render", "ot_eps", "rl"}
+RL_KEY = ALIGN_KEY | RLHF_KEY | {"render", "ot_eps"}  # and rl, less its list of rewards
 
 
 @dataclass
-class Videos:
-    """The rendered dataset split for the recipe: demos, train and held-out videos."""
+class Scorer:
+    """Scores rewards on the held-out videos against the GT reward and the oracle pairs."""
 
-    ds: TrajectoryDataset
-    videos: np.ndarray  # [N, T', H, W, 3] every trajectory's frames
-    stride: int  # env steps per frame
-    horizon: int  # env steps per episode
-    demos: list[int]  # expert episodes: alignment anchors and the OT reward's demos
-    train_ids: np.ndarray
-    test_ids: np.ndarray
+    config: Config
+    data: Videos
+    eval_q: PreferenceQueries
+
+    def __post_init__(self) -> None:
+        stride = self.data.stride
+        self.gt = {int(i): results.frame_gt(self.data.ds[int(i)], stride) for i in self.test_ids}
+
+    @property
+    def test_ids(self) -> list[int]:
+        return [int(i) for i in self.data.test_ids]
+
+    def row(self, reward: str, budget: int, frames: dict, since: float, **extra) -> dict:
+        metrics = results.score(frames, self.gt, self.eval_q)
+        seconds = time.time() - since
+        return results.reward_row(reward, budget, metrics, seconds, self.config.seed, **extra)
+
+    def ot(self, reward: str, budget: int, embed, since: float, **extra) -> dict:
+        """The row of the OT reward of frames embedded by ``embed`` against the demos."""
+        videos = self.data.videos
+        ot = OTReward(embed, [videos[d] for d in self.data.demos], eps=self.config.ot_eps)
+        label = f"ot-reward[{results.variant(reward, budget)}]"
+        frames = {i: ot.reward(videos[i]) for i in track(self.test_ids, label, unit="video")}
+        return self.row(reward, budget, frames, since, **extra)
+
+    def mlp(self, reward: str, budget: int, model: MLPReward, ds, since: float) -> dict:
+        """The row of an MLP reward of ``ds``'s ``state`` at the rendered frames."""
+        stride = self.data.stride
+        frames = {i: model.predict(ds[i].state[::stride]).astype(np.float64) for i in self.test_ids}
+        return self.row(reward, budget, frames, since)
+
+
+@dataclass
+class Rewards:
+    """The learned rewards, and the stages that made them (what an RL run on them reads)."""
+
+    base: VisualEncoder
+    encoders: dict[int, VisualEncoder] = field(default_factory=dict)
+    rlhf: dict[tuple[str, int], MLPReward] = field(default_factory=dict)
+    stages: dict[tuple[str, int], Stage] = field(default_factory=dict)
 
 
 def run(config: Config, out_dir: str | Path) -> RunResult:
@@ -85,50 +116,37 @@ def run(config: Config, out_dir: str | Path) -> RunResult:
     data_stage = Stage(
         "collect[rapl]",
         out_dir / "dataset.h5",
-        key=_data_key(config),
+        key=data_key(config),
         reads=[config.dataset] if config.dataset else [],
     )
-    ds = data_stage.run(make=partial(_collect, config), save=save_dataset, load=load_dataset)
-    data = _split(ds, config, rng)
+    ds = data_stage.run(make=partial(collect_videos, config), save=save_dataset, load=load_dataset)
+    data = split_videos(ds, config, rng)
     data_s = time.time() - started
-    train_q, eval_q = _label(data, config)
-    gt = {int(i): results.frame_gt(ds[int(i)], data.stride) for i in data.test_ids}
-
-    def ot_row(reward: str, budget: int, embed, since: float, **extra) -> dict:
-        ot = OTReward(embed, [data.videos[d] for d in data.demos], eps=config.ot_eps)
-        label = f"ot-reward[{results.variant(reward, budget)}]"
-        frames = {
-            int(i): ot.reward(data.videos[i]) for i in track(data.test_ids, label, unit="video")
-        }
-        metrics = results.score(frames, gt, eval_q)
-        return results.reward_row(
-            reward, budget, metrics, time.time() - since, config.seed, **extra
-        )
-
-    rows = [ot_row("pixels", 0, _pixel_embed, time.time())]
-    since = time.time()
-    base = _base_encoder(config, out_dir / "encoders" / "unaligned.pt")
-    rows.append(ot_row("unaligned", 0, base.embed, since))
-    embed_ds = _embedding_dataset(data, base) if "embedding" in config.rlhf.inputs else None
-
+    train_q, eval_q = label_videos(data, config)
+    score = Scorer(config, data, eval_q)
     writer = _tensorboard(out_dir / "tb")
-    encoders, rlhf_models, stages = {}, {}, {}
+
+    rows = [score.ot("pixels", 0, _pixel_embed, time.time())]
+    since = time.time()
+    rewards = Rewards(base=_base_encoder(config, out_dir / "encoders" / "unaligned.pt"))
+    rows.append(score.ot("unaligned", 0, rewards.base.embed, since))
+    embed_ds = _embedding_dataset(data, rewards.base) if "embedding" in config.rlhf.inputs else None
     for b in sorted(config.budgets):
         q = train_q.subset(np.arange(min(b, train_q.num_queries)))
         since = time.time()
-        stages["rapl", b] = Stage(
+        stage = rewards.stages["rapl", b] = Stage(
             f"align[rapl@{b}]",
             out_dir / "encoders" / f"rapl@{b}.pt",
             key=_key(config, ALIGN_KEY, budget=b),
             after=[data_stage],
         )
-        make = partial(_align, config, base, data, q, eval_q, writer, f"rapl@{b}")
-        encoders[b], history = stages["rapl", b].run(make, _save_aligned, _load_aligned)
+        make = partial(_align, config, rewards.base, data, q, eval_q, writer, f"rapl@{b}")
+        rewards.encoders[b], history = stage.run(make, _save_aligned, _load_aligned)
         val = [h.get("val_accuracy") for h in history]
-        rows.append(ot_row("rapl", b, encoders[b].embed, since, align_val_accuracy=val))
+        rows.append(score.ot("rapl", b, rewards.encoders[b].embed, since, align_val_accuracy=val))
         for inputs in config.rlhf.inputs:
             since = time.time()
-            stages[f"rlhf_{inputs}", b] = Stage(
+            stage = rewards.stages[f"rlhf_{inputs}", b] = Stage(
                 f"rlhf[{inputs}@{b}]",
                 out_dir / "rlhf" / f"{inputs}@{b}.pt",
                 key=_key(config, RLHF_KEY, budget=b, inputs=inputs),
@@ -137,34 +155,14 @@ def run(config: Config, out_dir: str | Path) -> RunResult:
             fit_on = data.ds if inputs == "state" else embed_ds
             log_dir = out_dir / "tb" / f"rlhf_{inputs}@{b}"
             make = partial(_fit_rlhf, config, fit_on, q, log_dir, f"rlhf[{inputs}@{b}]")
-            model = stages[f"rlhf_{inputs}", b].run(make, save_reward, load_reward)
-            rlhf_models[inputs, b] = model
-            frames = {
-                int(i): model.predict(fit_on[int(i)].state[:: data.stride]).astype(np.float64)
-                for i in data.test_ids
-            }
-            metrics = results.score(frames, gt, eval_q)
-            rows.append(results.reward_row(f"rlhf_{inputs}", b, metrics, time.time() - since,
-                                           config.seed))  # fmt: skip
+            model = rewards.rlhf[inputs, b] = stage.run(make, save_reward, load_reward)
+            rows.append(score.mlp(f"rlhf_{inputs}", b, model, fit_on, since))
 
     rl_rows: list[dict] = []
     if config.rl.enabled:
-        if "gt" in config.rl.rewards:
-            rows.append(
-                results.reward_row("gt", 0, results.score(gt, gt, eval_q), 0.0, config.seed)
-            )
-        rewards = partial(_rl_reward, config, data, base, encoders, rlhf_models)
-        setup = functools.cache(partial(_rl_setup, config, data))  # made once, when first needed
-        for name in config.rl.rewards:
-            budget = config.rl_budget if name in ("rapl", "rlhf_state") else 0
-            stage = Stage(
-                f"rl[{name}]",
-                out_dir / "rl" / f"{name}.json",
-                key=_key(config, RL_KEY),
-                after=[data_stage, *([stages[name, budget]] if budget else [])],
-            )
-            make = partial(_rl_run, setup, rewards, name, out_dir / "tb")
-            rl_rows.append({**stage.run(make, _save_json, _load_json), "budget": budget})
+        if "gt" in config.rl.rewards:  # scored too: the ceiling of the held-out metrics
+            rows.append(score.row("gt", 0, score.gt, time.time()))
+        rl_rows = _rl_stage(config, data, rewards, data_stage, out_dir)
         results.add_rl(rows, rl_rows)
 
     results.log_metrics(writer, rows, rl_rows)
@@ -182,67 +180,6 @@ def run(config: Config, out_dir: str | Path) -> RunResult:
     }
     artefacts = {"encoders": str(out_dir / "encoders"), "dataset": str(data_stage.path)}
     return results.run_result(config, rows, rl_rows, summary, artefacts, str(out_dir / "tb"))
-
-
-# ---- data ------------------------------------------------------------------------------------
-
-
-def _data_key(config: Config) -> dict:
-    collect = config.collect_config.model_dump(mode="json", exclude={"num_workers", "start_method"})
-    return {"collect": collect, "render": config.render, "dataset": config.dataset}
-
-
-def _collect(config: Config) -> TrajectoryDataset:
-    """The collected (or read) dataset with rendered frames."""
-    collect = config.collect_config
-    ds = load_dataset(config.dataset) if config.dataset else None
-    if ds is None:
-        ds = collect_dataset(collect, progress=True, label="collect[rapl]")
-    if all(isinstance(t.observations, dict) and "image" in t.observations for t in ds):
-        return ds
-    # check_states=False: Meta-World's scripted policies of some tasks (door-open, ...) edit the
-    # observation in place, which corrupts stored states of other_task episodes; the replay
-    # itself is exact.
-    return render_dataset(ds, config.render, collect.max_episode_steps, collect.goal_observable,
-                          check_states=False, progress=True)  # fmt: skip
-
-
-def _split(ds: TrajectoryDataset, config: Config, rng: np.random.Generator) -> Videos:
-    lengths = {len(t) for t in ds}
-    if len(lengths) != 1:
-        raise ValueError(
-            f"dataset: expected episodes of one length, found lengths {sorted(lengths)}"
-        )
-    experts = [i for i, t in enumerate(ds) if t.metadata.get("mode") == "expert"]
-    if len(experts) < config.num_demos:  # a dataset read from a file; collected ones are checked
-        raise ValueError(
-            f"num_demos: expected <= {len(experts)} (expert episodes in the data), found "
-            f"{config.num_demos}"
-        )
-    demos = experts[: config.num_demos]
-    rest = rng.permutation([i for i in range(len(ds)) if i not in demos])
-    n_test = max(2, int(round(config.test_fraction * len(rest))))
-    return Videos(
-        ds=ds,
-        videos=np.stack([strided_video(t) for t in ds]),
-        stride=int(ds[0].metadata.get("image_stride", 1)),
-        horizon=lengths.pop(),
-        demos=demos,
-        train_ids=np.sort(rest[n_test:]),
-        test_ids=np.sort(rest[:n_test]),
-    )
-
-
-def _label(data: Videos, config: Config) -> tuple[PreferenceQueries, PreferenceQueries]:
-    """Ranked ``query_k``-tuples of train videos (the largest budget; a budget takes the first
-    ones) and held-out oracle pairs."""
-    train_q = label_queries(data.ds, make_teacher(config.teacher), max(config.budgets),
-                            k=config.query_k, segment_length=data.horizon, seed=config.seed,
-                            trajectory_ids=data.train_ids)  # fmt: skip
-    eval_q = label_queries(data.ds, make_teacher("oracle"), config.eval_queries, k=2,
-                           segment_length=data.horizon, seed=config.seed + 1,
-                           trajectory_ids=data.test_ids)  # fmt: skip
-    return train_q, eval_q
 
 
 def _key(config: Config, fields: set[str], **extra) -> dict:
@@ -317,6 +254,26 @@ def _fit_rlhf(config: Config, ds, q, log_dir: Path, label: str) -> MLPReward:
 # ---- RL --------------------------------------------------------------------------------------
 
 
+def _rl_stage(
+    config: Config, data: Videos, rewards: Rewards, data_stage: Stage, out_dir: Path
+) -> list[dict]:
+    """One SAC run (a stage) per reward of ``rl.rewards``; returns their rows."""
+    setup = functools.cache(partial(_rl_setup, config, data))  # made once, when first needed
+    key = _key(config, RL_KEY, rl=config.rl.model_dump(mode="json", exclude={"rewards"}))
+    rows = []
+    for name in config.rl.rewards:
+        budget = config.rl_budget if name in ("rapl", "rlhf_state") else 0
+        stage = Stage(
+            f"rl[{name}]",
+            out_dir / "rl" / f"{name}.json",
+            key={**key, "reward": name},
+            after=[data_stage, *([rewards.stages[name, budget]] if budget else [])],
+        )
+        make = partial(_rl_run, setup, partial(_rl_reward, config, data, rewards), name, out_dir)
+        rows.append({**stage.run(make, _save_json, _load_json), "budget": budget})
+    return rows
+
+
 def _rl_setup(config: Config, data: Videos) -> RLSetup:
     horizon = config.rl.max_episode_steps or data.horizon
     if not config.rl.fixed_configuration:
@@ -326,25 +283,25 @@ def _rl_setup(config: Config, data: Videos) -> RLSetup:
     return RLSetup(config, horizon, videos, episodes, success)
 
 
-def _rl_reward(config, data: Videos, base, encoders, rlhf_models, name: str, setup) -> RLReward:
+def _rl_reward(config: Config, data: Videos, rewards: Rewards, name: str, setup) -> RLReward:
     """The reward ``name`` SAC is trained on; learned ones mapped to ``rl.reward_range``."""
     low, high = config.rl.reward_range
     if name == "gt":
         return GroundTruthReward()
     if name == "rlhf_state":
-        model = rlhf_models["state", config.rl_budget]
+        model = rewards.rlhf["state", config.rl_budget]
         states = np.concatenate([data.ds[int(i)].state for i in data.train_ids])
         return StateRLReward(model, *affine_to_range(model.predict(states), low, high))
-    enc = encoders[config.rl_budget] if name == "rapl" else base
+    enc = rewards.encoders[config.rl_budget] if name == "rapl" else rewards.base
     ot = OTReward(enc.embed, setup.demos, eps=config.ot_eps)
     train_rewards = [ot.reward(data.videos[i]) for i in data.train_ids]
     ot.affine = affine_to_range(np.concatenate(train_rewards), low, high)
     return OTRLReward(ot, config)
 
 
-def _rl_run(setup, rewards, name: str, log_dir: Path) -> dict:
+def _rl_run(setup, reward, name: str, out_dir: Path) -> dict:
     # the scene demos are rendered only when some SAC run is not reused
-    return run_sac(setup(), name, rewards(name, setup()), log_dir)
+    return run_sac(setup(), name, reward(name, setup()), out_dir / "tb")
 
 
 def _save_json(row: dict, path: Path) -> None:

@@ -106,6 +106,7 @@ class Config(StrictModel):
     """RAPL: preference-aligned visual encoders and OT visual rewards, against RLHF baselines."""
 
     method: str = "rapl"
+    """The recipe (``rapl``)."""
     task: str
     """The Meta-World task (e.g. ``button-press-v3``)."""
     collect: CollectConfig | None = None
@@ -128,13 +129,17 @@ class Config(StrictModel):
     """The simulated teacher of the training queries: a preset name (``oracle``, ``mistake``,
     ...) or a full teacher config."""
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    """The visual encoder (aligned by RAPL; as initialised for ``unaligned``)."""
     align: AlignConfig = Field(default_factory=AlignConfig)
     """Alignment training; its ``seed`` and ``device`` come from the recipe's."""
     ot_eps: float = Field(0.05, gt=0)
     """Sinkhorn entropy of the OT rewards (cost units)."""
     rlhf: RLHFConfig = Field(default_factory=RLHFConfig)
+    """The RLHF baselines."""
     rl: RLConfig = Field(default_factory=RLConfig)
+    """The optional RL stage."""
     seed: int = 0
+    """Seed of the split, the labels, the encoder's initial weights and every training."""
     device: str = "auto"
     """``auto``: CUDA when present."""
     num_threads: int | None = None

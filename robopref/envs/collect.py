@@ -288,7 +288,9 @@ def _chunks(specs: list[EpisodeSpec], size: int) -> Iterable[list[EpisodeSpec]]:
         yield specs[i : i + size]
 
 
-def collect_dataset(config: CollectConfig, progress: bool = True) -> TrajectoryDataset:
+def collect_dataset(
+    config: CollectConfig, progress: bool = True, label: str = "collect"
+) -> TrajectoryDataset:
     """Collect the episodes of ``config`` (see the module docstring) into a dataset.
 
     Each trajectory has ``observations [T, 39]`` float32, ``actions [T, 4]`` float32, ground-truth
@@ -296,13 +298,13 @@ def collect_dataset(config: CollectConfig, progress: bool = True) -> TrajectoryD
     with ``mode``, ``noise``, ``seed`` (replays the episode), ``episode_index``, ``policy_task``,
     ``mismatch_seed``, ``rand_vec``, ``final_observation`` (the observation after the last action)
     and ``terminated``. ``T = config.max_episode_steps``. The same config gives identical arrays,
-    with any ``num_workers``.
+    with any ``num_workers``. ``label`` names the progress bar (e.g. ``collect[target]``).
     """
-    from tqdm.auto import tqdm
+    from robopref.progress import bar as progress_bar
 
     specs = plan_episodes(config)
     args = (config.max_episode_steps, config.goal_observable)
-    bar = tqdm(total=len(specs), unit="ep", desc="collect", disable=not progress)
+    bar = progress_bar(len(specs), label, unit="ep", enabled=progress)
     try:
         if config.num_workers == 1 or len(specs) <= 1:
             collector = _Collector(*args)

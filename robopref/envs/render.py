@@ -200,9 +200,9 @@ def render_dataset(
     envs: dict[str, tuple[gym.Env, FrameRenderer]] = {}
     out = []
     try:
-        from tqdm.auto import tqdm
+        from robopref.progress import track
 
-        for traj in tqdm(dataset, disable=not progress, desc="render"):
+        for traj in track(dataset, "render", unit="ep", enabled=progress):
             if traj.task not in envs:
                 env = make_env(traj.task, seed=0, max_episode_steps=horizon,
                                goal_observable=goal_observable)  # fmt: skip

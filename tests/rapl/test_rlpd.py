@@ -11,6 +11,7 @@ from torch import nn
 
 from robopref.config import ConfigError, load_config
 from robopref.methods import rapl
+from robopref.methods.rapl import rl as rapl_rl
 from robopref.policies.online.rlpd import (
     MixedReplayBuffer,
     RLPDConfig,
@@ -151,11 +152,11 @@ def test_rlpd_demo_transitions_get_the_online_ot_rewards(tmp_path, monkeypatch):
     the same actions (frames after each action), not the demo video's (frames before)."""
     seen = {}
 
-    def fake_train_sac(config, name, wrap, horizon, log_dir, transitions=()):
-        seen[name] = (config, wrap, horizon, list(transitions))
+    def fake_train_sac(setup, name, reward, log_dir, transitions):
+        seen[name] = (setup, reward, list(transitions))
         return {"reward": name, "success_rate": 0.0, "mean_return": 0.0}
 
-    monkeypatch.setattr(rapl, "_train_sac", fake_train_sac)
+    monkeypatch.setattr(rapl_rl, "train_sac", fake_train_sac)
     cfg = load_config(
         rapl.Config,
         "configs/rapl/reach-rlpd.yaml",
@@ -167,11 +168,11 @@ def test_rlpd_demo_transitions_get_the_online_ot_rewards(tmp_path, monkeypatch):
          "align.epochs=2", "align.batch_size=6", "rlhf.inputs=[state]", "rlhf.trainer.epochs=5"],
     )  # fmt: skip
     rapl.run(cfg, tmp_path)
-    config, wrap, horizon, transitions = seen["rapl"]
+    setup, reward, transitions = seen["rapl"]
     assert len(transitions) == 2 * 12  # 2 demos of 12 steps
-    _, _, episodes = rapl._scene_demos(config, horizon)
+    _, _, episodes = rapl_rl.scene_demos(setup.config, setup.horizon)
     for k, ep in enumerate(episodes):
-        env = rapl._rl_env(config, wrap, horizon)
+        env = setup.make_env(reward)
         obs, _ = env.reset()
         for t, action in enumerate(ep.actions):
             np.testing.assert_allclose(obs, transitions[12 * k + t][0])

@@ -1,6 +1,6 @@
 """Collect (once) and cache the Meta-World datasets of the PEARL transfer study.
 
-Datasets are smaller than configs/pearl/base.yaml's (50 episodes x 200 steps per task instead
+Datasets are smaller than robopref/configs/pearl/base.yaml's (50 episodes x 200 steps per task instead
 of 100): transfer and label accuracy need segments, not policy training. Cached as
 ``<cache>/<task>-s<seed>.h5``; existing files are reused.
 
@@ -21,7 +21,7 @@ SMALL = dict(
     other_task_episodes=10,
     max_episode_steps=200,
 )
-# (source, target); the first four are the suite's pairs (configs/bench/pearl-metaworld.yaml)
+# (source, target); the first four are the suite's pairs (robopref/configs/bench/pearl-metaworld.yaml)
 PAIRS = [
     ("button-press-v3", "button-press-wall-v3"),
     ("drawer-open-v3", "drawer-close-v3"),

@@ -1,6 +1,6 @@
 """Recipe ``collect``: collect a Meta-World dataset, label it with a simulated teacher, summarise it.
 
-This is the foundation's end-to-end job: ``robopref run configs/collect/demo.yaml``.
+This is the foundation's end-to-end job: ``robopref run collect/demo``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@
 3. Evaluation (:mod:`robopref.policies.vla.evaluate`) of the SFT policy and of every round on the
    in-domain and held-out tasks: success rate, steps per episode, contacts per episode.
 
-``robopref run configs/grape/tiny.yaml`` runs on a CPU in minutes (state observations). Writes
+``robopref run grape/tiny`` runs on a CPU in minutes (state observations). Writes
 ``config.yaml``, ``results.json`` (``rows``: one record per policy, variant, round and split),
 ``checkpoints/`` (resumable, atomic) and ``tb/`` (TensorBoard).
 """

@@ -1,8 +1,9 @@
 """Recipe ``lm``: preference fine-tuning of a language policy (DPO / LiPO / ... from one loss core).
 
-``robopref run configs/lm/tiny.yaml`` trains a tiny GPT-2 from scratch on the synthetic counting
-preferences under ``tests/data_files/lm/`` in seconds on a CPU. Point ``model.path`` at a local
-Hugging Face folder to fine-tune a real causal LM (nothing is ever downloaded).
+``robopref run lm/tiny`` trains a tiny GPT-2 from scratch on the synthetic counting preferences
+shipped beside the config (``robopref/configs/lm/data/``) in seconds on a CPU. Point
+``model.path`` at a local Hugging Face folder to fine-tune a real causal LM (nothing is ever
+downloaded).
 
 Writes ``config.yaml`` and ``results.json`` (held-out metrics before and after training, the
 per-epoch training history) into the run directory, atomically.
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import InputPath, StrictModel
 from robopref.losses import get_loss
 from robopref.methods.common import start_run
 from robopref.policies.lm import (
@@ -73,8 +74,8 @@ class LoraSettings(StrictModel):
 
 class LMConfig(StrictModel):
     method: Literal["lm"] = "lm"
-    train_path: str  # JSONL: {"prompt", "responses": [K], "scores": [K]} per line
-    eval_path: str  # held-out prompts, same format
+    train_path: InputPath  # JSONL: {"prompt", "responses": [K], "scores": [K]} per line
+    eval_path: InputPath  # held-out prompts, same format
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     beta: float = Field(0.1, gt=0)

@@ -102,7 +102,9 @@ def test_bare_robopref_prints_help_and_version(capsys):
     assert "usage: robopref" in out and "config show pearl/base" in out
     with pytest.raises(SystemExit) as e:
         main(["--version"])
-    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"robopref {robopref.__version__}"
+    assert (
+        e.value.code == 0 and capsys.readouterr().out.strip() == f"robopref {robopref.__version__}"
+    )
 
 
 def test_every_subcommand_help_shows_an_example():

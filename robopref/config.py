@@ -15,6 +15,7 @@ working directory.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 import types
 import typing
@@ -306,6 +307,12 @@ def save_config(config: BaseModel, path: str | Path) -> None:
         tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
+def _plain(doc: str) -> str:
+    """A docstring as one line of plain text: ``x`` and :role:`x` become `x`."""
+    doc = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", doc)
+    return " ".join(doc.replace("``", "`").split())
+
+
 def describe_config(config: BaseModel, indent: int = 0) -> str:
     """``config`` as YAML with each field's description (its docstring) as a ``# ...`` comment
     above its key; fields without one are listed too. Reading it back gives the same config."""
@@ -314,9 +321,8 @@ def describe_config(config: BaseModel, indent: int = 0) -> str:
     lines: list[str] = []
     for name, field in type(config).model_fields.items():
         if field.description:
-            for paragraph in field.description.strip().splitlines():
-                wrapped = textwrap.wrap(paragraph, width=max(40, 98 - indent)) or [""]
-                lines += [f"{pad}# {w}".rstrip() for w in wrapped]
+            text = _plain(field.description)
+            lines += [f"{pad}# {w}" for w in textwrap.wrap(text, width=max(40, 98 - indent))]
         value = getattr(config, name)
         if isinstance(value, BaseModel) and type(value).model_fields:
             lines.append(f"{pad}{name}:")

@@ -55,9 +55,14 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 class SuiteConfig(StrictModel):
     name: str = Field(min_length=1)
+    """The suite's name (the default store is ``runs/bench/<name>``)."""
     base: str
+    """The recipe config every cell starts from: a path relative to the suite file, or a
+    packaged config's name (``pearl/base``)."""
     overrides: list[str] = Field(default_factory=list)
+    """Dotted overrides applied to every cell."""
     axes: dict[str, dict[str, list[str]]] = Field(min_length=1)
+    """Axis -> label -> the overrides of that label; a cell is one label per axis."""
 
     @field_validator("axes", mode="before")
     @classmethod

@@ -57,7 +57,14 @@ def run_one(out: Path, pair: str, learner: str, steps: int, args, data: Path | N
                 f"target_dataset={data / 'target.h5'}",
             ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        cmd = [sys.executable, "-m", "robopref.cli", "run", "robopref/configs/pearl/base.yaml", *overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "robopref.cli",
+            "run",
+            "robopref/configs/pearl/base.yaml",
+            *overrides,
+        ]
         subprocess.run([*cmd, "--out", str(run_dir)], cwd=REPO, env=env, check=True)
     return json.loads((run_dir / "results.json").read_text()) | {"dir": str(run_dir)}
 

@@ -4,12 +4,13 @@ Datasets are smaller than robopref/configs/pearl/base.yaml's (50 episodes x 200 
 of 100): transfer and label accuracy need segments, not policy training. Cached as
 ``<cache>/<task>-s<seed>.h5``; existing files are reused.
 
-    python benchmarks/pearl_transfer_data.py --cache /work/cache-h14
+    python benchmarks/pearl_transfer_data.py    # --cache DIR; default ~/.cache/robopref/pearl-transfer
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -35,6 +36,12 @@ PAIRS = [
 SEEDS = [0, 1, 2]  # source seed s, target seed 100 + s (as the bench config)
 
 
+# The user's cache folder ($XDG_CACHE_HOME, else ~/.cache): the datasets outlive a checkout.
+DEFAULT_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "robopref" / "pearl-transfer"
+)
+
+
 def dataset_path(cache: Path, task: str, seed: int) -> Path:
     return cache / f"{task}-s{seed}.h5"
 
@@ -53,7 +60,7 @@ def get_dataset(cache: Path, task: str, seed: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cache", type=Path, default=Path("/work/cache-h14"))
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--pairs", type=int, nargs="*", default=list(range(len(PAIRS))))
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)

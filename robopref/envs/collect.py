@@ -48,7 +48,7 @@ Mode = Literal["expert", "noisy_expert", "goal_mismatch", "random", "other_task"
 MODES: tuple[str, ...] = ("expert", "noisy_expert", "goal_mismatch", "random", "other_task")
 
 # Policies for "other_task" episodes when the config names a single task and no other_tasks:
-# the common preference-learning tasks of METHODS.md.
+# the common preference-learning tasks of the PbRL literature.
 DEFAULT_OTHER_TASKS = (
     "button-press-v3",
     "drawer-open-v3",

@@ -180,7 +180,7 @@ def test_describe_config_puts_attribute_docstrings_above_keys():
     ]
 
 
-def test_robopref_command_help_from_a_subprocess(tmp_path):
+def test_config_show_by_name_from_another_folder(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "robopref.cli", "config", "show", "rapl/tiny"],
         capture_output=True,

@@ -1,6 +1,6 @@
 """Recipe ``collect``: collect a Meta-World dataset, label it with a simulated teacher, summarise it.
 
-``robopref run configs/collect/demo.yaml`` ends with a table per task (episodes, steps, success
+``robopref run collect/demo`` ends with a table per task (episodes, steps, success
 rate, labelled queries). The collected dataset is a stage of the run folder: a rerun with the same
 ``collect`` section reuses it and only labels it again.
 """

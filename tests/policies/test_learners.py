@@ -210,14 +210,14 @@ def test_policy_config_selects_and_rejects():
 
 def test_pearl_config_policy_block_and_legacy_iql_key():
     cfg = load_config(
-        pearl.Config, "configs/pearl/demo.yaml", ["policy.name=awr", "policy.awr.beta=0.2"]
+        pearl.Config, "robopref/configs/pearl/demo.yaml", ["policy.name=awr", "policy.awr.beta=0.2"]
     )
     assert cfg.policy.name == "awr" and cfg.policy.awr.beta == 0.2
-    cfg = load_config(pearl.Config, "configs/pearl/demo.yaml", ["iql={steps: 7}"])
+    cfg = load_config(pearl.Config, "robopref/configs/pearl/demo.yaml", ["iql={steps: 7}"])
     assert cfg.policy.iql.steps == 7 and cfg.policy.iql.batch_size == 256  # merged into policy.iql
     with pytest.raises(ConfigError, match="unknown learner 'sac'; valid: iql, awr, filtered_bc"):
-        load_config(pearl.Config, "configs/pearl/demo.yaml", ["policy.name=sac"])
-    assert "shuffled" in load_config(pearl.Config, "configs/pearl/base.yaml").variants
+        load_config(pearl.Config, "robopref/configs/pearl/demo.yaml", ["policy.name=sac"])
+    assert "shuffled" in load_config(pearl.Config, "robopref/configs/pearl/base.yaml").variants
 
 
 def test_shuffled_labels_permute_rows():
@@ -256,7 +256,7 @@ def test_pearl_runs_the_selected_learner_with_a_shuffled_control(tmp_path):
     )
     args = [
         "run",
-        "configs/pearl/demo.yaml",
+        "robopref/configs/pearl/demo.yaml",
         f"source={{tasks: [button-press-v3], {episodes}}}",
         f"target={{tasks: [button-press-wall-v3], seed: 1, {episodes}}}",
         "queries={segment_length: 10, source_pool: 20, source_queries: 60, target_pool: 20, "

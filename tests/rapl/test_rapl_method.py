@@ -178,7 +178,7 @@ def test_a_teacher_is_a_preset_name_or_a_config():
 
 @pytest.mark.slow
 def test_tiny_config_alignment_beats_unaligned(tmp_path):
-    cfg = load_config(Config, "configs/rapl/tiny.yaml")
+    cfg = load_config(Config, "robopref/configs/rapl/tiny.yaml")
     res = run(cfg, tmp_path)
     rows = {r["variant"]: r for r in res.rows}
     assert rows["rapl@30"]["accuracy"] > rows["unaligned"]["accuracy"] + 0.2

@@ -120,12 +120,12 @@ def test_update_to_data_ratio(num_envs):
 )
 def test_bad_rlpd_option_is_one_line_error(override, message):
     with pytest.raises(ConfigError, match=message) as err:
-        load_config(rapl.Config, "configs/rapl/reach-rlpd.yaml", [override])
+        load_config(rapl.Config, "robopref/configs/rapl/reach-rlpd.yaml", [override])
     assert "\n" not in str(err.value)
 
 
 def test_rlpd_config_loads():
-    cfg = load_config(rapl.Config, "configs/rapl/reach-rlpd.yaml")
+    cfg = load_config(rapl.Config, "robopref/configs/rapl/reach-rlpd.yaml")
     assert cfg.rl.algo == "rlpd" and cfg.rl.rlpd == RLPDConfig(utd=2, demo_fraction=0.5)
 
 
@@ -134,7 +134,7 @@ def test_rlpd_in_the_rapl_rl_stage(tmp_path):
     demos fill the demo buffer, and the counts follow utd and num_envs."""
     cfg = load_config(
         rapl.Config,
-        "configs/rapl/reach-rlpd.yaml",
+        "robopref/configs/rapl/reach-rlpd.yaml",
         ["num_demos=2", "rl.max_episode_steps=10", "rl.total_steps=40", "rl.learning_starts=20",
          "rl.eval_episodes=2", "rl.rlpd.num_envs=2", "rl.rlpd.batch_size=8",
          "rl.rlpd.net_arch=[16,16]"],
@@ -159,7 +159,7 @@ def test_rlpd_demo_transitions_get_the_online_ot_rewards(tmp_path, monkeypatch):
     monkeypatch.setattr(rapl_rl, "train_sac", fake_train_sac)
     cfg = load_config(
         rapl.Config,
-        "configs/rapl/reach-rlpd.yaml",
+        "robopref/configs/rapl/reach-rlpd.yaml",
         ["budgets=[6]", "rl.budget=6", "rl.rewards=[rapl]", "eval_queries=10", "num_demos=2",
          "collect.expert_episodes=4", "collect.noisy_episodes=2", "collect.noise_levels=[1.0]",
          "collect.goal_mismatch_episodes=2", "collect.random_episodes=3",

@@ -17,7 +17,7 @@ from typing import Protocol
 import gymnasium as gym
 import numpy as np
 
-from robopref.envs import Episode, evaluate_policy, make_env, run_episode
+from robopref.envs import Episode, evaluate_on_task, make_env, run_episode
 from robopref.envs.render import FrameRenderer, replay_frames
 from robopref.envs.tasks import ScriptedPolicy
 from robopref.methods.rapl.config import Config
@@ -223,14 +223,14 @@ def _evaluate_agent(setup: RLSetup, agent) -> dict:
         return lambda obs: agent.predict(obs, deterministic=deterministic)[0]
 
     if not rl.fixed_configuration:
-        return evaluate_policy(policy(True), task, rl.eval_episodes, seed=10_000 + config.seed,
+        return evaluate_on_task(policy(True), task, rl.eval_episodes, seed=10_000 + config.seed,
                                max_episode_steps=horizon)  # fmt: skip
     scene = config.rl_scene
-    res = evaluate_policy(policy(True), task, 1, seed=scene, max_episode_steps=horizon)
+    res = evaluate_on_task(policy(True), task, 1, seed=scene, max_episode_steps=horizon)
     # the deterministic policy in one scene gives one episode; the sampled policy's success over
     # eval_episodes episodes of the scene says how reliably it got there
     sampled = [
-        evaluate_policy(policy(False), task, 1, seed=scene, max_episode_steps=horizon)
+        evaluate_on_task(policy(False), task, 1, seed=scene, max_episode_steps=horizon)
         for _ in range(rl.eval_episodes)
     ]
     res["sampled_success_rate"] = float(np.mean([s["success_rate"] for s in sampled]))

@@ -48,19 +48,32 @@ class LearnerConfig(StrictModel):
     An unknown option is an error that lists the valid ones.
     """
 
-    lr: float = Field(3e-4, gt=0.0)  # Adam learning rate
+    lr: float = Field(3e-4, gt=0.0)
+    """Adam learning rate."""
     hidden: tuple[int, ...] = (256, 256)
-    log_std_min: float = -5.0  # actor's log standard deviation is clipped to this range
+    """Hidden layer widths of every network."""
+    log_std_min: float = -5.0
+    """Actor's log standard deviation is clipped to this range."""
     log_std_max: float = 2.0
+    """Upper end of the actor's log standard deviation."""
     batch_size: int = Field(256, ge=1)
-    steps: int = Field(100_000, ge=1)  # total gradient steps
+    """Transitions per gradient step."""
+    steps: int = Field(100_000, ge=1)
+    """Total gradient steps."""
     seed: int = 0
+    """Seeds the networks' initialisation and the minibatch order."""
     device: str = "auto"
-    fused_adam: bool = True  # one fused kernel per optimiser step (CPU and CUDA)
-    log_dir: str | None = None  # TensorBoard scalars when set
-    log_every: int = Field(1000, ge=1)  # also how often losses are checked for NaN/inf
-    checkpoint_dir: str | None = None  # checkpoint + resume when set
+    """``auto`` (CUDA when present), ``cpu``, ``cuda:0``, ..."""
+    fused_adam: bool = True
+    """One fused kernel per optimiser step (CPU and CUDA)."""
+    log_dir: str | None = None
+    """TensorBoard scalars when set."""
+    log_every: int = Field(1000, ge=1)
+    """Also how often losses are checked for NaN/inf."""
+    checkpoint_dir: str | None = None
+    """Checkpoint + resume when set."""
     checkpoint_every: int = Field(10_000, ge=1)
+    """Gradient steps between checkpoints."""
 
     @model_validator(mode="before")
     @classmethod

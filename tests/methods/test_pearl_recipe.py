@@ -96,3 +96,32 @@ def test_pearl_rejects_unknown_variant(tmp_path, capsys):
 @pytest.mark.slow
 def test_pearl_demo_config(tmp_path):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    result = json.loads((tmp_path / "demo" / "results.json").read_text())
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert all(r["eval_episodes"] >= 30 for r in rows.values())
+    # the success column can be read: the oracle is well above the shuffled control
+    assert rows["oracle"]["success_rate"] - rows["shuffled"]["success_rate"] >= 0.3
+    assert result["tables"][0]["note"].startswith("PEARL ")
+
+
+def test_the_note_reads_the_success_column_against_the_control():
+    from robopref.methods.pearl.results import per_variant, reading
+
+    def row(variant, p, n=30, **kw):
+        return {"variant": variant, "success_rate": p, "success_se": (p * (1 - p) / n) ** 0.5,
+                "label_accuracy": 0.7, "reward_accuracy": 0.7, "wall_s": 1.0, **kw}  # fmt: skip
+
+    rows = [row("pearl", 0.83), row("sim", 0.5), row("oracle", 1.0), row("shuffled", 0.4)]
+    assert reading(per_variant(rows)) == (
+        "PEARL 0.83 vs shuffled control 0.40 (oracle 1.00): "
+        "the transferred labels carry the preference"
+    )
+    rows = [row("pearl", 0.5), row("oracle", 1.0), row("shuffled", 0.4)]
+    assert reading(per_variant(rows)).endswith("not told apart from the control at this size")
+    rows = [row("pearl", 0.9), row("oracle", 0.5), row("shuffled", 0.4)]
+    assert "the oracle is not above the control" in reading(per_variant(rows))
+    # permutations of the control: one table row, their mean
+    rows = [row("pearl", 0.9), row("shuffled", 0.0, permutation=0), row("shuffled", 1.0)]
+    table = per_variant(rows)
+    assert [r["variant"] for r in table] == ["pearl", "shuffled (mean of 2)"]
+    assert table[1]["success_rate"] == 0.5

@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.robopref-installed
 
-.PHONY: setup system-deps demo test test-slow lint clean
+.PHONY: setup system-deps demo test test-slow lint lint-imports clean
 
 # Debian packages: OSMesa lets MuJoCo render offscreen on a CPU (pixel observations, RAPL,
 # GRAPE); Chromium + its driver run the labelling page's browser test.
@@ -36,11 +36,16 @@ setup: $(STAMP)
 demo: setup
 	MUJOCO_GL=$${MUJOCO_GL:-osmesa} $(VENV)/bin/robopref demo
 
+# lint-imports checks the rooms' import rules ([tool.importlinter] in pyproject.toml)
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+lint-imports: setup
+	$(VENV)/bin/lint-imports --no-cache
 
 lint: setup
 	$(VENV)/bin/ruff check robopref tests benchmarks

@@ -14,11 +14,12 @@ forward ``x W^T`` and backward ``dY^T X``, ``dY W`` at the same shapes, as plain
 preallocated tensors), i.e. the update rate if nothing but the matmul FLOPs cost time.
 
 d3rlpy 2.8.1 pins gymnasium 1.0, so it lives in its own virtualenv (``--d3rlpy-python``,
-default ``/work/d3rlpy-venv/bin/python``; skipped when absent). Make it with::
+default ``.venv-d3rlpy/bin/python`` under the working directory; skipped when absent). Make it
+with::
 
-    python3.11 -m venv /work/d3rlpy-venv
-    /work/d3rlpy-venv/bin/pip install torch==2.13.0   # the CPU build, before d3rlpy
-    /work/d3rlpy-venv/bin/pip install d3rlpy==2.8.1
+    python3.11 -m venv .venv-d3rlpy
+    .venv-d3rlpy/bin/pip install torch==2.13.0   # the CPU build, before d3rlpy
+    .venv-d3rlpy/bin/pip install d3rlpy==2.8.1
 
 ``ours`` is the default config as ``train()`` runs a long run (``compile="auto"``: compiled),
 ``ours_eager`` the same with ``compile=False`` (what ``auto`` gives runs under 50k steps).
@@ -310,7 +311,7 @@ def main() -> None:
         help="any of ours (default config, long run: compiled), ours_eager (compile: false, "
         "also the default for runs under 50k steps), ours_unfused, plain, d3rlpy, floor",
     )
-    p.add_argument("--d3rlpy-python", default="/work/d3rlpy-venv/bin/python")
+    p.add_argument("--d3rlpy-python", default=".venv-d3rlpy/bin/python")
     p.add_argument(
         "--clock",
         choices=["wall", "cpu"],

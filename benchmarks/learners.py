@@ -1,7 +1,7 @@
 """Success per CPU-minute of the offline learners (IQL, AWR, filtered BC) on PEARL target tasks.
 
 Oracle labels only (the reward is then as good as the labels allow; what differs is the policy
-stage). For each target, one ``robopref run configs/pearl/base.yaml`` per learner, one process
+stage). For each target, one ``robopref run pearl/base`` per learner, one process
 and one torch thread each, run one after the other; the first run collects the source and
 target data and the others reuse it (``source_dataset=`` / ``target_dataset=``), and the reward
 model is the same in every run (same seed, same data, deterministic on CPU). Each policy is
@@ -57,7 +57,14 @@ def run_one(out: Path, pair: str, learner: str, steps: int, args, data: Path | N
                 f"target_dataset={data / 'target.h5'}",
             ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        cmd = [sys.executable, "-m", "robopref.cli", "run", "configs/pearl/base.yaml", *overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "robopref.cli",
+            "run",
+            "robopref/configs/pearl/base.yaml",
+            *overrides,
+        ]
         subprocess.run([*cmd, "--out", str(run_dir)], cwd=REPO, env=env, check=True)
     return json.loads((run_dir / "results.json").read_text()) | {"dir": str(run_dir)}
 

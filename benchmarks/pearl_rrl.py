@@ -3,7 +3,7 @@
 robust reward (RRL) and a plain Bradley-Terry MLP reward are trained, and both are scored on
 500 held-out oracle-labelled target pairs. Datasets as ``benchmarks/pearl_transfer.py``.
 
-    python benchmarks/pearl_rrl.py --cache /work/cache-h14 --out docs/results/pearl-rrl.jsonl
+    python benchmarks/pearl_rrl.py --out docs/results/pearl-rrl.jsonl
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pearl_transfer_data import PAIRS, get_dataset  # noqa: E402
+from pearl_transfer_data import DEFAULT_CACHE, PAIRS, get_dataset  # noqa: E402
 
 from robopref.data import sample_queries  # noqa: E402
 from robopref.rewards import (  # noqa: E402
@@ -73,7 +73,7 @@ def report(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cache", type=Path, default=Path("/work/cache-h14"))
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--out", type=Path, default=Path("docs/results/pearl-rrl.jsonl"))
     ap.add_argument("--pair", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])

@@ -6,7 +6,7 @@ pairs over a pool of 300 25-step segments, 2000 target pairs over 300 target seg
 against the oracle. Datasets: ``benchmarks/pearl_transfer_data.py`` (50 episodes per task,
 cached). Writes one JSON row per (pair, seed, method, setting) to ``--out``.
 
-    python benchmarks/pearl_transfer.py --cache /work/cache-h14 --out docs/results/pearl-transfer.jsonl
+    python benchmarks/pearl_transfer.py --out docs/results/pearl-transfer.jsonl
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pearl_transfer_data import PAIRS, SEEDS, get_dataset  # noqa: E402
+from pearl_transfer_data import DEFAULT_CACHE, PAIRS, SEEDS, get_dataset  # noqa: E402
 
 from robopref.teachers import TeacherConfig, make_teacher  # noqa: E402
 from robopref.transfer import TransferConfig, label_accuracy, sample_pool_pairs  # noqa: E402
@@ -140,7 +140,7 @@ def report(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cache", type=Path, default=Path("/work/cache-h14"))
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--out", type=Path, default=Path("docs/results/pearl-transfer.jsonl"))
     ap.add_argument("--pairs", type=int, nargs="*", default=list(range(len(PAIRS))))
     ap.add_argument("--seeds", type=int, nargs="*", default=SEEDS)

@@ -1,15 +1,16 @@
 """Collect (once) and cache the Meta-World datasets of the PEARL transfer study.
 
-Datasets are smaller than configs/pearl/base.yaml's (50 episodes x 200 steps per task instead
+Datasets are smaller than robopref/configs/pearl/base.yaml's (50 episodes x 200 steps per task instead
 of 100): transfer and label accuracy need segments, not policy training. Cached as
 ``<cache>/<task>-s<seed>.h5``; existing files are reused.
 
-    python benchmarks/pearl_transfer_data.py --cache /work/cache-h14
+    python benchmarks/pearl_transfer_data.py    # --cache DIR; default ~/.cache/robopref/pearl-transfer
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ SMALL = dict(
     other_task_episodes=10,
     max_episode_steps=200,
 )
-# (source, target); the first four are the suite's pairs (configs/bench/pearl-metaworld.yaml)
+# (source, target); the first four are the suite's pairs (robopref/configs/bench/pearl-metaworld.yaml)
 PAIRS = [
     ("button-press-v3", "button-press-wall-v3"),
     ("drawer-open-v3", "drawer-close-v3"),
@@ -33,6 +34,12 @@ PAIRS = [
     ("push-v3", "push-wall-v3"),  # near-identical
 ]
 SEEDS = [0, 1, 2]  # source seed s, target seed 100 + s (as the bench config)
+
+
+# The user's cache folder ($XDG_CACHE_HOME, else ~/.cache): the datasets outlive a checkout.
+DEFAULT_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "robopref" / "pearl-transfer"
+)
 
 
 def dataset_path(cache: Path, task: str, seed: int) -> Path:
@@ -53,7 +60,7 @@ def get_dataset(cache: Path, task: str, seed: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cache", type=Path, default=Path("/work/cache-h14"))
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--pairs", type=int, nargs="*", default=list(range(len(PAIRS))))
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)

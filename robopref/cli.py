@@ -14,8 +14,11 @@
     robopref bench SUITE [--jobs N] [--ray-address A]     run a suite of recipe runs (resumable)
     robopref report STORE                                tables and plots from a results store
     robopref demo                                        the README's small end-to-end run
+    robopref config show NAME|PATH [key=value ...]       a config with every field's description
+    robopref config list                                 the configs shipped with the package
 
 Overrides use dotted keys, values are parsed as YAML: ``collect.tasks=[button-press-v3]``.
+A config is a file or the name of a packaged one (``pearl/base``, see ``robopref config list``).
 """
 
 from __future__ import annotations
@@ -25,11 +28,10 @@ import json
 import sys
 from pathlib import Path
 
-from robopref.config import ConfigError, load_config
+from robopref import __version__
+from robopref.config import ConfigError, load_config, resolve_config_path
 from robopref.data import DataValidationError
 from robopref.methods.run import run_config
-
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _console():
@@ -253,31 +255,123 @@ def cmd_grape(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    config = str(REPO_CONFIGS / "pearl" / "demo.yaml")
+    config = str(resolve_config_path("pearl/demo"))
     return _finish(run_config(config, args.overrides, args.out), args)
+
+
+def _config_kind(path: Path, data: dict, kind: str | None) -> str:
+    if kind:
+        return kind
+    if "method" in data:
+        return "recipe"
+    if "axes" in data:
+        return "suite"
+    if path.resolve().parent.name in ("collect", "label"):
+        return path.resolve().parent.name
+    raise ConfigError(
+        f"config file '{path}': cannot tell which config it is (no 'method:' key of a recipe, "
+        "no 'axes:' of a suite); pass --kind collect|label|recipe|suite"
+    )
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from robopref.config import describe_config, packaged_configs, read_config_data
+
+    if args.action == "list":
+        print("\n".join(packaged_configs()))
+        return 0
+    path = resolve_config_path(args.name)
+    kind = _config_kind(path, read_config_data(path), args.kind)
+    if kind == "recipe":
+        from robopref.methods.run import load_run_config
+
+        config = load_run_config(str(path), args.overrides)[1]
+    elif kind == "suite":
+        from robopref.bench import load_suite
+
+        if args.overrides:
+            raise ConfigError(f"config show {args.name}: a suite takes no overrides")
+        config = load_suite(path)
+    elif kind == "collect":
+        from robopref.envs import CollectConfig
+
+        config = load_config(CollectConfig, path, args.overrides)
+    else:
+        from robopref.methods.collect import LabelConfig
+
+        config = load_config(LabelConfig, path, args.overrides)
+    print(f"# {path} ({kind}: {type(config).__name__})")
+    print(describe_config(config))
+    return 0
+
+
+def _example(text: str) -> str:
+    return "example:\n" + "\n".join(f"  {line}" for line in text.strip().splitlines())
+
+
+def _add(sub, name: str, help: str, example: str, **kwargs) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog=_example(example),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
+
+
+OVERRIDES_HELP = "dotted key=value overrides (values are YAML), e.g. seed=1 train.lr=3e-4"
+CONFIG_HELP = "a YAML file or a packaged config's name (robopref config list); default: %(default)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="robopref", description="Learning from preferences in robotics."
+        prog="robopref",
+        description="Learning from preferences in robotics.",
+        epilog="A config is a YAML file or the name of a packaged one (robopref config list).\n"
+        + _example(
+            """
+robopref demo                                 # a small PEARL run, prints a table
+robopref run rapl/tiny seed=1                 # any recipe config, with overrides
+robopref config show pearl/base               # every field of a config, described
+robopref <command> --help                     # options and an example per command"""
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"robopref {__version__}")
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bars (tables and errors still print)"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("collect", help="collect a Meta-World dataset into an HDF5 file")
-    p.add_argument("--config", default=str(REPO_CONFIGS / "collect" / "default.yaml"))
+    p = _add(
+        sub,
+        "collect",
+        "collect a Meta-World dataset into an HDF5 file",
+        "robopref collect --out data/mw.h5 tasks=[button-press-v3] expert_episodes=2",
+    )
+    p.add_argument("--config", default="collect/default", help=CONFIG_HELP)
     p.add_argument("--out", default="dataset.h5", help="output HDF5 file (written atomically)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tasks=[button-press-v3]")
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("label", help="label a dataset's segments with a simulated teacher")
+    p = _add(
+        sub,
+        "label",
+        "label a dataset's segments with a simulated teacher",
+        "robopref label data/mw.h5 teacher.name=mistake num_queries=2000 --overwrite\n"
+        "robopref label data/mw.h5 --num-queries 2000 --k 3     # label-ui's spellings work too",
+    )
     p.add_argument("file")
-    p.add_argument("--config", default=str(REPO_CONFIGS / "label" / "default.yaml"))
+    p.add_argument("--config", default="label/default", help=CONFIG_HELP)
     p.add_argument(
         "overrides", nargs="*", help="dotted overrides, e.g. teacher.name=mistake teacher.eps=0.1"
     )
+    for flag in ("--num-queries", "--k", "--segment-length", "--seed"):
+        key = flag[2:].replace("-", "_")
+        p.add_argument(
+            flag, type=int, default=None, dest=f"as_override_{key}", help=f"same as {key}=N"
+        )
     existing = p.add_mutually_exclusive_group()
     existing.add_argument(
         "--overwrite", action="store_true", help="replace the labels the file already holds"
@@ -290,12 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_label)
 
-    p = sub.add_parser("info", help="summarise a dataset file")
+    p = _add(sub, "info", "summarise a dataset file", "robopref info data/mw.h5 --json")
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("import", help="import a robomimic HDF5 file or a LeRobot folder")
+    p = _add(
+        sub,
+        "import",
+        "import a robomimic HDF5 file or a LeRobot folder",
+        "robopref info my_robot_data/            # lists the keys to choose from\n"
+        "robopref import my_robot_data/ data/robot.h5 --state-keys robot0_eef_pos,object",
+    )
     p.add_argument("source", help="robomimic .hdf5 file or LeRobot folder (v2.0, v2.1, v3.0)")
     p.add_argument("out", help="output HDF5 file (robopref/robomimic layout)")
     p.add_argument("--format", default="auto", choices=["auto", "robomimic", "lerobot"])
@@ -320,8 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="task name of every trajectory")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser(
-        "export", help="export a robopref dataset (and its labels) to LeRobot or robomimic"
+    p = _add(
+        sub,
+        "export",
+        "export a robopref dataset (and its labels) to LeRobot or robomimic",
+        "robopref export data/robot.h5 labelled/ --format lerobot --fps 10",
     )
     p.add_argument("dataset", help="robopref HDF5 file")
     p.add_argument("out", help="output: a new LeRobot folder, or a robomimic .hdf5 file")
@@ -341,37 +444,58 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "label-ui",
-        help="label queries in the browser (python -m robopref.humans --help for options)",
+        help="label queries in the browser (robopref label-ui --help for options)",
         add_help=False,
     )
     p.add_argument("args", nargs=argparse.REMAINDER, help="DATASET [--port P --k K ...]")
     p.set_defaults(func=cmd_label_ui)
 
-    p = sub.add_parser("run", help="run a recipe config (its 'method:' key picks the recipe)")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*")
+    p = _add(
+        sub,
+        "run",
+        "run a recipe config (its 'method:' key picks the recipe)",
+        "robopref run pearl/demo seed=1 --out runs/demo-seed1\n"
+        "robopref run my_config.yaml train.lr=3e-4",
+    )
+    p.add_argument("config", help="a YAML file or a packaged config's name (robopref config list)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p.add_argument(
         "--out", default=None, help="run directory (default runs/<method>-<config>-<time>)"
     )
     p.add_argument("--json", action="store_true", help="print the run's results as JSON")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("lm", help="preference fine-tuning of a language policy")
-    p.add_argument("--config", default=str(REPO_CONFIGS / "lm" / "tiny.yaml"))
-    p.add_argument("overrides", nargs="*")
-    p.add_argument("--out", default=None)
+    p = _add(
+        sub,
+        "lm",
+        "preference fine-tuning of a language policy",
+        "robopref lm --config lm/tiny loss.name=lipo_lambda",
+    )
+    p.add_argument("--config", default="lm/tiny", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--out", default=None, help="run directory (default runs/lm-<config>-<time>)")
     p.add_argument("--json", action="store_true", help="print the run's results as JSON")
     p.set_defaults(func=cmd_lm)
 
-    p = sub.add_parser("grape", help="GRAPE: trajectory-wise preference alignment of a VLA policy")
-    p.add_argument("--config", default=str(REPO_CONFIGS / "grape" / "tiny.yaml"))
-    p.add_argument("overrides", nargs="*")
-    p.add_argument("--out", default=None)
+    p = _add(
+        sub,
+        "grape",
+        "GRAPE: trajectory-wise preference alignment of a VLA policy",
+        "robopref grape --config grape/cpu seed=1",
+    )
+    p.add_argument("--config", default="grape/tiny", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--out", default=None, help="run directory (default runs/grape-<config>-<time>)")
     p.add_argument("--json", action="store_true", help="print the run's results as JSON")
     p.set_defaults(func=cmd_grape)
 
-    p = sub.add_parser("bench", help="run every cell of a suite (resumable), then write the report")
-    p.add_argument("suite")
+    p = _add(
+        sub,
+        "bench",
+        "run every cell of a suite (resumable), then write the report",
+        "robopref bench bench/rapl-metaworld --jobs 2 --store runs/bench/rapl-metaworld",
+    )
+    p.add_argument("suite", help="a suite YAML file or a packaged suite's name (bench/...)")
     p.add_argument(
         "--store", default=None, help="results store directory (default runs/bench/<suite name>)"
     )
@@ -381,7 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("report", help="tables and plots from a results store")
+    p = _add(
+        sub,
+        "report",
+        "tables and plots from a results store",
+        "robopref report runs/bench/rapl-metaworld --metrics spearman_step accuracy --columns task",
+    )
     p.add_argument("store")
     p.add_argument(
         "--metrics",
@@ -394,21 +523,76 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("demo", help="small end-to-end PEARL run (minutes on 2 CPU cores)")
-    p.add_argument("overrides", nargs="*")
-    p.add_argument("--out", default=None)
+    p = _add(
+        sub,
+        "demo",
+        "small end-to-end PEARL run (minutes on 2 CPU cores)",
+        "robopref demo\nrobopref demo seed=1 --out runs/demo-seed1",
+    )
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--out", default=None, help="run directory")
     p.add_argument("--json", action="store_true", help="print the run's results as JSON")
     p.set_defaults(func=cmd_demo)
+
+    p = _add(
+        sub,
+        "config",
+        "show a config with every field's description, or list the packaged configs",
+        "robopref config show pearl/base\n"
+        "robopref config show my_config.yaml seed=3     # with overrides applied\n"
+        "robopref config list",
+    )
+    p.add_argument("action", choices=["show", "list"])
+    p.add_argument("name", nargs="?", help="a YAML file or a packaged config's name (for show)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument(
+        "--kind",
+        choices=["recipe", "collect", "label", "suite"],
+        default=None,
+        help="which config it is (default: from its 'method:'/'axes:' keys or its folder)",
+    )
+    p.set_defaults(func=cmd_config)
     return parser
 
 
+class _UsageError(Exception):
+    """A command line argparse would reject: one line, exit code 2."""
+
+
+def _flag_hint(extra: list[str]) -> str:
+    """``--num_queries 5`` -> `` (did you mean num_queries=5?)`` for a flag-shaped override."""
+    for i, token in enumerate(extra):
+        if not token.startswith("--") or len(token) < 3:
+            continue
+        key, eq, value = token[2:].partition("=")
+        if not eq and i + 1 < len(extra) and not extra[i + 1].startswith("-"):
+            value = extra[i + 1]
+        key = key.replace("-", "_")
+        return f"; did you mean {key}={value or '...'}?"
+    return ""
+
+
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """Parse ``argv``; ``key=value`` overrides may also follow options (``run C --out D a=1``)."""
+    """Parse ``argv``; ``key=value`` overrides may also follow options (``run C --out D a=1``).
+
+    Raises:
+        _UsageError: an option the command does not know (a hint when it looks like an
+            override written as a flag).
+    """
     args, extra = parser.parse_known_args(argv)
     if extra:
         if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            flags = " ".join(e for e in extra if e.startswith("-")) or " ".join(extra)
+            hint = _flag_hint(extra) if hasattr(args, "overrides") else ""
+            raise _UsageError(
+                f"{args.command}: unrecognized arguments: {flags}{hint} "
+                f"(robopref {args.command} --help)"
+            )
         args.overrides = [*args.overrides, *extra]
+    # label's flags spelt as in label-ui (--num-queries 50) become overrides
+    for name, value in list(vars(args).items()):
+        if name.startswith("as_override_") and value is not None:
+            args.overrides = [*args.overrides, f"{name.removeprefix('as_override_')}={value}"]
     return args
 
 
@@ -422,7 +606,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["label-ui"]:  # the labelling page parses its own options (incl. --help)
         return cmd_label_ui(argparse.Namespace(args=argv[1:]))
-    args = _parse(build_parser(), argv)
+    parser = build_parser()
+    try:
+        args = _parse(parser, argv)
+    except _UsageError as e:
+        print(f"robopref {e}", file=sys.stderr)
+        return 2
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "config" and args.action == "show" and not args.name:
+        print("robopref config show: expected a config name or file (robopref config list)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.quiet:
         from robopref.progress import set_quiet
 

@@ -4,13 +4,24 @@ Every recipe defines a ``pydantic.BaseModel`` config; :func:`load_config` reads 
 applies overrides such as ``train.lr=3e-4`` or ``tasks=[a,b]`` (values parsed as YAML) and
 validates the result, so a typo in a key or a wrong type fails before any work starts.
 :func:`save_config` writes the resolved config next to a run's results.
+
+Configs ship inside the package (``robopref/configs/``): :func:`resolve_config_path` turns a
+name such as ``pearl/base`` into its file, so they work from any folder and any install. A field
+typed :data:`InputPath` (a file the run reads) that is relative in a config file resolves against
+that file's folder; the same field given as a command-line override stays relative to the
+working directory.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import textwrap
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -19,15 +30,115 @@ from robopref.utils import atomic_path
 
 C = TypeVar("C", bound=BaseModel)
 
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+"""The configs shipped with the package; :func:`resolve_config_path` finds names in it."""
+
 
 class StrictModel(BaseModel):
-    """Base for all robopref configs: unknown keys are errors, not silently ignored."""
+    """Base for all robopref configs: unknown keys are errors, not silently ignored; a
+    docstring right under a field is its description (``robopref config show`` prints it)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+    )
 
 
 class ConfigError(ValueError):
     """A config file or override that does not match the recipe's typed config."""
+
+
+class _InputPathMarker:
+    """Marks a ``str`` field as a file the run reads (see :data:`InputPath`)."""
+
+    def __repr__(self) -> str:
+        return "InputPath"
+
+
+_INPUT_PATH = _InputPathMarker()
+
+InputPath = Annotated[str, _INPUT_PATH]
+"""A path the run reads: relative in a config file, it resolves against the file's folder."""
+
+
+def packaged_configs() -> list[str]:
+    """The names of the configs shipped with the package, e.g. ``pearl/base``."""
+    return sorted(
+        p.relative_to(CONFIGS_DIR).with_suffix("").as_posix() for p in CONFIGS_DIR.rglob("*.yaml")
+    )
+
+
+def _packaged_candidate(name: str) -> Path:
+    """Where the packaged config named ``name`` would be (``pearl/base`` -> ``.../pearl/base.yaml``)."""
+    rel = name.replace("\\", "/").removeprefix("./")
+    for prefix in ("robopref/configs/", "configs/"):
+        rel = rel.removeprefix(prefix)
+    return CONFIGS_DIR / (rel if rel.endswith((".yaml", ".yml")) else rel + ".yaml")
+
+
+def resolve_config_path(name: str | Path, what: str = "config file") -> Path:
+    """The config file that ``name`` means: an existing path wins; otherwise a relative name like
+    ``pearl/base``, ``pearl/base.yaml`` or ``configs/pearl/base.yaml`` names a packaged config.
+
+    Raises:
+        ConfigError: neither exists; one line (starting with ``what``) saying where it looked.
+    """
+    path = Path(name)
+    if path.exists():
+        return path
+    if path.is_absolute():
+        raise ConfigError(f"{what} '{name}' does not exist")
+    candidate = _packaged_candidate(str(name))
+    if candidate.is_file():
+        return candidate
+    # list the configs of the folder it names, else the folders
+    folder = candidate.relative_to(CONFIGS_DIR).parts[0]
+    names = [n for n in packaged_configs() if n.split("/")[0] == folder] or packaged_configs()
+    if len(names) > 12:
+        names = sorted({n.split("/")[0] + "/..." for n in names})
+    raise ConfigError(
+        f"{what} '{name}' does not exist (looked at {path.absolute()} and {candidate}); "
+        f"packaged configs: {', '.join(names)}"
+    )
+
+
+def _annotation_has_input_path(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is Annotated:
+        return any(m is _INPUT_PATH for m in annotation.__metadata__)
+    return any(_annotation_has_input_path(a) for a in typing.get_args(annotation))
+
+
+def _model_types(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic model classes inside ``annotation`` (itself, or members of a union)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, Annotated):
+        return [m for a in typing.get_args(annotation) for m in _model_types(a)]
+    return []
+
+
+def _resolve_input_paths(
+    cls: type[BaseModel], data: Any, folder: Path, overridden: list[str], prefix: str = ""
+) -> None:
+    """In place: make the relative :data:`InputPath` values of ``data`` (read from a config file
+    in ``folder``) absolute, except those set by a command-line override (keys ``overridden``)."""
+    if not isinstance(data, dict):
+        return
+    for name, field in cls.model_fields.items():
+        key = field.alias or name
+        if key not in data:
+            continue
+        loc = f"{prefix}{key}"
+        if any(loc == o or loc.startswith(o + ".") for o in overridden):
+            continue
+        value = data[key]
+        if _annotation_has_input_path(field.annotation) or any(
+            m is _INPUT_PATH for m in field.metadata
+        ):
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                data[key] = os.path.normpath(folder / value)
+        for model in _model_types(field.annotation):
+            _resolve_input_paths(model, value, folder, overridden, loc + ".")
 
 
 def _override_key(item: str) -> str:
@@ -79,7 +190,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 def read_config_data(
     path: str | Path | None = None, overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """Read ``path`` (YAML; optional) into a dict and apply ``overrides``, without validating.
+    """Read ``path`` (YAML; optional; a file or a packaged config's name, see
+    :func:`resolve_config_path`) into a dict and apply ``overrides``, without validating.
 
     Raises:
         ConfigError: the file is missing, unreadable, not YAML or not a mapping, or an
@@ -87,6 +199,7 @@ def read_config_data(
     """
     data: dict[str, Any] = {}
     if path is not None:
+        path = resolve_config_path(path)
         try:
             with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f) or {}
@@ -156,7 +269,12 @@ def validate_config(
 ) -> C:
     """Validate ``data`` into ``cls``; a mismatch raises :class:`ConfigError`: one line per
     problem (joined by "; "), each naming the field and the override of ``overrides`` that
-    set it, else the config file ``source``."""
+    set it, else the config file ``source``. Relative :data:`InputPath` fields that came from
+    the file ``source`` resolve against its folder."""
+    folder = _config_folder(source)
+    if folder is not None:
+        data = yaml.safe_load(yaml.safe_dump(data)) or {}
+        _resolve_input_paths(cls, data, folder, [_override_key(o) for o in overrides])
     try:
         return cls.model_validate(data)
     except ValidationError as e:
@@ -165,6 +283,16 @@ def validate_config(
         if len(errors) > 3:
             parts.append(f"and {len(errors) - 3} more problem(s)")
         raise ConfigError("; ".join(parts)) from None
+
+
+def _config_folder(source: str) -> Path | None:
+    """The absolute folder of the config file ``source``, or None when it names no file."""
+    if source.startswith("<"):
+        return None
+    try:
+        return resolve_config_path(source).resolve().parent
+    except ConfigError:
+        return None
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
@@ -177,3 +305,31 @@ def save_config(config: BaseModel, path: str | Path) -> None:
     """Write ``config`` as YAML, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def _plain(doc: str) -> str:
+    """A docstring as one line of plain text: ``x`` and :role:`x` become `x`."""
+    doc = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", doc)
+    return " ".join(doc.replace("``", "`").split())
+
+
+def describe_config(config: BaseModel, indent: int = 0) -> str:
+    """``config`` as YAML with each field's description (its docstring) as a ``# ...`` comment
+    above its key; fields without one are listed too. Reading it back gives the same config."""
+    pad = " " * indent
+    values = config.model_dump(mode="json")
+    lines: list[str] = []
+    for name, field in type(config).model_fields.items():
+        if field.description:
+            text = _plain(field.description)
+            lines += [f"{pad}# {w}" for w in textwrap.wrap(text, width=max(40, 98 - indent))]
+        value = getattr(config, name)
+        if isinstance(value, BaseModel) and type(value).model_fields:
+            lines.append(f"{pad}{name}:")
+            lines.append(describe_config(value, indent + 2))
+            continue
+        # flow style keeps a list or a mapping of values on the key's line
+        text = yaml.safe_dump(values[name], default_flow_style=True, width=10**6, sort_keys=False)
+        text = text.rstrip("\n").removesuffix("\n...")
+        lines.append(f"{pad}{name}: {text}")
+    return "\n".join(lines)

@@ -8,7 +8,7 @@ from robopref.bench.suite import cells, load_suite
 from robopref.config import read_config_data, validate_config
 from robopref.methods import get_method
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "robopref" / "configs"
 RECIPES = sorted(p for d in ("pearl", "rapl", "grape", "lm") for p in (CONFIGS / d).glob("*.yaml"))
 SUITES = sorted((CONFIGS / "bench").glob("*.yaml"))
 

@@ -4,7 +4,7 @@ A suite YAML names a base recipe config and axes; each axis maps a label to a li
 overrides, and a cell is one label per axis::
 
     name: pearl-metaworld
-    base: configs/pearl/base.yaml
+    base: pearl/base                        # relative to this file, else a packaged config
     overrides: [iql.steps=20000]            # applied to every cell
     axes:
       pair:
@@ -43,7 +43,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from robopref.config import ConfigError, StrictModel
+from robopref.config import ConfigError, StrictModel, resolve_config_path
 from robopref.data.locks import writer_lock
 from robopref.methods.run import load_run_config, one_line, run_config, yaml_where
 from robopref.utils import atomic_path
@@ -55,9 +55,14 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 class SuiteConfig(StrictModel):
     name: str = Field(min_length=1)
+    """The suite's name (the default store is ``runs/bench/<name>``)."""
     base: str
+    """The recipe config every cell starts from: a path relative to the suite file, or a
+    packaged config's name (``pearl/base``)."""
     overrides: list[str] = Field(default_factory=list)
+    """Dotted overrides applied to every cell."""
     axes: dict[str, dict[str, list[str]]] = Field(min_length=1)
+    """Axis -> label -> the overrides of that label; a cell is one label per axis."""
 
     @field_validator("axes", mode="before")
     @classmethod
@@ -76,6 +81,7 @@ class SuiteConfig(StrictModel):
 def load_suite(path: str | Path) -> SuiteConfig:
     """Read and check a suite YAML; every problem is a one-line :class:`ConfigError` naming the
     file and the field (the base config must exist and be a YAML mapping)."""
+    path = resolve_config_path(path, what="suite file")
     try:
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -95,14 +101,21 @@ def load_suite(path: str | Path) -> SuiteConfig:
             raise ConfigError(
                 f"suite file '{path}': field 'axes.{axis}': expected at least one label"
             )
-    base = Path(suite.base)
-    if not base.is_absolute() and not base.exists():
-        # relative to the repository root (where configs/ lives) when not relative to the cwd
-        candidate = Path(__file__).resolve().parents[2] / base
-        if candidate.exists():
-            suite = suite.model_copy(update={"base": str(candidate)})
+    suite = suite.model_copy(update={"base": str(_resolve_base(path, suite.base))})
     _check_base(path, suite.base)
     return suite
+
+
+def _resolve_base(suite_path: Path, base: str) -> Path:
+    """``base:`` relative to the suite file's folder first, else a path or a packaged config's
+    name (``pearl/base``)."""
+    beside = Path(suite_path).resolve().parent / base
+    if not Path(base).is_absolute() and beside.exists():
+        return beside
+    try:
+        return resolve_config_path(base)
+    except ConfigError as e:
+        raise ConfigError(f"suite file '{suite_path}': field 'base': {e}") from None
 
 
 def _check_base(suite_path: str | Path, base: str) -> None:

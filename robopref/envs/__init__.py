@@ -23,7 +23,7 @@ from robopref.envs.render import (
     replay_frames,
     strided_video,
 )
-from robopref.envs.rollout import Episode, evaluate_policy, run_episode
+from robopref.envs.rollout import Episode, evaluate_on_task, run_episode
 from robopref.envs.tasks import (
     ACT_DIM,
     INSTRUCTIONS,
@@ -69,7 +69,7 @@ __all__ = [
     "UnknownTaskError",
     "check_task",
     "collect_dataset",
-    "evaluate_policy",
+    "evaluate_on_task",
     "instruction",
     "list_tasks",
     "make_env",
@@ -78,3 +78,6 @@ __all__ = [
     "run_episode",
     "scripted_policy",
 ]
+
+# Old name, kept only while the PEARL and RAPL recipes still import it (not part of ``__all__``).
+evaluate_policy = evaluate_on_task

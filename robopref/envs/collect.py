@@ -48,7 +48,7 @@ Mode = Literal["expert", "noisy_expert", "goal_mismatch", "random", "other_task"
 MODES: tuple[str, ...] = ("expert", "noisy_expert", "goal_mismatch", "random", "other_task")
 
 # Policies for "other_task" episodes when the config names a single task and no other_tasks:
-# the common preference-learning tasks of METHODS.md.
+# the common preference-learning tasks of the PbRL literature.
 DEFAULT_OTHER_TASKS = (
     "button-press-v3",
     "drawer-open-v3",
@@ -67,35 +67,37 @@ class CollectConfig(StrictModel):
     """
 
     tasks: list[str] = Field(min_length=1)
+    """Meta-World task names (e.g. ``button-press-v3``)."""
     expert_episodes: int = Field(10, ge=0)
-    noisy_episodes: int = Field(10, ge=0, description="per noise level")
+    """Episodes of the task's scripted policy."""
+    noisy_episodes: int = Field(10, ge=0)
+    """Scripted-policy episodes with Gaussian action noise, per noise level."""
     noise_levels: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 1.0])
+    """Action-noise standard deviations of the noisy episodes."""
     goal_mismatch_episodes: int = Field(20, ge=0)
+    """Scripted-policy episodes that see another scene's object and goal (a wrong target)."""
     random_episodes: int = Field(10, ge=0)
+    """Episodes of uniformly random actions."""
     other_task_episodes: int = Field(20, ge=0)
-    other_tasks: list[str] | None = Field(
-        None,
-        description="policies for other_task episodes; default: the config's other tasks, or "
-        "DEFAULT_OTHER_TASKS when it has only one",
-    )
-    mismatch_noise: float = Field(
-        0.1, ge=0, description="action noise std of goal_mismatch and other_task episodes"
-    )
+    """Episodes of other tasks' scripted policies in this task's scene."""
+    other_tasks: list[str] | None = None
+    """Policies for other_task episodes; default: the config's other tasks, or
+    DEFAULT_OTHER_TASKS when it has only one."""
+    mismatch_noise: float = Field(0.1, ge=0)
+    """Action noise std of goal_mismatch and other_task episodes."""
     max_episode_steps: int = Field(200, ge=1)
+    """Steps per episode."""
     goal_observable: bool = True
+    """The goal position is part of the observation."""
     seed: int = 0
-    scene_seed: int | None = Field(
-        None,
-        description="one scene: every episode resets with this seed (same object/goal "
-        "configuration; episodes still differ in mode, noise and mismatched goals); None: a new "
-        "configuration per episode",
-    )
-    num_workers: int = Field(1, ge=1, description="processes; 1 runs in this process")
-    start_method: Literal["auto", "fork", "spawn", "forkserver"] = Field(
-        "auto",
-        description="how worker processes start; auto: fork where available (fast, no re-import), "
-        "else spawn",
-    )
+    """Seeds the scenes, the noise and the random actions."""
+    scene_seed: int | None = None
+    """One scene: every episode resets with this seed (same object/goal configuration; episodes
+    still differ in mode, noise and mismatched goals); None: a new configuration per episode."""
+    num_workers: int = Field(1, ge=1)
+    """Processes; 1 runs in this process."""
+    start_method: Literal["auto", "fork", "spawn", "forkserver"] = "auto"
+    """How worker processes start; auto: fork where available (fast, no re-import), else spawn."""
 
     @field_validator("tasks", "other_tasks")
     @classmethod
@@ -288,7 +290,9 @@ def _chunks(specs: list[EpisodeSpec], size: int) -> Iterable[list[EpisodeSpec]]:
         yield specs[i : i + size]
 
 
-def collect_dataset(config: CollectConfig, progress: bool = True) -> TrajectoryDataset:
+def collect_dataset(
+    config: CollectConfig, progress: bool = True, label: str = "collect"
+) -> TrajectoryDataset:
     """Collect the episodes of ``config`` (see the module docstring) into a dataset.
 
     Each trajectory has ``observations [T, 39]`` float32, ``actions [T, 4]`` float32, ground-truth
@@ -296,13 +300,13 @@ def collect_dataset(config: CollectConfig, progress: bool = True) -> TrajectoryD
     with ``mode``, ``noise``, ``seed`` (replays the episode), ``episode_index``, ``policy_task``,
     ``mismatch_seed``, ``rand_vec``, ``final_observation`` (the observation after the last action)
     and ``terminated``. ``T = config.max_episode_steps``. The same config gives identical arrays,
-    with any ``num_workers``.
+    with any ``num_workers``. ``label`` names the progress bar (e.g. ``collect[target]``).
     """
-    from tqdm.auto import tqdm
+    from robopref.progress import bar as progress_bar
 
     specs = plan_episodes(config)
     args = (config.max_episode_steps, config.goal_observable)
-    bar = tqdm(total=len(specs), unit="ep", desc="collect", disable=not progress)
+    bar = progress_bar(len(specs), label, unit="ep", enabled=progress)
     try:
         if config.num_workers == 1 or len(specs) <= 1:
             collector = _Collector(*args)

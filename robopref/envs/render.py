@@ -35,22 +35,20 @@ CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper"
 
 
 class RenderConfig(StrictModel):
-    """How frames are rendered.
-
-    Attributes:
-        camera: a Meta-World camera name (:data:`CAMERAS`) or id.
-        width, height: image size in pixels.
-        frame_stride: render every ``frame_stride``-th step (held in between).
-        fast: no shadows, reflections, skybox or multisampling (much faster on the CPU).
-        flip: turn the image upside down (Meta-World's corner cameras are mounted inverted).
-    """
+    """How frames are rendered."""
 
     camera: str | int = "corner2"
+    """A Meta-World camera name (:data:`CAMERAS`) or id."""
     width: int = Field(64, ge=8, le=1024)
+    """Image width in pixels."""
     height: int = Field(64, ge=8, le=1024)
+    """Image height in pixels."""
     frame_stride: int = Field(1, ge=1)
+    """Render every ``frame_stride``-th step (held in between)."""
     fast: bool = True
+    """No shadows, reflections, skybox or multisampling (much faster on the CPU)."""
     flip: bool = True
+    """Turn the image upside down (Meta-World's corner cameras are mounted inverted)."""
 
 
 def _ensure_backend() -> None:
@@ -200,9 +198,9 @@ def render_dataset(
     envs: dict[str, tuple[gym.Env, FrameRenderer]] = {}
     out = []
     try:
-        from tqdm.auto import tqdm
+        from robopref.progress import track
 
-        for traj in tqdm(dataset, disable=not progress, desc="render"):
+        for traj in track(dataset, "render", unit="ep", enabled=progress):
             if traj.task not in envs:
                 env = make_env(traj.task, seed=0, max_episode_steps=horizon,
                                goal_observable=goal_observable)  # fmt: skip

@@ -99,7 +99,7 @@ def run_episode(
     )
 
 
-def evaluate_policy(
+def evaluate_on_task(
     policy: Policy,
     task: str,
     num_episodes: int = 50,

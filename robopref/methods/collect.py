@@ -1,11 +1,12 @@
 """Recipe ``collect``: collect a Meta-World dataset, label it with a simulated teacher, summarise it.
 
-This is the foundation's end-to-end job: ``robopref run configs/collect/demo.yaml``.
+``robopref run collect/demo`` ends with a table per task (episodes, steps, success
+rate, labelled queries). The collected dataset is a stage of the run folder: a rerun with the same
+``collect`` section reuses it and only labels it again.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,8 @@ from robopref.data import (
 from robopref.data.locks import writer_lock
 from robopref.data.summary import summarize
 from robopref.envs import CollectConfig, collect_dataset
-from robopref.methods.common import start_run
+from robopref.methods.common import Column, ReportSpec, RunResult, Stage, Table, start_run
 from robopref.teachers import TeacherConfig, label_queries, make_teacher
-from robopref.utils import atomic_path
 
 #: Most segment steps one labelling run may score (num_queries x k x segment_length): the
 #: teacher holds them in memory at once (~8 bytes each), so larger requests would exhaust memory.
@@ -36,11 +36,18 @@ class LabelConfig(StrictModel):
     """How many queries to sample and which simulated teacher labels them."""
 
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    """The simulated labeller (a preset ``name`` such as ``oracle`` or ``mistake``, with any
+    field overridden)."""
     num_queries: int = Field(default=500, ge=1)
+    """Queries to sample and label."""
     k: int = Field(default=2, ge=2)
+    """Segments per query (2: pairs; more: ranked lists)."""
     segment_length: int = Field(default=25, ge=1)
+    """Steps per segment (clipped to shorter trajectories)."""
     budget: int | None = Field(default=None, ge=1)
+    """Most queries the teacher answers (skipped ones count); default: ``num_queries``."""
     seed: int = Field(default=0, ge=0)
+    """Seed of the query sampling."""
 
     @model_validator(mode="after")
     def _fits_in_memory(self) -> LabelConfig:
@@ -54,10 +61,15 @@ class LabelConfig(StrictModel):
 
 
 class Config(StrictModel):
+    """Collect a Meta-World dataset, label it with a simulated teacher and summarise it."""
+
     method: str = "collect"
     collect: CollectConfig
+    """What to collect: tasks, episode counts per mode, episode length, seed."""
     label: LabelConfig = Field(default_factory=LabelConfig)
-    dataset_path: str = "dataset.h5"  # relative paths are inside the run directory
+    """Which queries to sample and how the teacher labels them."""
+    dataset_path: str = "dataset.h5"
+    """Where the labelled dataset is written; a relative path is inside the run folder."""
 
 
 def label_file(path: str | Path, label: LabelConfig, existing: str = "refuse") -> TrajectoryDataset:
@@ -175,14 +187,86 @@ def append_queries(
     )
 
 
-def run(config: Config, out_dir: Path) -> dict:
+def run(config: Config, out_dir: str | Path) -> RunResult:
+    """Collect (or reuse) the dataset, label it and return its summary per task."""
     out_dir, _ = start_run(config, out_dir)
     path = Path(config.dataset_path)
     path = path if path.is_absolute() else out_dir / path
-    dataset = collect_dataset(config.collect, progress=True)
-    save_dataset(dataset, path)
-    dataset = label_file(path, config.label)
+    data = Stage(
+        "collect",
+        path,
+        key=config.collect.model_dump(mode="json", exclude={"num_workers", "start_method"}),
+    )
+    if not data.is_current():
+        data.forget()
+        save_dataset(collect_dataset(config.collect, progress=True), path)
+        data.done()
+    # labelling is quick: always redone, so a changed ``label`` section never meets stale labels
+    dataset = label_file(path, config.label, existing="overwrite")
     summary = summarize(dataset)
-    with atomic_path(out_dir / "results.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=float))
-    return {"dataset": str(path), **summary}
+    rows = _task_rows(dataset, summary, config.collect.seed)
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(out_dir / "tb")) as writer:
+        _log_summary(writer, dataset, rows)
+    return _result(config, path, summary, rows, str(out_dir / "tb"))
+
+
+def _task_rows(dataset: TrajectoryDataset, summary: dict, seed: int) -> list[dict]:
+    """One row per task: episodes, steps, success rate, mean return and the queries with a
+    segment of the task."""
+    queries = dataset.queries
+    tasks = np.array([t.task for t in dataset])
+    rows = []
+    for task, s in summary["tasks"].items():
+        touching = 0
+        if queries is not None and queries.num_queries:
+            touching = int((tasks[queries.traj_index] == task).any(axis=1).sum())
+        rows.append({"task": task, "episodes": s["episodes"], "steps": s["steps"],
+                     "success_rate": s["success_rate"], "mean_return": s["mean_return"],
+                     "queries": touching, "seed": seed})  # fmt: skip
+    return rows
+
+
+def _log_summary(writer, dataset: TrajectoryDataset, rows: list[dict]) -> None:
+    """Per task: success rate, mean return and the histogram of episode returns."""
+    for r in rows:
+        for key in ("success_rate", "mean_return", "queries"):
+            if r[key] is not None:
+                writer.add_scalar(f"data/{key}/{r['task']}", r[key], 0)
+        returns = [t.episode_return for t in dataset if t.task == r["task"]]
+        writer.add_histogram(f"returns/{r['task']}", np.asarray(returns), 0)
+
+
+def _result(config: Config, path: Path, summary: dict, rows: list[dict], tb: str) -> RunResult:
+    q = summary["queries"] or {}
+    total = {"task": "all", "episodes": summary["num_trajectories"], "steps": summary["num_steps"],
+             "success_rate": summary["success_rate"], "mean_return": summary["mean_return"],
+             "queries": q.get("num_queries", 0)}  # fmt: skip
+    columns = [
+        Column("task"),
+        Column("episodes"),
+        Column("steps"),
+        Column("success_rate", "success rate", ".2f"),
+        Column("mean_return", "mean return", ".1f"),
+        Column("queries", "queries"),
+    ]
+    teacher = q.get("teacher") or config.label.teacher.name
+    note = (
+        f"{q.get('num_queries', 0)} queries of k={q.get('k', config.label.k)} segments of "
+        f"{config.label.segment_length} steps, labelled by '{teacher}'; queries: those with a "
+        f"segment of the task"
+    )
+    table = Table(f"collected dataset: {len(rows)} tasks", columns, [*rows, total], note=note)
+    metrics = ["episodes", "steps", "success_rate", "mean_return", "queries"]
+    return RunResult(
+        method="collect",
+        rows=rows,
+        tables=[table],
+        report=ReportSpec(
+            metrics=metrics, group_by=["task"], order={"task": [r["task"] for r in rows]}
+        ),
+        summary={"title": "collect", "dataset": str(path), **summary},
+        artefacts={"dataset": str(path)},
+        tensorboard=tb,
+    )

@@ -1,8 +1,9 @@
 """Recipe ``lm``: preference fine-tuning of a language policy (DPO / LiPO / ... from one loss core).
 
-``robopref run configs/lm/tiny.yaml`` trains a tiny GPT-2 from scratch on the synthetic counting
-preferences under ``tests/data_files/lm/`` in seconds on a CPU. Point ``model.path`` at a local
-Hugging Face folder to fine-tune a real causal LM (nothing is ever downloaded).
+``robopref run lm/tiny`` trains a tiny GPT-2 from scratch on the synthetic counting preferences
+shipped beside the config (``robopref/configs/lm/data/``) in seconds on a CPU. Point
+``model.path`` at a local Hugging Face folder to fine-tune a real causal LM (nothing is ever
+downloaded).
 
 The run ends with the held-out metrics before and after training (rows with ``variant`` = the
 loss and ``when`` = before/after; a before/after table), the per-epoch training history in its
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import InputPath, StrictModel
 from robopref.losses import get_loss
 from robopref.methods.common import Column, ReportSpec, RunResult, Table, start_run
 from robopref.policies.lm import (
@@ -90,9 +91,9 @@ class LMConfig(StrictModel):
     """Preference fine-tuning of a causal LM on K graded responses per prompt."""
 
     method: Literal["lm"] = "lm"
-    train_path: str
+    train_path: InputPath
     """JSONL: {"prompt", "responses": [K], "scores": [K]} per line."""
-    eval_path: str
+    eval_path: InputPath
     """Held-out prompts, same format."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     """The policy (the reference is its frozen copy)."""

@@ -214,13 +214,13 @@ def _accelerated_loop(
 
     if mixed:
         D32 = np.empty((nb, nm), np.float32)
-        h32 = [(hA.astype(np.float32), hB.astype(np.float32)) for _, hA, hB in pairs]
+        h_f32 = [(hA.astype(np.float32), hB.astype(np.float32)) for _, hA, hB in pairs]
 
     def products32(D):
         D = D.reshape(nb, n, m)
         if single:
-            return [(hA[0] @ D[0] @ hB[0])[None] for hA, hB in h32]
-        return [hA @ D @ hB for hA, hB in h32]
+            return [(hA[0] @ D[0] @ hB[0])[None] for hA, hB in h_f32]
+        return [hA @ D @ hB for hA, hB in h_f32]
 
     if rank_one:  # hA (p q^T) hB = (hA p)(q^T hB)
         P = [flat((hA @ p[:, :, None]) @ (q[:, None, :] @ hB)) for _, hA, hB in pairs]

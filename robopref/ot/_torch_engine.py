@@ -143,7 +143,7 @@ def entropic_fgw_torch(
     name="entropic_fused_gromov_wasserstein",
 ):  # fmt: skip
     """:func:`robopref.ot.entropic_fused_gromov_wasserstein` on torch inputs (any device,
-    vectorised over the leading dims, under ``no_grad``); ``M`` None is plain GW (``alpha``
+    vectorised over leading dims, under ``no_grad``); ``M`` None is plain GW (``alpha``
     1)."""
     loss, eps, alpha = loss_name(loss), check_eps(eps), check_alpha(alpha)
     if check_every is None:

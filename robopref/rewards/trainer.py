@@ -35,47 +35,45 @@ from robopref.utils import atomic_path, resolve_device
 
 
 class RewardTrainerConfig(StrictModel):
-    """Settings of :class:`RewardTrainer`.
-
-    Attributes:
-        loss: name in the loss core (``bt``, ``slic``, ``ipo``, ``listnet``, ``plackett_luce``,
-            ``lipo_lambda``); soft pair labels need ``bt``.
-        loss_options: keyword arguments of the loss (e.g. ``{"beta": 0.1}`` for IPO).
-        lr, weight_decay: AdamW settings.
-        batch_size: queries per minibatch.
-        epochs: maximum passes over the training queries.
-        val_fraction: share of the queries held out for validation when ``fit`` gets no
-            ``val_queries`` (0 disables validation and early stopping).
-        patience: stop after this many epochs without a better held-out accuracy (ties broken
-            by a lower held-out loss); ``None`` never stops early.
-        restore_best: at the end, load the weights of the best held-out epoch.
-        seed: seeds the validation split, minibatch order and reward sampling.
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``, ...
-        log_dir: TensorBoard directory (scalars per epoch), or ``None``.
-        checkpoint_dir: where ``last.pt`` is written after each epoch and resumed from.
-        use_confidence: weight each query's loss by ``PreferenceQueries.confidence``.
-        num_samples: reparameterised samples per step for a Gaussian reward.
-        grad_clip: clip the gradient norm to this value (``None``: no clipping).
-        quiet: no progress bar.
-    """
+    """Settings of :class:`RewardTrainer`."""
 
     loss: str = "bt"
+    """Name in the loss core (``bt``, ``slic``, ``ipo``, ``listnet``, ``plackett_luce``,
+    ``lipo_lambda``); soft pair labels need ``bt``."""
     loss_options: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the loss (e.g. ``{"beta": 0.1}`` for IPO)."""
     lr: float = Field(3e-4, gt=0)
+    """AdamW learning rate."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
     batch_size: int = Field(128, ge=1)
+    """Queries per minibatch."""
     epochs: int = Field(100, ge=0)
+    """Maximum passes over the training queries."""
     val_fraction: float = Field(0.1, ge=0, lt=1)
+    """Share of the queries held out for validation when ``fit`` gets no ``val_queries``
+    (0 disables validation and early stopping)."""
     patience: int | None = Field(10, ge=1)
+    """Stop after this many epochs without a better held-out accuracy (ties broken by a lower
+    held-out loss); ``None`` never stops early."""
     restore_best: bool = True
+    """At the end, load the weights of the best held-out epoch."""
     seed: int = 0
+    """Seeds the validation split, minibatch order and reward sampling."""
     device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu``, ``cuda:0``, ..."""
     log_dir: str | None = None
+    """TensorBoard directory (scalars per epoch), or ``None``."""
     checkpoint_dir: str | None = None
+    """Where ``last.pt`` is written after each epoch and resumed from."""
     use_confidence: bool = True
+    """Weight each query's loss by ``PreferenceQueries.confidence``."""
     num_samples: int = Field(1, ge=1)
+    """Reparameterised samples per step for a Gaussian reward."""
     grad_clip: float | None = Field(None, gt=0)
+    """Clip the gradient norm to this value (``None``: no clipping)."""
     quiet: bool = False
+    """No progress bar."""
 
     @model_validator(mode="after")
     def _check_loss(self) -> RewardTrainerConfig:

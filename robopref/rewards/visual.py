@@ -178,32 +178,34 @@ class VisualEncoder(nn.Module):
 
 
 class AlignConfig(StrictModel):
-    """Settings of :func:`align_encoder`.
-
-    Attributes:
-        loss: loss-core name applied to the ``[B, K]`` OT scores (``bt``, ``plackett_luce``, ...).
-        anchor: ``"demo"``: each query is scored against an expert demo drawn from ``anchors``;
-            ``"preferred"``: the paper's choice, the query's top-ranked video is the anchor and the
-            other ``K - 1`` videos are ranked by their OT cost to it (needs ``K >= 3``).
-        temperature: scores are ``-OT / temperature`` (OT costs lie in [0, 2]).
-        tie_weight: weight of the ``(0.5 - p)^2`` term on tied pairs (0 disables).
-        eps: Sinkhorn entropy (cost units); ``sinkhorn_iters``: unrolled iterations.
-        lr, weight_decay, epochs, batch_size: AdamW training; ``batch_size`` in queries.
-        seed, device: reproducibility and placement (``"auto"``: CUDA when present).
-    """
+    """Settings of :func:`align_encoder`."""
 
     loss: str = "bt"
+    """Loss-core name applied to the ``[B, K]`` OT scores (``bt``, ``plackett_luce``, ...)."""
     anchor: Literal["demo", "preferred"] = "demo"
+    """``demo``: each query is scored against an expert demo drawn from ``anchors``;
+    ``preferred``: the paper's choice, the query's top-ranked video is the anchor and the other
+    ``K - 1`` videos are ranked by their OT cost to it (needs ``K >= 3``)."""
     temperature: float = Field(0.05, gt=0)
+    """Scores are ``-OT / temperature`` (OT costs lie in [0, 2])."""
     tie_weight: float = Field(1.0, ge=0)
+    """Weight of the ``(0.5 - p)^2`` term on tied pairs (0 disables)."""
     eps: float = Field(0.05, gt=0)
+    """Sinkhorn entropy (cost units)."""
     sinkhorn_iters: int = Field(50, ge=1)
+    """Unrolled Sinkhorn iterations."""
     lr: float = Field(1e-3, gt=0)
+    """AdamW learning rate."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
     epochs: int = Field(20, ge=0)
+    """Passes over the training queries."""
     batch_size: int = Field(16, ge=1)
+    """Queries per minibatch."""
     seed: int = 0
+    """Seeds the initialisation, the anchors drawn and the minibatch order."""
     device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu``, ``cuda:0``, ..."""
 
 
 def _check_queries(items: np.ndarray, labels: np.ndarray, num_videos: int, name: str) -> None:

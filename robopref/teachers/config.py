@@ -55,18 +55,33 @@ class TeacherConfig(StrictModel):
     """
 
     name: str = CUSTOM
+    """A preset of :data:`PRESETS` (oracle, stochastic, myopic, mistake, skip, equal, regret)
+    or ``custom``; a preset fills in every field this config does not set."""
     beta: float | None = Field(default=None, gt=0)
+    """Boltzmann rationality in 1 / reward units; None: perfectly rational."""
     gamma: float = Field(default=1.0, gt=0, le=1)
+    """Myopic discount of the segment return (1: the plain return)."""
     eps: float = Field(default=0.0, ge=0, le=1)
+    """Probability per query of a mistake (two items' labels swapped)."""
     skip_threshold: float | None = None
+    """Drop a query when the returns of all its items are below this; None: never."""
     equal_threshold: float = Field(default=0.0, ge=0)
+    """Items whose returns differ by less than this are labelled equally preferred."""
     threshold_mode: Literal["absolute", "relative"] = "absolute"
+    """``relative`` multiplies both thresholds by the dataset's mean segment return."""
     regret: bool = False
+    """Add ``V(end) - V(start)`` to the utility (regret-based preferences, Knox et al.)."""
     value_key: str = "values"
+    """``trajectory.metadata`` key of per-step state values for ``regret`` (when absent, values
+    come from the nearest dataset states' discounted reward-to-go)."""
     value_gamma: float = Field(default=0.99, gt=0, le=1)
+    """Discount of the reward-to-go that estimates a state value."""
     value_knn: int = Field(default=5, ge=1)
+    """Nearest dataset states (same task) searched when a state value is estimated."""
     soft: bool = False
+    """Pairs get soft labels (the probability that item 0 is preferred)."""
     seed: int = 0
+    """Seeds the teacher's random choices (Boltzmann sampling, mistakes)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -54,19 +54,28 @@ class ObsLayout(StrictModel):
     gripper, first object xyz, goal xyz)."""
 
     hand: tuple[int, int] = (0, 3)
+    """Hand position (xyz)."""
     gripper: int | None = 3
+    """Gripper opening (None: not in the state)."""
     object: tuple[int, int] = (4, 7)
+    """First object's position (xyz)."""
     goal: tuple[int, int] | None = (36, 39)
+    """Goal position (xyz; None: not in the state)."""
 
 
 class AutoConfig(StrictModel):
     """The grid of ``method: auto`` (label-free selection, :func:`select_config`)."""
 
     alphas: list[float] = Field(default_factory=lambda: [0.5, 0.8, 0.95])
+    """Values of ``alpha`` tried."""
     epsilons: list[float] = Field(default_factory=lambda: [0.02, 0.05])
+    """Values of ``epsilon`` tried."""
     cross_features: list[Feature] = Field(default_factory=lambda: ["progress", "motion"])
+    """Values of ``cross_feature`` tried."""
     criterion: Literal["half_source", "cycle", "mass"] = "half_source"
+    """How a setting is scored without target labels."""
     split_seed: int = 0
+    """Seed of the source-label split of the ``half_source`` criterion."""
 
 
 class TransferConfig(StrictModel):
@@ -82,19 +91,33 @@ class TransferConfig(StrictModel):
     """
 
     method: TransferMethod = "auto"
+    """How the labels move (``auto`` picks the fused-GW setting without target labels)."""
     feature: Feature = "mean_std"
+    """Feature of the intra-task structures (C1, C2)."""
     cross_feature: Feature = "progress"
+    """Feature of the cross-task cost ``M`` of ``fgw``."""
     include_actions: bool = True
+    """Features include the actions, not only the states."""
     standardize: bool = True
-    epsilon: float = 0.02  # entropic GW regularisation, relative to costs scaled to [0, 1]
-    alpha: float = 0.5  # fgw: weight of the structure (GW) term
+    """Standardise each feature dimension before computing distances."""
+    epsilon: float = 0.02
+    """Entropic GW regularisation, relative to costs scaled to [0, 1]."""
+    alpha: float = 0.5
+    """``fgw``: weight of the structure (GW) term (1: GW, 0: OT on the cross-task cost)."""
     max_iter: int = 300
-    tol: float | None = None  # None: the solver's default stopping rule (robopref.ot)
+    """Maximum outer iterations of the solver."""
+    tol: float | None = None
+    """Stopping tolerance; None: the solver's default stopping rule (robopref.ot)."""
     label_rule: Literal["pairs", "scores"] = "pairs"
-    temperature: float = 0.05  # for method "dis", in units of the max cross-task distance
+    """How a coupling turns into target labels: by transported pair labels or by scores."""
+    temperature: float = 0.05
+    """For method ``dis``, in units of the max cross-task distance."""
     resample_points: int = 5
+    """Points of the ``resampled`` feature."""
     layout: ObsLayout = Field(default_factory=ObsLayout)
+    """Where the ``progress`` feature finds hand, object and goal in the state."""
     auto: AutoConfig = Field(default_factory=AutoConfig)
+    """The grid and criterion of ``method: auto``."""
 
     @field_validator("alpha")
     @classmethod

@@ -232,7 +232,7 @@ def test_collect_into_a_directory_fails_before_collecting(tmp_path, capsys):
 
 
 def test_overrides_after_run_out_are_accepted(tmp_path):
-    config = ROOT / "configs" / "collect" / "demo.yaml"
+    config = ROOT / "robopref" / "configs" / "collect" / "demo.yaml"
     res = run_cli("run", config, "--out", tmp_path / "r", "label.num_queries=-5")
     line = assert_one_line_error(res, "command line override 'label.num_queries=-5'")
     assert "field 'label.num_queries'" in line and "unrecognized" not in line

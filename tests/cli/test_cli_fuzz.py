@@ -209,7 +209,7 @@ def test_collect_random_command_lines(root, labelled, ovs, config, existing):
 @given(ovs=overrides(RUN_VALID, RUN_KEYS), position=st.sampled_from(["before", "after"]))
 def test_run_random_command_lines(root, ovs, position):
     ex = Example(root)
-    base = ROOT / "configs" / "collect" / "demo.yaml"
+    base = ROOT / "robopref" / "configs" / "collect" / "demo.yaml"
     out = ["--out", ex.dir / "run"]
     argv = ["run", base, *ovs, *out] if position == "before" else ["run", base, *out, *ovs]
     with mock.patch(
@@ -221,7 +221,7 @@ def test_run_random_command_lines(root, ovs, position):
 
 SUITE_VALUES = st.one_of(
     VALUES,
-    st.sampled_from(["configs/collect/demo.yaml", "MISSING.yaml", "BAD.yaml"]),
+    st.sampled_from(["robopref/configs/collect/demo.yaml", "MISSING.yaml", "BAD.yaml"]),
     st.lists(VALUES, max_size=2),
     st.dictionaries(st.sampled_from(["seed", "0", "a"]), st.lists(VALUES, max_size=2), max_size=2),
 )

@@ -7,7 +7,7 @@ import pytest
 from robopref.config import ConfigError, load_config
 from robopref.methods.collect import LabelConfig
 
-DEFAULT = Path(__file__).resolve().parents[2] / "configs" / "label" / "default.yaml"
+DEFAULT = Path(__file__).resolve().parents[2] / "robopref" / "configs" / "label" / "default.yaml"
 
 
 def _error(path, overrides) -> str:

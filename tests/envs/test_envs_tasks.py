@@ -1,4 +1,4 @@
-"""Meta-World task factory: make_env, vector envs, scripted policies, evaluate_policy."""
+"""Meta-World task factory: make_env, vector envs, scripted policies, evaluate_on_task."""
 
 import ctypes.util
 import os
@@ -12,7 +12,7 @@ import pytest
 from robopref.envs import (
     INSTRUCTIONS,
     UnknownTaskError,
-    evaluate_policy,
+    evaluate_on_task,
     instruction,
     list_tasks,
     make_env,
@@ -111,13 +111,13 @@ class RandomPolicy:
 
 def test_scripted_expert_succeeds_and_random_fails():
     for task in ("drawer-open-v3", "reach-v3"):
-        expert = evaluate_policy(
+        expert = evaluate_on_task(
             scripted_policy(task), task, num_episodes=5, seed=0, max_episode_steps=150
         )
         assert expert["success_rate"] == 1.0, (task, expert)
         assert expert["mean_length"] == 150.0
         assert 10 < expert["mean_success_step"] < 120
-        random = evaluate_policy(
+        random = evaluate_on_task(
             RandomPolicy(seed=0), task, num_episodes=5, seed=0, max_episode_steps=150
         )
         assert random["success_rate"] == 0.0, (task, random)
@@ -125,9 +125,9 @@ def test_scripted_expert_succeeds_and_random_fails():
         assert random["mean_return"] < 0.5 * expert["mean_return"]
 
 
-def test_evaluate_policy_terminate_on_success_shortens_episodes():
+def test_evaluate_on_task_terminate_on_success_shortens_episodes():
     task = "reach-v3"
-    res = evaluate_policy(
+    res = evaluate_on_task(
         scripted_policy(task),
         task,
         num_episodes=3,

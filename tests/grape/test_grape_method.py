@@ -81,7 +81,7 @@ def test_config_validation_names_the_field(tmp_path):
     path.write_text("method: grape\ntasks: [reach-v3]\ntpo: {pairs: some}\n")
     with pytest.raises(ConfigError, match="pairs"):
         load_config(grape.Config, path)
-    cfg = load_config(grape.Config, "configs/grape/tiny.yaml")
+    cfg = load_config(grape.Config, "robopref/configs/grape/tiny.yaml")
     assert cfg.method == "grape" and cfg.tpo.loss == "dpo"
 
 

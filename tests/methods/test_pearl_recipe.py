@@ -28,7 +28,7 @@ TINY = [
 
 def test_pearl_recipe_tiny(tmp_path):
     out = tmp_path / "run"
-    assert main(["run", "configs/pearl/demo.yaml", *TINY, "--out", str(out)]) == 0
+    assert main(["run", "pearl/demo", *TINY, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     rows = {r["variant"]: r for r in results["rows"]}
     assert set(rows) == {"pearl", "gw_plain", "sim", "dis", "oracle"}
@@ -45,7 +45,7 @@ def test_pearl_recipe_tiny(tmp_path):
 
 
 def test_pearl_rejects_unknown_variant(tmp_path, capsys):
-    assert main(["run", "configs/pearl/demo.yaml", "variants=[magic]", "--out", str(tmp_path)]) == 2
+    assert main(["run", "pearl/demo", "variants=[magic]", "--out", str(tmp_path)]) == 2
     assert "magic" in capsys.readouterr().err
 
 

@@ -114,7 +114,7 @@ def test_pearl_never_reuses_data_of_another_config(tmp_path, capsys):
 
 def test_run_validates_the_whole_config_before_any_work(tmp_path):
     out = tmp_path / "run"
-    proc = _cli("run", "configs/pearl/demo.yaml", "queries.source_queries=-5", "--out", str(out))
+    proc = _cli("run", "pearl/demo", "queries.source_queries=-5", "--out", str(out))
     line = _one_line_error(proc)
     assert "override 'queries.source_queries=-5'" in line and "queries.source_queries" in line
     assert "greater than or equal to 1" in line and "found -5" in line
@@ -125,7 +125,7 @@ def test_run_names_the_bad_override_or_file(tmp_path, capsys):
     from robopref.cli import main
 
     out = tmp_path / "run"
-    assert main(["run", "configs/pearl/demo.yaml", "iql.steps=[1", "--out", str(out)]) == 2
+    assert main(["run", "pearl/demo", "iql.steps=[1", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "override 'iql.steps=[1'" in err and "YAML" in err and "\n" not in err
     bad = tmp_path / "bad.yaml"
@@ -134,7 +134,7 @@ def test_run_names_the_bad_override_or_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert f"config file '{bad}'" in err and "YAML" in err and "line 3" in err
     assert "\n" not in err
-    assert main(["run", "configs/pearl/demo.yaml", "eval_episodes=0", "--out", str(out)]) == 2
+    assert main(["run", "pearl/demo", "eval_episodes=0", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "field 'eval_episodes'" in err and "found 0" in err and "\n" not in err
     assert not out.exists()

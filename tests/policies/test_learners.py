@@ -210,14 +210,14 @@ def test_policy_config_selects_and_rejects():
 
 def test_pearl_config_policy_block_and_legacy_iql_key():
     cfg = load_config(
-        pearl.Config, "configs/pearl/demo.yaml", ["policy.name=awr", "policy.awr.beta=0.2"]
+        pearl.Config, "robopref/configs/pearl/demo.yaml", ["policy.name=awr", "policy.awr.beta=0.2"]
     )
     assert cfg.policy.name == "awr" and cfg.policy.awr.beta == 0.2
-    cfg = load_config(pearl.Config, "configs/pearl/demo.yaml", ["iql={steps: 7}"])
+    cfg = load_config(pearl.Config, "robopref/configs/pearl/demo.yaml", ["iql={steps: 7}"])
     assert cfg.policy.iql.steps == 7 and cfg.policy.iql.batch_size == 256  # merged into policy.iql
     with pytest.raises(ConfigError, match="unknown learner 'sac'; valid: iql, awr, filtered_bc"):
-        load_config(pearl.Config, "configs/pearl/demo.yaml", ["policy.name=sac"])
-    assert "shuffled" in load_config(pearl.Config, "configs/pearl/base.yaml").variants
+        load_config(pearl.Config, "robopref/configs/pearl/demo.yaml", ["policy.name=sac"])
+    assert "shuffled" in load_config(pearl.Config, "robopref/configs/pearl/base.yaml").variants
 
 
 def test_shuffled_labels_permute_rows():
@@ -256,7 +256,7 @@ def test_pearl_runs_the_selected_learner_with_a_shuffled_control(tmp_path):
     )
     args = [
         "run",
-        "configs/pearl/demo.yaml",
+        "robopref/configs/pearl/demo.yaml",
         f"source={{tasks: [button-press-v3], {episodes}}}",
         f"target={{tasks: [button-press-wall-v3], seed: 1, {episodes}}}",
         "queries={segment_length: 10, source_pool: 20, source_queries: 60, target_pool: 20, "
@@ -339,6 +339,25 @@ def test_fused_adam_fast_step_is_bitwise_torch_adam():
     for p, q in zip(ref_p, new_p):
         assert torch.equal(ref.state[p]["exp_avg_sq"], new.state[q]["exp_avg_sq"])
         assert ref.state[p]["step"].item() == new.state[q]["step"].item() == 6
+
+
+def test_fused_adam_without_the_private_kernel_is_plain_step(monkeypatch):
+    """A torch build without ``torch._fused_adam_``: fast_step falls back to step()."""
+    from robopref.policies.offline import common
+
+    monkeypatch.setattr(common, "_FUSED_ADAM_KERNEL", None)
+    torch.manual_seed(0)
+    ref_p = [torch.randn(4, 3, requires_grad=True)]
+    new_p = [ref_p[0].detach().clone().requires_grad_(True)]
+    ref = torch.optim.Adam(ref_p, lr=0.01, fused=True)
+    new = common.FusedAdam(new_p, lr=0.01)
+    for _ in range(3):
+        g = torch.randn(4, 3)
+        ref_p[0].grad, new_p[0].grad = g.clone(), g.clone()
+        ref.step()
+        new.fast_step()
+        assert torch.equal(ref_p[0], new_p[0])
+    assert new._lists is None  # the fast path never ran
 
 
 def test_iql_compile_auto_compiles_only_long_runs_and_falls_back_to_eager(monkeypatch):

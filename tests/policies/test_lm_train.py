@@ -20,7 +20,7 @@ from robopref.policies.lm import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "tests" / "data_files" / "lm"
+DATA = ROOT / "robopref" / "configs" / "lm" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -106,9 +106,9 @@ def test_recipe_returns_its_result_and_is_reproducible(tmp_path, monkeypatch):
     from robopref.methods.lm import LMConfig, run
     from robopref.methods.result import RunResult
 
-    monkeypatch.chdir(ROOT)  # the config's data paths are relative to the repository root
+    monkeypatch.chdir(tmp_path)  # the config's data paths resolve against its own folder
     overrides = ["epochs=2", "progress=false", "tensorboard=true", "loss.name=listnet"]
-    config = load_config(LMConfig, ROOT / "configs" / "lm" / "tiny.yaml", overrides)
+    config = load_config(LMConfig, ROOT / "robopref" / "configs" / "lm" / "tiny.yaml", overrides)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         first = run(config, tmp_path / "a")

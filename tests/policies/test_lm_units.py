@@ -23,7 +23,7 @@ from robopref.policies.lm import (
     token_logps,
 )
 
-DATA = Path(__file__).resolve().parents[1] / "data_files" / "lm"
+DATA = Path(__file__).resolve().parents[2] / "robopref" / "configs" / "lm" / "data"
 
 
 @pytest.fixture(autouse=True)

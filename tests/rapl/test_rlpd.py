@@ -11,6 +11,7 @@ from torch import nn
 
 from robopref.config import ConfigError, load_config
 from robopref.methods import rapl
+from robopref.methods.rapl import rl as rapl_rl
 from robopref.policies.online.rlpd import (
     MixedReplayBuffer,
     RLPDConfig,
@@ -119,12 +120,12 @@ def test_update_to_data_ratio(num_envs):
 )
 def test_bad_rlpd_option_is_one_line_error(override, message):
     with pytest.raises(ConfigError, match=message) as err:
-        load_config(rapl.Config, "configs/rapl/reach-rlpd.yaml", [override])
+        load_config(rapl.Config, "robopref/configs/rapl/reach-rlpd.yaml", [override])
     assert "\n" not in str(err.value)
 
 
 def test_rlpd_config_loads():
-    cfg = load_config(rapl.Config, "configs/rapl/reach-rlpd.yaml")
+    cfg = load_config(rapl.Config, "robopref/configs/rapl/reach-rlpd.yaml")
     assert cfg.rl.algo == "rlpd" and cfg.rl.rlpd == RLPDConfig(utd=2, demo_fraction=0.5)
 
 
@@ -133,7 +134,7 @@ def test_rlpd_in_the_rapl_rl_stage(tmp_path):
     demos fill the demo buffer, and the counts follow utd and num_envs."""
     cfg = load_config(
         rapl.Config,
-        "configs/rapl/reach-rlpd.yaml",
+        "robopref/configs/rapl/reach-rlpd.yaml",
         ["num_demos=2", "rl.max_episode_steps=10", "rl.total_steps=40", "rl.learning_starts=20",
          "rl.eval_episodes=2", "rl.rlpd.num_envs=2", "rl.rlpd.batch_size=8",
          "rl.rlpd.net_arch=[16,16]"],
@@ -151,14 +152,14 @@ def test_rlpd_demo_transitions_get_the_online_ot_rewards(tmp_path, monkeypatch):
     the same actions (frames after each action), not the demo video's (frames before)."""
     seen = {}
 
-    def fake_train_sac(config, name, wrap, horizon, log_dir, transitions=()):
-        seen[name] = (config, wrap, horizon, list(transitions))
+    def fake_train_sac(setup, name, reward, log_dir, transitions):
+        seen[name] = (setup, reward, list(transitions))
         return {"reward": name, "success_rate": 0.0, "mean_return": 0.0}
 
-    monkeypatch.setattr(rapl, "_train_sac", fake_train_sac)
+    monkeypatch.setattr(rapl_rl, "train_sac", fake_train_sac)
     cfg = load_config(
         rapl.Config,
-        "configs/rapl/reach-rlpd.yaml",
+        "robopref/configs/rapl/reach-rlpd.yaml",
         ["budgets=[6]", "rl.budget=6", "rl.rewards=[rapl]", "eval_queries=10", "num_demos=2",
          "collect.expert_episodes=4", "collect.noisy_episodes=2", "collect.noise_levels=[1.0]",
          "collect.goal_mismatch_episodes=2", "collect.random_episodes=3",
@@ -167,11 +168,11 @@ def test_rlpd_demo_transitions_get_the_online_ot_rewards(tmp_path, monkeypatch):
          "align.epochs=2", "align.batch_size=6", "rlhf.inputs=[state]", "rlhf.trainer.epochs=5"],
     )  # fmt: skip
     rapl.run(cfg, tmp_path)
-    config, wrap, horizon, transitions = seen["rapl"]
+    setup, reward, transitions = seen["rapl"]
     assert len(transitions) == 2 * 12  # 2 demos of 12 steps
-    _, _, episodes = rapl._scene_demos(config, horizon)
+    _, _, episodes = rapl_rl.scene_demos(setup.config, setup.horizon)
     for k, ep in enumerate(episodes):
-        env = rapl._rl_env(config, wrap, horizon)
+        env = setup.make_env(reward)
         obs, _ = env.reset()
         for t, action in enumerate(ep.actions):
             np.testing.assert_allclose(obs, transitions[12 * k + t][0])

@@ -14,7 +14,7 @@
 
 Every checkpoint is a :class:`~robopref.methods.common.Stage`: the SFT policy, then one per round,
 each after the one before it, so a rerun resumes what its config made and makes again everything
-from the first stage it changes. ``robopref run configs/grape/tiny.yaml``: minutes on a CPU.
+from the first stage it changes. ``robopref run grape/tiny``: minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from robopref.policies.vla import (
     select_rejection_sampling,
     sft_train,
     step_dpo_train,
-    summarize,
+    summarize_rollouts,
     tpo_train,
 )
 from robopref.progress import bar, is_quiet
@@ -279,9 +279,10 @@ def improve_round(
     task_of = [t.task for t in rollouts]
     seed = _seed(config, 4, vi, r)
     info: dict[str, Any] = {
-        "rollouts": {**summarize(rollouts), "mean_score": float(scores.mean())},
+        "rollouts": {**summarize_rollouts(rollouts), "mean_score": float(scores.mean())},
         "rollouts_per_task": {
-            task: summarize([t for t in rollouts if t.task == task]) for task in config.tasks
+            task: summarize_rollouts([t for t in rollouts if t.task == task])
+            for task in config.tasks
         },
     }
     shown_update = dict(progress=config.progress, label=f"update[{rnd.label}]")

@@ -30,9 +30,13 @@ class PolicyConfig(StrictModel):
     """
 
     name: Literal["iql", "awr", "filtered_bc"] = "iql"
+    """The learner to train."""
     iql: IQLConfig = Field(default_factory=IQLConfig)
+    """IQL's options (used when ``name: iql``)."""
     awr: AWRConfig = Field(default_factory=AWRConfig)
+    """AWR's options (used when ``name: awr``)."""
     filtered_bc: FilteredBCConfig = Field(default_factory=FilteredBCConfig)
+    """Return-filtered BC's options (used when ``name: filtered_bc``)."""
 
     @model_validator(mode="before")
     @classmethod

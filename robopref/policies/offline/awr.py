@@ -37,10 +37,14 @@ from robopref.policies.offline.common import (
 class AWRConfig(LearnerConfig):
     """AWR options (beyond :class:`~robopref.policies.offline.common.LearnerConfig`)."""
 
-    beta: float = Field(1.0, gt=0.0)  # temperature: weights exp(A / beta)
-    weight_max: float = Field(20.0, gt=0.0)  # clip of the weights (AWR's 20)
+    beta: float = Field(1.0, gt=0.0)
+    """Temperature: the weights are exp(A / beta)."""
+    weight_max: float = Field(20.0, gt=0.0)
+    """Clip of the weights (AWR's 20)."""
     discount: float = Field(0.99, ge=0.0, le=1.0)
-    tau: float = Field(0.005, gt=0.0, le=1.0)  # Polyak rate of the target value network
+    """Discount of the value target."""
+    tau: float = Field(0.005, gt=0.0, le=1.0)
+    """Polyak rate of the target value network."""
 
 
 def awr_weights(advantage: torch.Tensor, beta: float, weight_max: float) -> torch.Tensor:

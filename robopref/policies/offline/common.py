@@ -48,19 +48,32 @@ class LearnerConfig(StrictModel):
     An unknown option is an error that lists the valid ones.
     """
 
-    lr: float = Field(3e-4, gt=0.0)  # Adam learning rate
+    lr: float = Field(3e-4, gt=0.0)
+    """Adam learning rate."""
     hidden: tuple[int, ...] = (256, 256)
-    log_std_min: float = -5.0  # actor's log standard deviation is clipped to this range
+    """Hidden layer widths of every network."""
+    log_std_min: float = -5.0
+    """Actor's log standard deviation is clipped to this range."""
     log_std_max: float = 2.0
+    """Upper end of the actor's log standard deviation."""
     batch_size: int = Field(256, ge=1)
-    steps: int = Field(100_000, ge=1)  # total gradient steps
+    """Transitions per gradient step."""
+    steps: int = Field(100_000, ge=1)
+    """Total gradient steps."""
     seed: int = 0
+    """Seeds the networks' initialisation and the minibatch order."""
     device: str = "auto"
-    fused_adam: bool = True  # one fused kernel per optimiser step (CPU and CUDA)
-    log_dir: str | None = None  # TensorBoard scalars when set
-    log_every: int = Field(1000, ge=1)  # also how often losses are checked for NaN/inf
-    checkpoint_dir: str | None = None  # checkpoint + resume when set
+    """``auto`` (CUDA when present), ``cpu``, ``cuda:0``, ..."""
+    fused_adam: bool = True
+    """One fused kernel per optimiser step (CPU and CUDA)."""
+    log_dir: str | None = None
+    """TensorBoard scalars when set."""
+    log_every: int = Field(1000, ge=1)
+    """Also how often losses are checked for NaN/inf."""
+    checkpoint_dir: str | None = None
+    """Checkpoint + resume when set."""
     checkpoint_every: int = Field(10_000, ge=1)
+    """Gradient steps between checkpoints."""
 
     @model_validator(mode="before")
     @classmethod
@@ -117,6 +130,10 @@ class GaussianPolicy(nn.Module):
         return (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(-1)
 
 
+# the kernel Adam(fused=True).step() calls; private to torch (see FusedAdam)
+_FUSED_ADAM_KERNEL = getattr(torch, "_fused_adam_", None)
+
+
 class FusedAdam(torch.optim.Adam):
     """``torch.optim.Adam(fused=True)`` with a leaner step: same update, state and checkpoints.
 
@@ -128,6 +145,9 @@ class FusedAdam(torch.optim.Adam):
     the group's current learning rate. It falls back to :meth:`step` whenever the fast path's
     assumptions do not hold (first step, before the state exists; a parameter without a
     gradient; amsgrad, maximize or weight decay), so its result is bitwise that of ``step()``.
+
+    ``torch._fused_adam_`` is private: where a torch build lacks it (or changes its signature,
+    which a test pins against ``step()`` bit for bit), :meth:`fast_step` is plain :meth:`step`.
     """
 
     def __init__(self, params, lr: float):
@@ -163,6 +183,9 @@ class FusedAdam(torch.optim.Adam):
     @torch.no_grad()
     def fast_step(self) -> None:
         """One Adam step of every group (as :meth:`step`, without its per-call bookkeeping)."""
+        if _FUSED_ADAM_KERNEL is None:
+            self.step()
+            return
         if self._lists is None:
             self._lists = self._build_lists()
         grads = [[p.grad for p in params] for params, *_ in self._lists or ()]
@@ -175,7 +198,7 @@ class FusedAdam(torch.optim.Adam):
         ):
             beta1, beta2 = group["betas"]
             torch._foreach_add_(steps, 1)
-            torch._fused_adam_(
+            _FUSED_ADAM_KERNEL(
                 params,
                 gs,
                 exp_avgs,

@@ -25,8 +25,10 @@ from robopref.policies.offline.common import Batch, LearnerConfig, OfflineLearne
 class FilteredBCConfig(LearnerConfig):
     """Filtered-BC options (beyond :class:`~robopref.policies.offline.common.LearnerConfig`)."""
 
-    top_fraction: float = Field(0.1, gt=0.0, le=1.0)  # share of episodes kept, by learned return
-    min_episodes: int = Field(1, ge=1)  # keep at least this many episodes
+    top_fraction: float = Field(0.1, gt=0.0, le=1.0)
+    """Share of episodes kept, by learned return."""
+    min_episodes: int = Field(1, ge=1)
+    """Keep at least this many episodes."""
 
 
 def select_episodes(

@@ -73,15 +73,21 @@ class IQLConfig(LearnerConfig):
     """IQL hyper-parameters. Defaults are the paper's (locomotion) except ``steps``."""
 
     expectile: float = Field(0.7, gt=0.0, lt=1.0)
-    temperature: float = Field(3.0, ge=0.0)  # beta of the advantage weights
+    """Expectile of the value regression (0.5: the mean)."""
+    temperature: float = Field(3.0, ge=0.0)
+    """Beta of the advantage weights."""
     discount: float = Field(0.99, ge=0.0, le=1.0)
-    tau: float = Field(0.005, gt=0.0, le=1.0)  # Polyak rate of the target critic
+    """Discount of the critic's target."""
+    tau: float = Field(0.005, gt=0.0, le=1.0)
+    """Polyak rate of the target critic."""
     actor_lr_schedule: Literal["cosine", "constant"] = "cosine"
-    exp_adv_max: float = Field(100.0, gt=0.0)  # clip of exp(beta * A)
-    # torch.compile the loss computation (forward and backward): true, false, or "auto" =
-    # compiled in train() runs of at least COMPILE_AUTO_MIN_STEPS steps, where the one-off
-    # compile time is paid back (docs/benchmarks.md), eager otherwise and in update().
+    """Learning-rate schedule of the actor."""
+    exp_adv_max: float = Field(100.0, gt=0.0)
+    """Clip of exp(beta * A)."""
     compile: bool | Literal["auto"] = "auto"
+    """torch.compile the loss computation (forward and backward): true, false, or "auto" =
+    compiled in train() runs of at least COMPILE_AUTO_MIN_STEPS steps, where the one-off
+    compile time is paid back (docs/benchmarks.md), eager otherwise and in update()."""
 
 
 # Break-even of compile="auto" (docs/benchmarks.md, IQL section): compiling costs 26-53 s with

@@ -37,12 +37,18 @@ from robopref.config import StrictModel
 class RLPDConfig(StrictModel):
     """RLPD options (``rl.rlpd`` of the RAPL recipe)."""
 
-    demo_fraction: float = Field(0.5, ge=0.0, lt=1.0)  # share of each batch drawn from the demos
-    utd: int = Field(2, ge=1)  # gradient steps per environment transition
-    layer_norm: bool = True  # LayerNorm after every hidden layer of the critics
-    num_envs: int = Field(1, ge=1)  # environments stepped together (DummyVecEnv)
+    demo_fraction: float = Field(0.5, ge=0.0, lt=1.0)
+    """Share of each batch drawn from the demos."""
+    utd: int = Field(2, ge=1)
+    """Gradient steps per environment transition."""
+    layer_norm: bool = True
+    """LayerNorm after every hidden layer of the critics."""
+    num_envs: int = Field(1, ge=1)
+    """Environments stepped together (DummyVecEnv)."""
     batch_size: int = Field(256, ge=2)
+    """Transitions per gradient step (demos and online together)."""
     net_arch: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the actor and the critics."""
 
 
 def demo_buffer(transitions: Iterable[tuple], observation_space, action_space, device="cpu"):

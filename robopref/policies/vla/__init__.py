@@ -14,7 +14,7 @@ from robopref.policies.vla.costs import (
     TaskCosts,
     check_task_costs,
     score_components,
-    summarize,
+    summarize_rollouts,
 )
 from robopref.policies.vla.evaluate import EvalProtocol, binomial_se, evaluate, evaluate_splits
 from robopref.policies.vla.model import (
@@ -48,7 +48,7 @@ from robopref.policies.vla.preferences import (
     stage_costs,
 )
 from robopref.policies.vla.rollouts import EnvPool, PixelSettings, rollout, scripted_demos
-from robopref.policies.vla.tokenizer import ActionTokenizer, WordTokenizer, split_words
+from robopref.policies.vla.tokenizer import ActionTokenizer, WordActionTokenizer, split_words
 from robopref.policies.vla.train import (
     chosen_nll,
     flatten_steps,
@@ -77,7 +77,7 @@ __all__ = [
     "Stage",
     "TaskCosts",
     "VLAPolicy",
-    "WordTokenizer",
+    "WordActionTokenizer",
     "apply_lora",
     "batch_token_logprobs",
     "binomial_se",
@@ -110,7 +110,7 @@ __all__ = [
     "stage_costs",
     "step_dpo_train",
     "step_logratios",
-    "summarize",
+    "summarize_rollouts",
     "tpo_train",
     "trainable_parameters",
     "trajectory_logprob",

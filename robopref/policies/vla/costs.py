@@ -135,7 +135,7 @@ def score_components(
     }
 
 
-def summarize(trajectories: Sequence[Any]) -> dict[str, float]:
+def summarize_rollouts(trajectories: Sequence[Any]) -> dict[str, float]:
     """``success_rate``, ``mean_length`` (steps), ``mean_collisions`` (contacts per episode) and
     ``stages_done`` (fraction) over ``trajectories``."""
     return {

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from robopref.policies.vla.costs import summarize
+from robopref.policies.vla.costs import summarize_rollouts
 from robopref.policies.vla.model import VLAPolicy
 from robopref.policies.vla.rollouts import EnvPool, rollout
 
@@ -53,7 +53,7 @@ def evaluate(
         generator = torch.Generator().manual_seed(protocol.seed)
         seeds = [protocol.seed + i for i in range(protocol.episodes_per_task)]
         trajs = rollout(policy, pool, task, seeds, protocol.greedy, protocol.temperature, generator)
-        per_task[task] = summarize(trajs)
+        per_task[task] = summarize_rollouts(trajs)
         if progress is not None:
             progress.update(len(seeds))
     if not tasks:

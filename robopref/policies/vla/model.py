@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robopref.policies.vla.tokenizer import ActionTokenizer, WordTokenizer
+from robopref.policies.vla.tokenizer import ActionTokenizer, WordActionTokenizer
 from robopref.utils import atomic_path
 
 OBS_MODES = ("state", "image", "image+state")
@@ -489,7 +489,7 @@ def build_tiny_vla(
     spec["instructions"] = list(instructions)
     spec["kind"] = "tiny"
     texts = [prompt_template.format(instruction=q) for q in instructions]
-    tokenizer = WordTokenizer.from_texts(texts, n_action_tokens=n_bins)
+    tokenizer = WordActionTokenizer.from_texts(texts, n_action_tokens=n_bins)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         lm = _make_lm(

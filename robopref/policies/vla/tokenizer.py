@@ -90,7 +90,7 @@ def split_words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-class WordTokenizer:
+class WordActionTokenizer:
     """A word-level text tokenizer built offline, followed by ``n_action_tokens`` action tokens.
 
     Ids: ``0..3`` are ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``, then the words, then the action
@@ -111,7 +111,7 @@ class WordTokenizer:
         self.pad_token_id, self.bos_token_id, self.eos_token_id, self.unk_token_id = range(4)
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str], n_action_tokens: int = 256) -> WordTokenizer:
+    def from_texts(cls, texts: Iterable[str], n_action_tokens: int = 256) -> WordActionTokenizer:
         """Vocabulary = the words of ``texts`` (see :func:`split_words`), in order of appearance."""
         words: dict[str, None] = {}
         for text in texts:

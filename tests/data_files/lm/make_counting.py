@@ -1,4 +1,5 @@
-"""Regenerate the synthetic counting preference set (``python tests/data_files/lm/make_counting.py``).
+"""Regenerate the synthetic counting preference set (``python tests/data_files/lm/make_counting.py``)
+into ``robopref/configs/lm/data/``, where the packaged ``lm/tiny`` config reads it.
 
 Prompt ``"repeat <letter> <n> :"``; the K = 4 responses repeat the letter m times for the true
 count m = n and the three nearest wrong counts (m >= 1). Graded label = max(0, 3 - |m - n|):
@@ -37,7 +38,7 @@ def main() -> None:
         held, train = pairs[:HELD_OUT], pairs[HELD_OUT:]
         if {n for _, n in train} == set(COUNTS) and {c for c, _ in train} == set(LETTERS):
             break
-    here = Path(__file__).parent
+    here = Path(__file__).resolve().parents[3] / "robopref" / "configs" / "lm" / "data"
     for name, subset in (("counting_train.jsonl", train), ("counting_heldout.jsonl", held)):
         with open(here / name, "w") as f:
             for c, n in sorted(subset):

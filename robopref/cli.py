@@ -225,7 +225,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_label_ui(args: argparse.Namespace) -> int:
     from robopref.humans import main as labelling_main
 
-    return labelling_main(args.args)
+    def selector(dataset, pool, strategy, seed):  # the page's --select ensemble
+        from robopref.rewards.active import ActiveSelector
+
+        return ActiveSelector(dataset, pool, strategy, seed=seed)
+
+    return labelling_main(args.args, selector_factory=selector)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -239,15 +239,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     store = args.store or str(Path("runs") / "bench" / suite.name)
     run_suite(suite, store, jobs=args.jobs, ray_address=args.ray_address)
-    print(write_report(store))
+    try:
+        print(write_report(store))
+    except ValueError as e:
+        raise ConfigError(f"report {store}: {e}") from None
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from robopref.bench import write_report
-    from robopref.bench.report import DEFAULT_METRICS
 
-    metrics = tuple(args.metrics) if args.metrics else DEFAULT_METRICS
+    metrics = tuple(args.metrics) if args.metrics else None
     try:
         print(write_report(args.store, metrics, columns=args.columns))
     except ValueError as e:
@@ -521,7 +523,8 @@ robopref <command> --help                     # options and an example per comma
         "--metrics",
         nargs="+",
         default=None,
-        help="numeric columns to aggregate (default: label_accuracy reward_accuracy success_rate)",
+        help="numeric columns to aggregate (default: the recipe's metrics); a report with "
+        "--metrics or --columns goes to its own file, e.g. report-accuracy.md, never report.md",
     )
     p.add_argument(
         "--columns", default=None, help="also one table per metric with a column per KEY value"

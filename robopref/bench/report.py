@@ -1,5 +1,18 @@
 """Tables (markdown) and plots (matplotlib) from a results store.
 
+What a report shows comes from the recipe: the :class:`~robopref.methods.result.ReportSpec` that
+``robopref bench`` records in the store (``report.json``) names the metrics (in column order),
+the row keys that tell compared units apart and the order of their values (variants in config
+order), the chance level of a metric and the negative-control variant. Metrics that no row has
+are left out (never a column of NaN). A group key whose value follows from the other keys (the
+task names of a ``pair`` axis) or is the same in every row is left out of the table; the
+constant ones are listed under the title.
+
+``report.md`` is the default report (the spec's metrics), written by ``robopref bench`` and by
+``robopref report STORE``; a report with other options (``--metrics``, ``--columns``) goes to its
+own file, e.g. ``report-spearman_step+accuracy.md``, so that no report overwrites another. The
+plots (``<metric>.png``) depend only on the metric and are shared.
+
 Negative controls: when the rows have a ``variant`` column with both a reference (``oracle``)
 and a control (``shuffled``: the same labels randomly permuted), :func:`control_check` compares
 their success rates in every group of the other columns (e.g. every task pair, over seeds). A
@@ -10,18 +23,21 @@ tell a good reward from a meaningless one.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from robopref.bench.suite import RESULTS_FILE, read_results
+from robopref.bench.suite import RESULTS_FILE, load_spec, read_results
+from robopref.methods.result import ReportSpec
 from robopref.utils import atomic_path
 
-DEFAULT_METRICS = ("label_accuracy", "reward_accuracy", "success_rate")
+DEFAULT_METRICS = ("label_accuracy", "reward_accuracy", "success_rate")  # a store without a spec
 CONTROL_SIGMAS = 3.0  # a control gap under this many standard errors is not informative
 NOT_GROUP_KEYS = {"cell", "config_hash", "wall_s", "versions", "seed"}
+REPORT_FILE = "report.md"
 
 
 def _natural(text: str) -> tuple:
@@ -37,8 +53,11 @@ def aggregate(
     rows: list[dict],
     metrics: tuple[str, ...] = DEFAULT_METRICS,
     group_by: tuple[str, ...] | None = None,
+    order: dict[str, list[str]] | None = None,
 ) -> list[dict]:
-    """Mean and std over seeds of each metric, one entry per group of the other string columns.
+    """Mean and std over seeds of each metric, one entry per group of ``group_by`` (default:
+    the other string columns), sorted by ``order`` where it lists a key's values (e.g. variants
+    in config order) and naturally otherwise.
 
     Rows that share a seed within a group (permutations of a control) count as one seed, their
     mean; ``n`` is the number of seeds."""
@@ -56,7 +75,7 @@ def aggregate(
     for r in rows:
         groups[tuple(r.get(k, "") for k in group_by)].append(r)
     out = []
-    for key, members in sorted(groups.items(), key=lambda kv: [_natural(v) for v in kv[0]]):
+    for key, members in sorted(groups.items(), key=lambda kv: _sort_key(group_by, kv[0], order)):
         entry = dict(zip(group_by, key))
         entry["n"] = len({r.get("seed", ("row", i)) for i, r in enumerate(members)})
         for m in metrics:
@@ -68,6 +87,60 @@ def aggregate(
             )
         out.append(entry)
     return out
+
+
+def _sort_key(keys: tuple[str, ...], values: tuple, order: dict | None) -> list:
+    """Listed values first, in their listed order; the others after them, naturally."""
+    out = []
+    for k, v in zip(keys, values):
+        listed = (order or {}).get(k) or []
+        out.append((0, listed.index(v), ()) if v in listed else (1, 0, _natural(v)))
+    return out
+
+
+def _ordered(values, key: str, order: dict | None) -> list:
+    return [v for _, v in sorted((_sort_key((key,), (v,), order), v) for v in set(values))]
+
+
+def group_keys(rows: list[dict], spec: ReportSpec | None) -> tuple[list[str], dict[str, str]]:
+    """The keys that tell the report's groups apart, in column order, and the constant ones.
+
+    Candidates: every text column of the rows (the suite's axis labels among them) and the
+    spec's ``group_by``; the spec's keys come last, in its order. A candidate whose value
+    follows from the other keys is left out (``source_task`` and ``target_task`` when a
+    ``pair`` axis names them); one that is the same in every row is returned apart, for a line
+    under the title. At least one key stays."""
+    recipe = list(spec.group_by) if spec else []
+    ordered = set(spec.order) if spec else set()
+    text = {k for r in rows for k, v in r.items() if isinstance(v, str) and k not in NOT_GROUP_KEYS}
+    others = sorted(text - set(recipe), key=_natural)
+    keys = others + [k for k in recipe if any(k in r for r in rows)]
+    constants: dict[str, str] = {}
+    attempts = (
+        [k for k in recipe if k not in ordered] + others + [k for k in recipe if k in ordered]
+    )
+    for k in attempts:
+        rest = [j for j in keys if j != k]
+        if not rest:
+            break
+        seen: dict[tuple, set] = defaultdict(set)
+        for r in rows:
+            seen[tuple(str(r.get(j, "")) for j in rest)].add(str(r.get(k, "")))
+        if all(len(v) == 1 for v in seen.values()):
+            keys = rest
+            values = {str(r.get(k, "")) for r in rows}
+            if len(values) == 1:
+                constants[k] = values.pop()
+    return keys, constants
+
+
+def present_metrics(rows: list[dict], metrics) -> list[str]:
+    """``metrics`` that at least one row has as a finite number."""
+    return [
+        m
+        for m in dict.fromkeys(metrics)
+        if any(isinstance(r.get(m), (int, float)) and math.isfinite(r[m]) for r in rows)
+    ]
 
 
 def _rows_by_seed(members: list[dict], metric: str) -> list[list[dict]]:
@@ -122,24 +195,28 @@ def control_check(
     control: str = "shuffled",
     variant_key: str = "variant",
     sigmas: float = CONTROL_SIGMAS,
+    keys: list[str] | None = None,
 ) -> list[dict]:
-    """Per group of the non-variant string columns: is ``reference`` clearly above ``control``?
+    """Per group of ``keys`` (default: the non-variant string columns): is ``reference``
+    clearly above ``control``?
 
     Returns one entry per group that has both variants: the group's keys, ``reference`` and
     ``control`` means with their SEs (see :func:`_mean_se`), ``gap``, ``gap_se`` (the two SEs
     added in quadrature) and ``informative`` = ``gap > sigmas * gap_se``. A gap of zero with
     zero SE (both always fail, or both always succeed) is not informative.
     """
-    keys = sorted(
-        {
-            k
-            for r in rows
-            for k, v in r.items()
-            if isinstance(v, str) and k not in NOT_GROUP_KEYS and k != variant_key
-        }
-    )
-    # as in aggregate(): the task columns name the group only when nothing else does
-    keys = [k for k in keys if k not in ("source_task", "target_task")] or keys
+    if keys is None:
+        keys = sorted(
+            {
+                k
+                for r in rows
+                for k, v in r.items()
+                if isinstance(v, str) and k not in NOT_GROUP_KEYS and k != variant_key
+            }
+        )
+        # as in aggregate(): the task columns name the group only when nothing else does
+        keys = [k for k in keys if k not in ("source_task", "target_task")] or keys
+    keys = [k for k in keys if k != variant_key]
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r.get(variant_key) in (reference, control):
@@ -212,13 +289,20 @@ def markdown_table(agg: list[dict], metrics: tuple[str, ...] = DEFAULT_METRICS) 
     return "\n".join(lines)
 
 
-def pivot_table(agg: list[dict], metric: str, column_key: str, metrics: tuple[str, ...]) -> str:
+def pivot_table(
+    agg: list[dict],
+    metric: str,
+    column_key: str,
+    metrics: tuple[str, ...],
+    order: dict[str, list[str]] | None = None,
+) -> str:
     """One markdown table of ``metric`` (mean ± std) with a column per value of ``column_key``
-    and a row per combination of the other group keys (e.g. variants x tasks)."""
+    and a row per combination of the other group keys (e.g. variants x tasks), values in
+    ``order`` where it lists them."""
     if not agg:
         return "(no results)"
     keys = [k for k in agg[0] if k not in metrics and k not in ("n", column_key)]
-    columns = sorted({e[column_key] for e in agg}, key=_natural)
+    columns = _ordered([e[column_key] for e in agg], column_key, order)
     cells: dict[tuple, dict[str, str]] = {}
     for e in agg:
         mean, std = e[metric]
@@ -227,7 +311,7 @@ def pivot_table(agg: list[dict], metric: str, column_key: str, metrics: tuple[st
         "| " + " | ".join([*keys, *columns]) + " |",
         "|" + "|".join("---" for _ in range(len(keys) + len(columns))) + "|",
     ]
-    for row in sorted(cells, key=lambda r: [_natural(v) for v in r]):
+    for row in sorted(cells, key=lambda r: _sort_key(tuple(keys), r, order)):
         lines.append("| " + " | ".join([*row, *(cells[row].get(c, "") for c in columns)]) + " |")
     return "\n".join(lines)
 
@@ -239,39 +323,70 @@ def plot_metric(
     hue_key: str | None,
     path: str | Path,
     not_informative: list[str] | None = None,
+    title: str = "",
+    order: dict[str, list[str]] | None = None,
+    chance: float | None = None,
+    control: str | None = None,
 ) -> None:
-    """Grouped bar chart of ``metric`` (mean ± std) per ``x_key`` value, one bar per ``hue_key``.
+    """Grouped bar chart of ``metric`` (mean ± std over seeds) per ``x_key`` value, one bar per
+    ``hue_key`` value (both in ``order`` where it lists them), each bar labelled with its number
+    of seeds ``n``.
 
-    ``not_informative``: groups (text) whose negative control failed; the plot says so in red
-    in its title and above the matching ``x_key`` bars.
+    ``chance`` draws the chance level as a dotted line; without one, the mean of the ``control``
+    variant (when ``hue_key`` or ``x_key`` is ``variant``) is drawn as a dashed line across its
+    group. ``not_informative``: groups (text) whose negative control failed; the plot says so in
+    red under its title and above the matching ``x_key`` bars.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = sorted({e[x_key] for e in agg}, key=_natural)
-    hues = sorted({e[hue_key] for e in agg}, key=_natural) if hue_key else [None]
+    xs = _ordered([e[x_key] for e in agg], x_key, order)
+    hues = _ordered([e[hue_key] for e in agg], hue_key, order) if hue_key else [None]
     colors = plt.get_cmap("tab20" if len(hues) > 10 else "tab10").colors
     width = 0.8 / len(hues)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(xs)) + (2.5 if hue_key else 0), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(xs)) + (2.5 if hue_key else 0), 4.4))
+
+    def entry(x, hue):
+        return next((e for e in agg if e[x_key] == x and (hue is None or e[hue_key] == hue)), None)
+
+    top = 0.0
     for h_i, hue in enumerate(hues):
-        means, stds = [], []
-        for x in xs:
-            match = [e for e in agg if e[x_key] == x and (hue is None or e[hue_key] == hue)]
-            means.append(match[0][metric][0] if match else np.nan)
-            stds.append(match[0][metric][1] if match else 0.0)
-        ax.bar(
-            np.arange(len(xs)) + h_i * width,
-            means,
-            width,
-            yerr=stds,
-            label=str(hue) if hue else None,
-            color=colors[h_i % len(colors)],
-        )
+        where = np.arange(len(xs)) + h_i * width
+        found = [entry(x, hue) for x in xs]
+        means = [e[metric][0] if e else np.nan for e in found]
+        stds = [e[metric][1] if e else 0.0 for e in found]
+        ax.bar(where, means, width, yerr=stds, label=str(hue) if hue else None,
+               color=colors[h_i % len(colors)])  # fmt: skip
+        for x, e, m, s in zip(where, found, means, stds):
+            if e is not None and np.isfinite(m):
+                top = max(top, m + s)
+                ax.annotate(f"n={e['n']}", (x, m + s), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize="x-small")  # fmt: skip
+    if chance is not None:
+        ax.axhline(chance, color="gray", linestyle=":", linewidth=1.5, label="chance")
+    elif control is not None and hue_key == "variant" and control in hues:
+        label = f"{control} (control)"
+        for i, x in enumerate(xs):
+            e = entry(x, control)
+            if e is not None and np.isfinite(e[metric][0]):
+                ax.hlines(e[metric][0], i - width / 2, i + 0.8 - width / 2, colors="black",
+                          linestyles="--", linewidth=1.2,
+                          label=label)  # fmt: skip
+                label = None  # one legend entry
+    elif control is not None and x_key == "variant" and control in xs:
+        e = entry(control, None)
+        if e is not None and np.isfinite(e[metric][0]):
+            ax.axhline(e[metric][0], color="black", linestyle="--", linewidth=1.2,
+                       label=f"{control} (control)")  # fmt: skip
     ax.set_xticks(np.arange(len(xs)) + width * (len(hues) - 1) / 2)
     ax.set_xticklabels(xs, rotation=20, ha="right")
-    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (mean ± std over seeds)")
+    if top > 0:
+        ax.set_ylim(top=top * 1.12)  # room for the n labels
+    fig.suptitle(title or metric.replace("_", " "))
     if not_informative:
         ax.set_title(
             "NOT INFORMATIVE (oracle - shuffled < 3 SE): " + "; ".join(not_informative),
@@ -292,7 +407,8 @@ def plot_metric(
                     color="red",
                     fontsize="small",
                 )
-    if hue_key:
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
         ax.legend(title=hue_key, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -300,11 +416,26 @@ def plot_metric(
     plt.close(fig)
 
 
+def report_name(metrics: tuple[str, ...] | None, columns: str | None) -> str:
+    """``report.md`` for the default report; ``report-<metrics>[-by-<columns>].md`` for one
+    with other options, so that no report overwrites another."""
+    if not metrics and not columns:
+        return REPORT_FILE
+    parts = ["+".join(metrics)] if metrics else []
+    parts += [f"by-{columns}"] if columns else []
+    return "report-" + re.sub(r"[^\w.+-]", "_", "-".join(parts)) + ".md"
+
+
 def write_report(
-    store: str | Path, metrics: tuple[str, ...] = DEFAULT_METRICS, columns: str | None = None
+    store: str | Path, metrics: tuple[str, ...] | None = None, columns: str | None = None
 ) -> str:
-    """Write ``report.md`` and one PNG per metric into ``store``; return the markdown. With
-    ``columns`` (a group key such as ``task``), one pivot table per metric follows the long one."""
+    """Write a markdown report and one PNG per metric into ``store``; return the markdown.
+
+    ``metrics`` default to the recipe's (its ``ReportSpec`` in ``report.json``), or to
+    :data:`DEFAULT_METRICS` for a store without one; metrics that no row has are left out. The
+    default report is ``report.md``; one with ``metrics`` or ``columns`` (a group key such as
+    ``task``: one pivot table per metric follows the long one) is written to
+    :func:`report_name`. Returns the markdown."""
     store = Path(store)
     if not (store / RESULTS_FILE).is_file():
         what = "folder" if store.is_dir() else "results store"
@@ -312,42 +443,64 @@ def write_report(
             f"no {what} with {RESULTS_FILE} at '{store}' (expected the --store folder of "
             "'robopref bench')"
         )
+    name = report_name(tuple(metrics) if metrics else None, columns)
+    spec = load_spec(store)
     rows = read_results(store)
-    agg = aggregate(rows, metrics)
-    md = f"# Results: {store.name}\n\n{markdown_table(agg, metrics)}\n"
+    wanted = tuple(metrics or (spec.metrics if spec else DEFAULT_METRICS))
+    shown = tuple(present_metrics(rows, wanted))
+    if rows and not shown:
+        numeric = sorted(
+            {k for r in rows for k, v in r.items() if isinstance(v, (int, float))}
+            - {"cell_rows", "wall_s", "cell_wall_s", "seed"}
+        )
+        raise ValueError(
+            f"metrics: expected some of the rows' numbers {numeric}, found {list(wanted)}"
+        )
+    order = spec.order if spec else {}
+    keys, constants = group_keys(rows, spec)
+    agg = aggregate(rows, shown, tuple(keys), order)
+    md = f"# Results: {store.name}\n\n"
+    if constants:
+        md += "All rows: " + ", ".join(f"{k}={v}" for k, v in constants.items()) + ".\n\n"
+    if len(shown) < len(wanted):
+        left = [m for m in wanted if m not in shown]
+        md += f"Left out (in no row): {', '.join(left)}.\n\n"
+    md += markdown_table(agg, shown) + "\n"
     if columns and agg:
-        if columns not in agg[0]:
-            raise ValueError(
-                f"columns: expected one of the group keys "
-                f"{[k for k in agg[0] if k not in metrics and k != 'n']}, found {columns!r}"
-            )
-        for m in metrics:
-            md += f"\n## {m} (mean ± std over seeds)\n\n{pivot_table(agg, m, columns, metrics)}\n"
-    checks = control_check(rows) if "success_rate" in metrics else []
+        if columns not in keys:
+            raise ValueError(f"columns: expected one of the group keys {keys}, found {columns!r}")
+        for m in shown:
+            table = pivot_table(agg, m, columns, shown, order)
+            md += f"\n## {m} (mean ± std over seeds)\n\n{table}\n"
+    control = spec.control if spec else "shuffled"
+    checks = (
+        control_check(rows, control=control, keys=keys)
+        if control and "success_rate" in shown
+        else []
+    )
     not_informative = [
         ", ".join(f"{k}={v}" for k, v in c["group"].items()) or "(all)"
         for c in checks
         if not c["informative"]
     ]
     if checks:
-        md += "\n" + control_markdown(checks)
+        md += "\n" + control_markdown(checks, control=control)
     if not_informative:  # flag the table itself, right under the title
         title, rest = md.split("\n\n", 1)
         banner = (
-            f"**not informative**: oracle - shuffled success gap not above "
+            f"**not informative**: oracle - {control} success gap not above "
             f"{CONTROL_SIGMAS:g} standard errors for {'; '.join(not_informative)} "
             "(see 'Negative control' below)."
         )
         md = f"{title}\n\n{banner}\n\n{rest}"
     if agg:
-        keys = [k for k in agg[0] if k not in metrics and k != "n"]
         x_key = keys[0]
         hue_key = (
             "variant"
             if "variant" in keys and x_key != "variant"
             else (keys[1] if len(keys) > 1 else None)
         )
-        for m in metrics:
+        for m in shown:
             plot_metric(
                 agg,
                 m,
@@ -355,8 +508,12 @@ def write_report(
                 hue_key,
                 store / f"{m}.png",
                 not_informative if m == "success_rate" else None,
+                title=f"{store.name}: {m.replace('_', ' ')}",
+                order=order,
+                chance=(spec.chance.get(m) if spec else None),
+                control=control,
             )
             md += f"\n![{m}]({m}.png)\n"
-    with atomic_path(store / "report.md") as tmp:
+    with atomic_path(store / name) as tmp:
         tmp.write_text(md)
     return md

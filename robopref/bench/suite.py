@@ -18,13 +18,19 @@ Cells run in parallel worker processes (``jobs``; they die with the ``bench`` pr
 saying how many rows its cell has), so a killed run loses at most the cells in flight; a rerun
 skips cells whose id and config hash are already there. One run at a time may write a store (a
 writer lock). When a cell's config changed (base config or overrides), its old rows move to
-``superseded.jsonl`` and the cell runs again; recipes key the data they cache in a cell's folder
-by the config that made it (:func:`robopref.methods.common.cached`), so nothing stale is reused.
+``superseded.jsonl`` and the cell runs again; recipes key the outputs they keep in a cell's folder
+by what made them (:class:`robopref.methods.common.Stage`), so nothing stale is reused.
+
+Each cell's run returns a :class:`~robopref.methods.result.RunResult`; its ``rows`` are what the
+store keeps, and its :class:`~robopref.methods.result.ReportSpec` (which metrics, how rows are
+grouped and ordered, the chance and control lines of the plots) is recorded as
+``<store>/report.json`` for ``robopref report``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import hashlib
 import importlib.metadata
@@ -36,7 +42,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -45,11 +51,14 @@ from pydantic import Field, ValidationError, field_validator
 
 from robopref.config import ConfigError, StrictModel, resolve_config_path
 from robopref.data.locks import writer_lock
+from robopref.methods.result import ReportSpec, RunResult
 from robopref.methods.run import load_run_config, one_line, run_config, yaml_where
+from robopref.progress import bar, set_quiet
 from robopref.utils import atomic_path
 
 RESULTS_FILE = "results.jsonl"
 SUPERSEDED_FILE = "superseded.jsonl"  # rows of cells that were run again with a changed config
+SPEC_FILE = "report.json"  # the recipe's ReportSpec: how `robopref report` reads the rows
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -293,14 +302,14 @@ def _versions() -> dict[str, str]:
     }
 
 
-def run_cell(base: str, overrides: list[str], out_dir: str) -> tuple[dict, float]:
-    """Run one cell in this process; returns the recipe's metrics and the wall time (s)."""
+def run_cell(base: str, overrides: list[str], out_dir: str) -> tuple[RunResult, float]:
+    """Run one cell in this process; returns the recipe's result and the wall time (s)."""
     started = time.time()
-    metrics = run_config(base, overrides, out_dir)
-    return metrics, time.time() - started
+    result = run_config(base, overrides, out_dir, announce=False)
+    return result, time.time() - started
 
 
-def _rows_of(cell_id: str, labels: dict, chash: str, metrics: dict, wall: float) -> list[dict]:
+def _rows_of(cell_id: str, labels: dict, chash: str, result: RunResult, wall: float) -> list[dict]:
     common = {
         "cell": cell_id,
         **labels,
@@ -308,15 +317,35 @@ def _rows_of(cell_id: str, labels: dict, chash: str, metrics: dict, wall: float)
         "wall_s": round(wall, 1),
         "versions": _versions(),
     }
-    inner = metrics.get("rows") if isinstance(metrics, dict) else None
-    if inner:
-        rows = [{**common, **row, "cell_wall_s": round(wall, 1)} for row in inner]
-    else:
-        rows = [
-            {**common, **{k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}
-        ]
+    if result.rows:
+        rows = [{**common, **row, "cell_wall_s": round(wall, 1)} for row in result.rows]
+    else:  # a recipe without rows: its run-level numbers
+        summary = {k: v for k, v in result.summary.items() if isinstance(v, (int, float, str))}
+        rows = [{**common, **summary}]
     # how many rows this cell wrote: a cell killed half-way through its write is not "done"
     return [{**row, "cell_rows": len(rows)} for row in rows]
+
+
+def load_spec(store: str | Path) -> ReportSpec | None:
+    """The recipe's :class:`ReportSpec` recorded in a store (None for a store without one)."""
+    try:
+        data = json.loads((Path(store) / SPEC_FILE).read_text())
+        return ReportSpec(**data["report"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{Path(store) / SPEC_FILE}: not a report spec ({e})") from None
+
+
+def _record(store: Path, cell_id: str, labels: dict, chash: str, result, wall: float) -> None:
+    """Append a finished cell's rows; record its recipe's ReportSpec when it is new."""
+    _append_rows(store, _rows_of(cell_id, labels, chash, result, wall))
+    body = {"method": result.method, "report": dataclasses.asdict(result.report)}
+    path = store / SPEC_FILE
+    text = json.dumps(body, indent=1) + "\n"
+    if not path.exists() or path.read_text() != text:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -388,14 +417,22 @@ def run_suite(
                 f"suite {suite.name}: {len(grid) - len(todo)} of {len(grid)} cells done, "
                 f"running {len(todo)}"
             )
-        if ray_address is not None:
-            _run_on_ray(suite, store, todo, ray_address)
-        elif jobs <= 1 or len(todo) <= 1:
-            for cell_id, labels, overrides, chash, out_dir in todo:
-                metrics, wall = run_cell(suite.base, overrides, out_dir)
-                _append_rows(store, _rows_of(cell_id, labels, chash, metrics, wall))
-        else:
-            _run_in_processes(suite, store, todo, jobs)
+        label = f"bench[{suite.name}]"
+        with bar(
+            len(grid), label, unit="cell", initial=len(grid) - len(todo), enabled=progress
+        ) as b:
+
+            def finished(cid: str, lab: dict, ch: str, result: RunResult, wall: float) -> None:
+                _record(store, cid, lab, ch, result, wall)
+                b.update(1)
+
+            if ray_address is not None:
+                _run_on_ray(suite, todo, ray_address, finished)
+            elif jobs <= 1 or len(todo) <= 1:
+                for cell_id, labels, overrides, chash, out_dir in todo:
+                    finished(cell_id, labels, chash, *run_cell(suite.base, overrides, out_dir))
+            else:
+                _run_in_processes(suite, todo, jobs, finished)
         return read_results(store)
 
 
@@ -403,13 +440,19 @@ def _folder(cell_id: str) -> str:
     return cell_id.replace("/", "_").replace(">", "").replace("=", "-")
 
 
-def _run_in_processes(suite: SuiteConfig, store: Path, todo: list, jobs: int) -> None:
+def _worker_start(parent: int) -> None:
+    """Worker-process initializer: die with the parent; no progress bars of their own (cells
+    side by side would garble the terminal; the bench bar counts them)."""
+    _die_with_parent(parent)
+    set_quiet(True)
+
+
+def _run_in_processes(suite: SuiteConfig, todo: list, jobs: int, finished: Callable) -> None:
     """Run ``todo`` on ``jobs`` worker processes that die with this one; record each cell as it
-    finishes. After a failed cell no new cell starts, the running ones finish and are recorded,
-    then the first error is raised (with the cell's id). Ctrl-C stops the workers at once."""
-    pool = ProcessPoolExecutor(
-        max_workers=jobs, initializer=_die_with_parent, initargs=(os.getpid(),)
-    )
+    finishes (``finished``). After a failed cell no new cell starts, the running ones finish and
+    are recorded, then the first error is raised (with the cell's id). Ctrl-C stops the workers
+    at once."""
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_start, initargs=(os.getpid(),))
     failed: BaseException | None = None
     try:
         futures = {
@@ -421,7 +464,7 @@ def _run_in_processes(suite: SuiteConfig, store: Path, todo: list, jobs: int) ->
                 continue
             cid, lab, ch = futures[fut]
             try:
-                metrics, wall = fut.result()
+                result, wall = fut.result()
             except Exception as e:
                 if failed is None:
                     e.add_note(f"in cell {cid} of suite {suite.name}")
@@ -429,7 +472,7 @@ def _run_in_processes(suite: SuiteConfig, store: Path, todo: list, jobs: int) ->
                     for other in futures:
                         other.cancel()
                 continue
-            _append_rows(store, _rows_of(cid, lab, ch, metrics, wall))
+            finished(cid, lab, ch, result, wall)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         for process in list((getattr(pool, "_processes", None) or {}).values()):
@@ -440,7 +483,7 @@ def _run_in_processes(suite: SuiteConfig, store: Path, todo: list, jobs: int) ->
         raise failed
 
 
-def _run_on_ray(suite: SuiteConfig, store: Path, todo: list, ray_address: str) -> None:
+def _run_on_ray(suite: SuiteConfig, todo: list, ray_address: str, finished: Callable) -> None:
     try:
         import ray
     except ImportError as e:
@@ -452,5 +495,4 @@ def _run_on_ray(suite: SuiteConfig, store: Path, todo: list, ray_address: str) -
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         cid, lab, ch = refs[ready[0]]
-        metrics, wall = ray.get(ready[0])
-        _append_rows(store, _rows_of(cid, lab, ch, metrics, wall))
+        finished(cid, lab, ch, *ray.get(ready[0]))

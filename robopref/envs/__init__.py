@@ -78,6 +78,3 @@ __all__ = [
     "run_episode",
     "scripted_policy",
 ]
-
-# Old name, kept only while the PEARL and RAPL recipes still import it (not part of ``__all__``).
-evaluate_policy = evaluate_on_task

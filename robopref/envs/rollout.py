@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from robopref.envs.tasks import ACT_DIM, OBS_DIM, check_task, make_env
+from robopref.progress import track
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -107,12 +108,14 @@ def evaluate_on_task(
     max_episode_steps: int = 200,
     goal_observable: bool = True,
     terminate_on_success: bool = False,
+    label: str | None = None,
 ) -> dict[str, float]:
     """Success rate and returns of ``policy`` over ``num_episodes`` episodes of ``task``.
 
     Episode ``i`` is reset with seed ``seed + i`` (the same configurations for every policy
     evaluated with the same ``seed``). An episode counts as a success if the success flag is
-    set at any step (Meta-World's convention).
+    set at any step (Meta-World's convention). With a ``label`` (e.g. ``eval[pearl] 50
+    episodes``) a progress bar counts the episodes.
 
     Returns:
         ``success_rate`` in [0, 1], ``mean_return`` (sum of dense rewards per episode),
@@ -132,7 +135,8 @@ def evaluate_on_task(
     )
     returns, lengths, success, first = [], [], [], []
     try:
-        for i in range(num_episodes):
+        episodes = range(num_episodes)
+        for i in track(episodes, label or "eval", unit="ep", enabled=label is not None):
             ep = run_episode(env, policy, seed=seed + i)
             returns.append(ep.episode_return)
             lengths.append(len(ep.actions))

@@ -29,6 +29,7 @@ from pydantic import Field, model_validator
 import robopref.losses as losses
 from robopref.config import StrictModel
 from robopref.data import PreferenceQueries, TrajectoryDataset
+from robopref.progress import is_quiet
 from robopref.rewards.models import RewardModel, model_checkpoint, model_from_checkpoint
 from robopref.rewards.segments import SegmentTensors, gather_segments
 from robopref.utils import atomic_path, resolve_device
@@ -179,6 +180,7 @@ class RewardTrainer:
         dataset: TrajectoryDataset,
         queries: PreferenceQueries,
         val_queries: PreferenceQueries | None = None,
+        label: str | None = None,
     ) -> list[dict[str, float]]:
         """Train on ``queries`` (segments of ``dataset``); return the per-epoch history.
 
@@ -189,6 +191,7 @@ class RewardTrainer:
         trainer's current epoch to ``config.epochs``: a second ``fit`` on the same trainer does
         not start over. The reported ``train_loss`` is the batch-size weighted mean of the
         minibatch objectives (preference loss, not confidence-weighted, plus regulariser).
+        ``label`` names the progress bar (e.g. ``reward[pearl]``; default ``reward``).
         """
         cfg = self.config
         if queries.num_queries == 0:
@@ -227,8 +230,8 @@ class RewardTrainer:
 
         bar = tqdm(
             range(self._epoch, cfg.epochs),
-            disable=cfg.quiet or self._finished,
-            desc="reward",
+            disable=cfg.quiet or self._finished or is_quiet(),
+            desc=label or "reward",
             leave=False,
         )
         for epoch in bar:

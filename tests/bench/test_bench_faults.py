@@ -22,6 +22,7 @@ SLOW_TOY = textwrap.dedent(
     import os, time
     from pathlib import Path
     from robopref.config import StrictModel
+    from robopref.methods.result import ReportSpec, RunResult
 
     class Config(StrictModel):
         method: str = "slow_toy"
@@ -42,7 +43,8 @@ SLOW_TOY = textwrap.dedent(
         with open(root / "calls.log", "a") as f:
             f.write(f"task={config.task},seed={config.seed}\\n")
         score = len(config.task) + 0.1 * config.seed
-        return {"rows": [{"variant": v, "success_rate": score} for v in ("p", "q", "r")]}
+        rows = [{"variant": v, "success_rate": score} for v in ("p", "q", "r")]
+        return RunResult("slow_toy", rows, [], ReportSpec(metrics=["success_rate"]))
     """
 )
 CELLS = {f"task={t},seed={s}" for t in ("a", "bb", "ccc") for s in (0, 1)}

@@ -19,6 +19,7 @@ FUZZ_TOY = textwrap.dedent(
     """
     from pydantic import Field
     from robopref.config import StrictModel
+    from robopref.methods.result import ReportSpec, RunResult
 
     class Config(StrictModel):
         method: str = "fuzz_toy"
@@ -27,8 +28,8 @@ FUZZ_TOY = textwrap.dedent(
         n: int = Field(1, ge=1, le=3)
 
     def run(config, out_dir):
-        return {"rows": [{"variant": f"v{i}", "success_rate": float(config.seed)}
-                         for i in range(config.n)]}
+        rows = [{"variant": f"v{i}", "success_rate": float(config.seed)} for i in range(config.n)]
+        return RunResult("fuzz_toy", rows, [], ReportSpec(metrics=["success_rate"]))
     """
 )
 

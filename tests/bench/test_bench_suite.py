@@ -21,6 +21,7 @@ TOY = textwrap.dedent(
     """
     from pathlib import Path
     from robopref.config import StrictModel
+    from robopref.methods.result import ReportSpec, RunResult
 
     class Config(StrictModel):
         method: str = "toy_method"
@@ -33,7 +34,8 @@ TOY = textwrap.dedent(
         with open(Path(out_dir).parent.parent / "calls.log", "a") as f:
             f.write(f"{config.task},{config.variant},{config.seed}\\n")
         score = len(config.task) * 10 + (config.variant == "y") + 0.1 * config.seed
-        return {"rows": [{"variant": config.variant, "success_rate": score}]}
+        rows = [{"variant": config.variant, "success_rate": score, "seed": config.seed}]
+        return RunResult("toy_method", rows, [], ReportSpec(metrics=["success_rate"]))
     """
 )
 
@@ -109,7 +111,7 @@ def test_report_aggregates_over_seeds(suite_file, tmp_path):
     from robopref.cli import main
 
     assert main(["report", str(tmp_path / "st"), "--metrics", "success_rate"]) == 0
-    assert "11.050 ± 0.050" in (tmp_path / "st" / "report.md").read_text()
+    assert "11.050 ± 0.050" in (tmp_path / "st" / "report-success_rate.md").read_text()
 
 
 def test_ray_matches_local(suite_file, tmp_path):
@@ -151,7 +153,8 @@ def test_pivot_table_puts_one_key_in_columns(tmp_path):
     from robopref.cli import main
 
     assert main(["report", str(store), "--metrics", "x", "--columns", "task"]) == 0
-    assert "| rapl@150 | 0.20 ± 0.00 | 0.60 ± 0.10 |" in (store / "report.md").read_text()
+    report = (store / "report-x-by-task.md").read_text()
+    assert "| rapl@150 | 0.20 ± 0.00 | 0.60 ± 0.10 |" in report
     with pytest.raises(ValueError, match="columns"):
         write_report(store, ("x",), columns="nope")
     assert main(["report", str(store), "--metrics", "x", "--columns", "nope"]) == 2

@@ -1,6 +1,5 @@
 """Running a config: validated before any work, no stale cached data, failed runs tidy up."""
 
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import pytest
 from robopref.config import ConfigError
 from robopref.envs import CollectConfig
 from robopref.methods import pearl
-from robopref.methods.common import cached, checkpoint_dir, config_sha256, sidecar_path
 from robopref.methods.run import FAILED_FILE, run_config
 
 
@@ -33,57 +31,6 @@ def _one_line_error(proc) -> str:
     return lines[0]
 
 
-def test_cached_keys_files_by_the_config_that_made_them(tmp_path, capsys):
-    path = tmp_path / "data.json"
-    made = []
-
-    def make(value):
-        def _make():
-            made.append(value)
-            return value
-
-        return _make
-
-    def save(v, p):
-        p.write_text(json.dumps(v))
-
-    def load(p):
-        return json.loads(p.read_text())
-
-    a = {"tasks": ["a"], "n": 1}
-    b = {"tasks": ["b"], "n": 1}
-    assert cached(path, a, make("A"), save, load) == "A"
-    assert cached(path, a, make("A2"), save, load) == "A"  # same config: reused
-    assert made == ["A"]
-    assert cached(path, b, make("B"), save, load) == "B"  # another config: made again
-    assert made == ["A", "B"] and load(path) == "B"
-    err = capsys.readouterr().err
-    assert "made by another config (tasks: ['a'] -> ['b'])" in err
-    record = json.loads(sidecar_path(path).read_text())
-    assert record == {"config": b, "sha256": config_sha256(b)}
-    # key order does not matter, values do
-    assert config_sha256({"n": 1, "tasks": ["b"]}) == config_sha256(b)
-    # a file without its record (an older run, or put there by hand) is never trusted
-    sidecar_path(path).unlink()
-    assert cached(path, b, make("B2"), save, load) == "B2"
-    assert "no record of the config" in capsys.readouterr().err
-
-
-def test_checkpoint_dir_is_emptied_when_another_config_made_it(tmp_path, capsys):
-    ckpt = tmp_path / "ckpt" / "iql-pearl"
-    ckpt.mkdir(parents=True)
-    (ckpt / "checkpoint.pt").write_text("from an older robopref")
-    a, b = {"tasks": ["button-press-v3"], "lr": 1e-3}, {"tasks": ["reach-v3"], "lr": 1e-3}
-    assert checkpoint_dir(ckpt, a) == ckpt and list(ckpt.iterdir()) == []  # no record: emptied
-    (ckpt / "checkpoint.pt").write_text("step 500 of a")
-    checkpoint_dir(ckpt, a)  # the same config: a killed run resumes from it
-    assert (ckpt / "checkpoint.pt").read_text() == "step 500 of a"
-    checkpoint_dir(ckpt, b)  # other data: it would resume a policy of another task
-    assert list(ckpt.iterdir()) == []
-    assert "tasks: ['button-press-v3'] -> ['reach-v3']" in capsys.readouterr().err
-    assert json.loads(sidecar_path(ckpt).read_text())["config"] == b
-
-
 def _collect(task: str, **kw) -> CollectConfig:
     return CollectConfig(
         tasks=[task],
@@ -101,14 +48,14 @@ def test_pearl_never_reuses_data_of_another_config(tmp_path, capsys):
     """The issue's reproduction: a run into the folder of an earlier run with other tasks must
     collect the new tasks (it used to load the old source.h5 whatever the config said)."""
     cache = tmp_path / "source.h5"
-    first = pearl._dataset(None, _collect("reach-v3"), cache)
+    first, _ = pearl.data_stage("source", _collect("reach-v3"), None, tmp_path)
     assert first.tasks == ["reach-v3"]
-    second = pearl._dataset(None, _collect("reach-wall-v3"), cache)
+    second, _ = pearl.data_stage("source", _collect("reach-wall-v3"), None, tmp_path)
     assert second.tasks == ["reach-wall-v3"]
-    assert "source.h5 was made by another config" in capsys.readouterr().err
+    assert "collect[source]" in capsys.readouterr().err  # says why it collects again
     stamp = cache.stat().st_mtime_ns
     # the same data with more worker processes: reused, not collected again
-    again = pearl._dataset(None, _collect("reach-wall-v3", num_workers=2), cache)
+    again, _ = pearl.data_stage("source", _collect("reach-wall-v3", num_workers=2), None, tmp_path)
     assert again.tasks == ["reach-wall-v3"] and cache.stat().st_mtime_ns == stamp
 
 

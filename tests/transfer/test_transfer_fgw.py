@@ -174,5 +174,5 @@ def test_pearl_source_reward_embedder_feeds_the_reward_feature():
     items = unique_items(tgt_q)
     e = embed(target, items)
     assert e.shape == (len(items.traj_index), 65) and np.isfinite(e).all()
-    labels, info = pearl._target_labels("pearl", config, source, src_q, target, tgt_q)
+    labels, info = pearl.target_labels("pearl", config, source, src_q, target, tgt_q)
     assert labels.labels.shape == (100, 2) and info["method"] == "fgw"

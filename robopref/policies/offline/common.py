@@ -32,6 +32,7 @@ from torch import nn
 from robopref.config import StrictModel
 from robopref.data import DataValidationError
 from robopref.policies.offline.buffer import TransitionBuffer
+from robopref.progress import is_quiet
 from robopref.utils import atomic_path, resolve_device, seed_everything
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -385,7 +386,11 @@ class OfflineLearner:
         return {**dict(zip(self.LOSSES, losses)), **stats}
 
     def train(
-        self, buffer: TransitionBuffer, steps: int | None = None, progress: bool = True
+        self,
+        buffer: TransitionBuffer,
+        steps: int | None = None,
+        progress: bool = True,
+        label: str | None = None,
     ) -> dict:
         """Train until ``steps`` total gradient steps (default ``config.steps``) are done.
 
@@ -396,7 +401,8 @@ class OfflineLearner:
         exactly where an uninterrupted one would. Losses are checked for NaN/inf every
         ``log_every`` steps, before each checkpoint and at the end
         (:class:`NonFiniteLossError` names the first bad step and loss). Returns the last step's
-        statistics as floats plus ``step``.
+        statistics as floats plus ``step``. ``label`` names the progress bar (e.g.
+        ``policy[pearl]``; default the learner's name).
         """
         cfg = self.config
         steps = cfg.steps if steps is None else int(steps)
@@ -425,7 +431,12 @@ class OfflineLearner:
 
         self._before_training(max(steps - self.step, 0))
         stats: dict[str, torch.Tensor] = {}
-        bar = tqdm(total=steps, initial=min(self.step, steps), desc=self.NAME, disable=not progress)
+        bar = tqdm(
+            total=steps,
+            initial=min(self.step, steps),
+            desc=label or self.NAME,
+            disable=not progress or is_quiet(),
+        )
         # Preallocated batch: the indices are drawn into one buffer and the rows gathered into
         # another (a third of the time of allocating both every step). Reusing the block is safe:
         # a step's autograd graph, the only holder of views into it, is gone when _step returns.

@@ -5,7 +5,8 @@
                                                          label it with a simulated teacher
     robopref info FILE                                   what is in a dataset
     robopref import SRC OUT.h5 [--state-keys a,b ...]    import robomimic / LeRobot (v2, v3.0) data
-    robopref export FILE OUT --format lerobot|robomimic  export a dataset and its labels
+    robopref export FILE OUT --format lerobot|robomimic [--reward CKPT]
+                                                         export a dataset and its labels
     robopref label-ui FILE [--port P --k K ...]          label queries yourself in the browser
     robopref run CONFIG [key=value ...] [--out DIR]      run a recipe (method: pearl | lm | collect ...)
     robopref lm --config F [key=value ...]               preference fine-tuning of a language policy
@@ -204,7 +205,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from robopref.data import load_dataset
     from robopref.data.exporters import export_lerobot, export_robomimic
 
+    model = None
+    if args.reward is not None:  # checked before the (possibly large) dataset is read
+        from robopref.rewards.relabel import load_reward_checkpoint, relabel_dataset
+
+        model = load_reward_checkpoint(args.reward)
     dataset = load_dataset(args.dataset)
+    if model is not None:
+        dataset = relabel_dataset(dataset, model, args.reward)
     if args.format == "lerobot":
         export_lerobot(dataset, args.out, fps=args.fps, robot_type=args.robot_type)
     else:
@@ -217,7 +225,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_label_ui(args: argparse.Namespace) -> int:
     from robopref.humans import main as labelling_main
 
-    return labelling_main(args.args)
+    def selector(dataset, pool, strategy, seed):  # the page's --select ensemble
+        from robopref.rewards.active import ActiveSelector
+
+        return ActiveSelector(dataset, pool, strategy, seed=seed)
+
+    return labelling_main(args.args, selector_factory=selector)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -427,6 +440,13 @@ robopref <command> --help                     # options and an example per comma
         "--fps", type=float, default=None, help="LeRobot fps (default: the dataset's, else 10)"
     )
     p.add_argument("--robot-type", default=None, help="LeRobot robot_type")
+    p.add_argument(
+        "--reward",
+        default=None,
+        metavar="CKPT",
+        help="write this reward model's per-step rewards as the rewards (next.reward); the "
+        "recorded ones are kept as next.original_reward / extras/original_rewards",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

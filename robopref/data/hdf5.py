@@ -118,6 +118,17 @@ def _loads(text: Any, src: str, where: str) -> dict[str, Any]:
     return value
 
 
+def _loads_list(text: Any, src: str, where: str) -> list[str]:
+    """A JSON list of strings stored in an attribute."""
+    try:
+        out = json.loads(text) if text is not None else None
+    except (TypeError, ValueError):
+        out = None
+    if not isinstance(out, list) or not all(isinstance(x, str) for x in out):
+        _fail(src, where, "a JSON list of strings", repr(text)[:60])
+    return out
+
+
 def _attr_str(attrs: h5py.AttributeManager, name: str, src: str, where: str, default: str) -> str:
     value = attrs.get(name, default)
     if isinstance(value, bytes):
@@ -213,6 +224,16 @@ def _write_demo(g: h5py.Group, t: Trajectory, metadata: str, image_compression: 
     _write_array(g, "rewards", t.rewards)
     _write_array(g, "dones", t.dones.astype(np.uint8))
     _write_array(g, "successes", t.successes.astype(np.uint8))
+    if t.step_tasks is not None:
+        # a per-step index into the demo's list of task strings (fixed-size, checksummed)
+        names = list(dict.fromkeys(t.step_tasks.tolist()))
+        g.attrs["step_task_names"] = json.dumps(names)
+        index = {n: i for i, n in enumerate(names)}
+        _write_array(g, "step_task_index", np.array([index[x] for x in t.step_tasks], np.int32))
+    if t.extras:
+        extras = g.create_group("extras", track_order=True)
+        for key, arr in t.extras.items():
+            _write_array(extras, key, arr)
 
 
 def _write_array(
@@ -607,6 +628,18 @@ class _Reader:
         else:
             successes = np.zeros(d.T, dtype=bool)
             metadata["successes_recorded"] = False
+        step_tasks = self._step_tasks(g, w, d.T)
+        extras = {}
+        if isinstance(g.get("extras"), h5py.Group):
+            for key in g["extras"]:
+                ds = self._dataset(g["extras"], key, f"{w}/extras")
+                if (
+                    ds.ndim < 1
+                    or ds.shape[0] != d.T
+                    or not (_is_numeric(ds.dtype) or ds.dtype == np.bool_)
+                ):
+                    self.fail(f"{w}/extras/{key}", f"[T={d.T}, ...] numeric", _describe(ds))
+                extras[key] = self._read(f"{w}/extras/{key}", ds)
         self.where = w
         return Trajectory(
             observations=obs["state"] if d.obs_format == "array" else obs,
@@ -617,7 +650,28 @@ class _Reader:
             task=task,
             instruction=instruction,
             metadata=metadata,
+            step_tasks=step_tasks,
+            extras=extras,
         )
+
+    def _step_tasks(self, g: h5py.Group, w: str, T: int) -> np.ndarray | None:
+        """The per-step tasks of a demo (``step_task_index`` into ``step_task_names``)."""
+        if "step_task_index" not in g:
+            return None
+        d = self._dataset(g, "step_task_index", w)
+        names = _loads_list(
+            g.attrs.get("step_task_names"), self.src, f"{w}.attrs['step_task_names']"
+        )
+        index = self._read(f"{w}/step_task_index", d)
+        if index.shape != (T,) or not np.issubdtype(index.dtype, np.integer):
+            self.fail(f"{w}/step_task_index", f"[T={T}] integer", _describe(d))
+        if T and (index.min() < 0 or index.max() >= len(names)):
+            self.fail(
+                f"{w}/step_task_index",
+                f"indices into the {len(names)} step_task_names",
+                f"values {int(index.min())}..{int(index.max())}",
+            )
+        return np.asarray(names, dtype=str)[index] if T else np.zeros(0, dtype=str)
 
     def _filter_keys(self, demos: list[_Demo]) -> dict[str, list[int]]:
         mask = self.f.get("mask")

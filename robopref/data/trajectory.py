@@ -59,6 +59,12 @@ class Trajectory:
         task: task name, e.g. ``"button-press-v3"``.
         instruction: natural-language instruction (used by language-conditioned policies).
         metadata: free-form JSON-serialisable information (collection mode, seed, ...).
+        step_tasks: ``[T]`` strings, the task of each step, for an episode whose task changes
+            midway (a LeRobot episode with several ``task_index`` values); None when every
+            step's task is the episode's ``instruction`` (or ``task``).
+        extras: other per-step arrays ``[T, ...]`` that are neither observations nor the fields
+            above; ``"original_rewards"`` holds the recorded rewards when ``rewards`` holds a
+            learned reward.
     """
 
     observations: Observations
@@ -69,9 +75,14 @@ class Trajectory:
     task: str = ""
     instruction: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    step_tasks: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.actions = np.asarray(self.actions)
+        if self.step_tasks is not None:
+            self.step_tasks = np.asarray(self.step_tasks, dtype=str)
+        self.extras = {k: np.asarray(v) for k, v in self.extras.items()}
         self.rewards = np.asarray(self.rewards, dtype=np.float64)
         T = len(self.actions)
         if self.successes is None:
@@ -96,6 +107,24 @@ class Trajectory:
             ("dones", self.dones),
         ):
             _check(arr.shape == (T,), source, name, f"shape ({T},)", f"shape {arr.shape}")
+        if self.step_tasks is not None:
+            shape = np.shape(self.step_tasks)
+            _check(shape == (T,), source, "step_tasks", f"shape ({T},)", f"shape {shape}")
+        for key, arr in self.extras.items():
+            _check(
+                isinstance(key, str) and key != "" and "/" not in key,
+                source,
+                "extras",
+                "keys that are non-empty strings without '/'",
+                repr(key),
+            )
+            _check(
+                arr.ndim >= 1 and len(arr) == T,
+                source,
+                f"extras/{key}",
+                f"array with first dimension {T}",
+                f"shape {arr.shape}",
+            )
         if isinstance(self.observations, dict):
             for key, arr in self.observations.items():
                 _check(
@@ -173,7 +202,16 @@ class Trajectory:
             task=self.task,
             instruction=self.instruction,
             metadata=dict(self.metadata, segment_start=start),
+            step_tasks=None if self.step_tasks is None else self.step_tasks[sl],
+            extras={k: v[sl] for k, v in self.extras.items()},
         )
+
+    def frame_tasks(self) -> np.ndarray:
+        """``[T]`` strings: the task of each step (``step_tasks``, or the episode's
+        ``instruction`` or ``task`` on every step)."""
+        if self.step_tasks is not None:
+            return self.step_tasks
+        return np.full(len(self), self.instruction or self.task, dtype=object).astype(str)
 
 
 @dataclass(repr=False)
@@ -256,6 +294,15 @@ class TrajectoryDataset:
             for name, arr in fields.items():
                 numeric = _is_numeric(arr.dtype) or (name != "actions" and arr.dtype == np.bool_)
                 _check(numeric, where, name, "a numeric dtype", f"dtype {arr.dtype}")
+            for key, arr in t.extras.items():
+                fields[f"extras/{key}"] = arr
+                _check(
+                    _is_numeric(arr.dtype) or arr.dtype == np.bool_,
+                    where,
+                    f"extras/{key}",
+                    "a numeric dtype",
+                    f"dtype {arr.dtype}",
+                )
             fields["rewards"] = t.rewards
             for name, arr in fields.items():
                 if np.issubdtype(arr.dtype, np.floating):
@@ -271,6 +318,14 @@ class TrajectoryDataset:
                 "observations",
                 f"{ref_format} observations as in trajectory 0",
                 f"{obs_format} observations",
+            )
+            _check(
+                {k for k in shapes if k.startswith("extras/")}
+                == {k for k in ref if k.startswith("extras/")},
+                where,
+                "extras",
+                f"keys {sorted(k[7:] for k in ref if k.startswith('extras/'))} as in trajectory 0",
+                f"keys {sorted(k[7:] for k in shapes if k.startswith('extras/'))}",
             )
             _check(
                 shapes.keys() == ref.keys(),

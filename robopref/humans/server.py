@@ -53,6 +53,7 @@ import numpy as np
 
 from robopref.data import DataValidationError
 from robopref.data.locks import FileBusyError
+from robopref.humans.active import SELECTIONS, ActiveQueue, SelectorFactory
 from robopref.humans.media import encode_png, film_strip, find_image_key, path_points, path_svg
 from robopref.humans.session import FileChangedError, LabelSession
 
@@ -473,6 +474,7 @@ def make_server(
     overwrite: bool = False,
     verbose: bool = False,
     allow_remote: bool = False,
+    active: ActiveQueue | None = None,
 ) -> LabelServer:
     """Open the labelling session of ``dataset_path`` (reading only) and bind the server (not
     started: call ``serve_forever()``; ``port=0`` picks a free port, see ``.url``).
@@ -485,7 +487,9 @@ def make_server(
         OSError: the address cannot be bound (port in use, unknown host).
     """
     check_host(host, allow_remote)
-    session = LabelSession(dataset_path, k, num_queries, segment_length, seed, labeller, overwrite)
+    session = LabelSession(
+        dataset_path, k, num_queries, segment_length, seed, labeller, overwrite, active
+    )
     return LabelServer(session, host, port, image_key, fps, verbose, allow_remote)
 
 
@@ -503,6 +507,7 @@ def serve(
     overwrite: bool = False,
     verbose: bool = False,
     allow_remote: bool = False,
+    active: ActiveQueue | None = None,
 ) -> None:
     """Serve the labelling page for ``dataset_path`` until interrupted (Ctrl-C).
 
@@ -520,10 +525,11 @@ def serve(
         overwrite: replace labels from a simulated teacher with a new human session.
         verbose: log every request.
         allow_remote: allow a non-loopback ``host`` (e.g. ``0.0.0.0``); prints a warning.
+        active: pick the queries as the answers come (:mod:`robopref.humans.active`).
     """
     server = make_server(
         dataset_path, host, port, k, num_queries, segment_length, seed, image_key, fps,
-        labeller, overwrite, verbose, allow_remote,
+        labeller, overwrite, verbose, allow_remote, active,
     )  # fmt: skip
     # the warning first: whoever reads the URL line has been warned already
     if server.remote:
@@ -558,8 +564,11 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``robopref label-ui DATASET [--port N] [--k K] [--num-queries Q] ...``."""
+def main(argv: Sequence[str] | None = None, selector_factory: SelectorFactory | None = None) -> int:
+    """Command line: ``robopref label-ui DATASET [--port N] [--k K] [--num-queries Q] ...``.
+
+    ``selector_factory`` builds the reward ensemble of ``--select disagreement|entropy`` (the
+    ``robopref`` command passes :class:`robopref.rewards.active.ActiveSelector`)."""
     parser = _Parser(
         prog="robopref label-ui",
         description="Label preferences between rollouts of a dataset in the browser.",
@@ -581,6 +590,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="allow a non-loopback --host such as 0.0.0.0 (other machines can then connect)",
     )
+    parser.add_argument(
+        "--select",
+        choices=SELECTIONS,
+        default=None,
+        help="pick the next queries by a reward ensemble trained on the answers so far "
+        "(disagreement of its members, entropy of its prediction) or uniformly (random), from "
+        "a pool of 10 x --num-queries candidates (new session)",
+    )
+    parser.add_argument(
+        "--retrain-every",
+        type=int,
+        default=10,
+        help="answers between two retrainings of the ensemble (with --select; in the "
+        "background, the page never waits)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"argument --port: expected 0..65535, found {args.port}")
@@ -588,11 +612,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"argument --fps: expected a positive number, found {args.fps}")
     if args.seed < 0:
         parser.error(f"argument --seed: expected an integer >= 0, found {args.seed}")
+    if args.retrain_every < 1:
+        parser.error(
+            f"argument --retrain-every: expected an integer >= 1, found {args.retrain_every}"
+        )
+    active = None
+    if args.select is not None:
+        if selector_factory is None:
+            parser.error("argument --select: needs the reward models of `robopref label-ui`")
+        active = ActiveQueue(
+            args.select, args.num_queries, args.retrain_every, selector_factory, seed=args.seed
+        )
     try:
         serve(
             args.dataset, args.host, args.port, args.k, args.num_queries, args.segment_length,
             args.seed, args.image_key, args.fps, args.labeller, args.overwrite, args.verbose,
-            args.allow_remote,
+            args.allow_remote, active,
         )  # fmt: skip
     except (DataValidationError, ValueError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)

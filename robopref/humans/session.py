@@ -41,6 +41,7 @@ from robopref.data import (
     save_queries,
 )
 from robopref.data.locks import writer_lock
+from robopref.humans.active import ActiveQueue
 
 KEY = "human_labels"
 VERSION = 2
@@ -197,6 +198,8 @@ def plan_queries(queries: PreferenceQueries, source: str = "preferences") -> Pre
     plan.metadata = copy.deepcopy(queries.metadata)
     plan.metadata[KEY] = {"version": VERSION, "answered": list(state["answered"]),
                           "answers": list(state["answers"])}  # fmt: skip
+    if "active" in state:  # an actively selected session (robopref.humans.active)
+        plan.metadata[KEY]["active"] = state["active"]
     return plan
 
 
@@ -223,7 +226,8 @@ def stored_queries(plan: PreferenceQueries) -> PreferenceQueries:
             "rows": rows,
             "answered": state["answered"],
             "answers": state["answers"],
-        },
+        }
+        | ({"active": state["active"]} if "active" in state else {}),
     }
     return out
 
@@ -282,8 +286,10 @@ class LabelSession:
         seed: int = 0,
         labeller: str = "human",
         overwrite: bool = False,
+        active: ActiveQueue | None = None,
     ) -> None:
         self.path = Path(path)
+        self.active = active
         # Taken before reading, so a write that races with the read counts as a change.
         self._signature = _signature(self.path) if self.path.is_file() else None
         self.dataset = load_dataset(self.path)
@@ -293,6 +299,8 @@ class LabelSession:
             source = f"{self.path}: preferences"
             self.queries = plan_queries(q, source)
             self.queries.validate(source, self.dataset)
+            if active is not None:
+                active.resume(self.dataset, self.state, f"{source}: metadata['{KEY}']")
             return
         if q is not None and q.label_kind == "none":
             queries = q
@@ -313,9 +321,14 @@ class LabelSession:
                     f"{self.path}: segment_length: expected <= {max(lengths)} (the longest "
                     f"trajectory), found {segment_length}"
                 )
-            queries = sample_queries(
-                self.dataset, num_queries, k, segment_length, np.random.default_rng(seed)
-            )
+            rng = np.random.default_rng(seed)
+            if active is None:
+                queries = sample_queries(self.dataset, num_queries, k, segment_length, rng)
+            else:  # a pool of candidates; the queue asks some of them, chosen as answers come
+                pool = sample_queries(
+                    self.dataset, active.pool_factor * num_queries, k, segment_length, rng
+                )
+                queries = active.start(self.dataset, pool)
             queries.seed = seed
         Q, K = queries.traj_index.shape
         queries.labels = np.zeros((Q, K))
@@ -326,6 +339,8 @@ class LabelSession:
             **queries.metadata,
             KEY: {"version": VERSION, "answered": [False] * Q, "answers": [None] * Q},
         }
+        if active is not None and active.pool is not None:
+            queries.metadata[KEY]["active"] = active.record()
         self.queries = queries
 
     # ---------------------------------------------------------------- state
@@ -349,11 +364,38 @@ class LabelSession:
                 return i
         return None
 
+    def labelled_queries(self) -> PreferenceQueries:
+        """The queries answered with a preference so far (what the file stores)."""
+        return stored_queries(self.queries)
+
+    def extend_plan(self, extra: PreferenceQueries) -> None:
+        """Queue ``extra`` (unlabelled queries) after the plan; call with ``lock`` held. The
+        file gets them with the next answer."""
+        q, n = self.queries, extra.num_queries
+        new = PreferenceQueries(
+            np.concatenate([q.traj_index, extra.traj_index]),
+            np.concatenate([q.start, extra.start]),
+            np.concatenate([q.length, extra.length]),
+            np.concatenate([q.labels, np.zeros((n, q.k))]),
+            np.concatenate([q.mask, extra.mask]),
+            np.concatenate([q.confidence, np.zeros(n)]),
+            q.label_kind,
+            q.teacher,
+            q.seed,
+            copy.deepcopy(q.metadata),
+        )
+        state = new.metadata[KEY]
+        state["answered"] += [False] * n
+        state["answers"] += [None] * n
+        if self.active is not None:
+            state["active"] = self.active.record()
+        self.queries = new
+
     def progress(self) -> dict[str, Any]:
         nxt = self.next_unanswered()
         return {
             "answered": self.num_answered,
-            "total": self.num_queries,
+            "total": self.num_queries if self.active is None else self.active.target,
             "next": nxt,
             "done": nxt is None,
             "k": self.queries.k,
@@ -413,4 +455,6 @@ class LabelSession:
                 save_queries(self.path, stored_queries(new))
                 self._signature = _signature(self.path)
             self.queries = new
+            if self.active is not None:
+                self.active.after_answer(self)
             return self.progress()

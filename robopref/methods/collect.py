@@ -8,6 +8,7 @@ rate, labelled queries). The collected dataset is a stage of the run folder: a r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -48,6 +49,15 @@ class LabelConfig(StrictModel):
     """Most queries the teacher answers (skipped ones count); default: ``num_queries``."""
     seed: int = Field(default=0, ge=0)
     """Seed of the query sampling."""
+    select: Literal["random", "disagreement", "entropy"] = "random"
+    """How queries are chosen: ``random`` (uniformly), or actively from a candidate pool
+    (``pool_factor`` x ``num_queries``) by a reward ensemble retrained on the labels so far
+    every ``retrain_every`` labels (B-Pref): ``disagreement`` of its members or ``entropy`` of
+    its mean prediction."""
+    retrain_every: int = Field(default=50, ge=1)
+    """Labels between two retrainings of the selection ensemble (active selection only)."""
+    pool_factor: int = Field(default=10, ge=1)
+    """Candidate queries per query asked (active selection only)."""
 
     @model_validator(mode="after")
     def _fits_in_memory(self) -> LabelConfig:
@@ -114,15 +124,18 @@ def label_file(path: str | Path, label: LabelConfig, existing: str = "refuse") -
                 f"or --append to add new ones (nothing was written)"
             )
         teacher = make_teacher(label.teacher)
-        queries = label_queries(
-            dataset,
-            teacher,
-            num_queries=label.num_queries,
-            k=label.k,
-            segment_length=label.segment_length,
-            budget=label.budget,
-            seed=label.seed,
-        )
+        if label.select == "random":
+            queries = label_queries(
+                dataset,
+                teacher,
+                num_queries=label.num_queries,
+                k=label.k,
+                segment_length=label.segment_length,
+                budget=label.budget,
+                seed=label.seed,
+            )
+        else:
+            queries = active_label_queries(dataset, teacher, label)
         if queries.num_queries == 0:  # e.g. a skip teacher whose threshold skips every query
             raise DataValidationError(
                 f"{path}: the teacher '{teacher.name}' skipped all "
@@ -134,6 +147,30 @@ def label_file(path: str | Path, label: LabelConfig, existing: str = "refuse") -
         save_queries(path, queries)
     dataset.queries = queries
     return dataset
+
+
+def active_label_queries(
+    dataset: TrajectoryDataset, teacher: Any, label: LabelConfig
+) -> PreferenceQueries:
+    """``label.num_queries`` queries chosen by ``label.select`` from a uniformly sampled pool
+    and labelled by ``teacher`` (see :func:`robopref.rewards.active.active_labels`)."""
+    from robopref.data import sample_queries
+    from robopref.rewards.active import active_labels
+
+    rng = np.random.default_rng(label.seed)
+    pool = sample_queries(
+        dataset, label.pool_factor * label.num_queries, label.k, label.segment_length, rng
+    )
+    budget = min(label.budget or label.num_queries, label.num_queries, pool.num_queries)
+    return active_labels(
+        dataset,
+        pool,
+        lambda q: teacher.label(dataset, q, seed=label.seed),
+        budget,
+        label.select,
+        label.retrain_every,
+        seed=label.seed,
+    )
 
 
 def check_rewards_recorded(dataset: TrajectoryDataset, path: str | Path) -> None:

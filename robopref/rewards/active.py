@@ -20,7 +20,8 @@ From a pool of unlabelled candidate queries, pick the ``num`` with the highest s
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -171,3 +172,137 @@ def select_queries(
         },
     }
     return out
+
+
+class ActiveSelector:
+    """Picks the next queries by a reward ensemble trained on the answers so far (B-Pref /
+    PEBBLE's query selection, one round at a time).
+
+    ``pool`` holds the candidate queries (sampled once, e.g. 10 x the label budget); ``fit``
+    trains a fresh :class:`~robopref.rewards.EnsembleReward` on the answered queries and scores
+    every candidate; ``pick`` then returns the best-scored candidates not asked yet. Before the
+    first ``fit`` (or with ``strategy="uniform"``) ``pick`` draws uniformly.
+
+    Args:
+        dataset: the trajectories the queries index (state observations).
+        pool: the candidate queries.
+        strategy: ``"uniform"``, ``"disagreement"`` or ``"entropy"``.
+        n_members, hidden, epochs, lr: the ensemble and its training (small by default: it is
+            retrained every few answers).
+        seed: seeds the uniform draws and the ensemble's initialisation.
+    """
+
+    def __init__(
+        self,
+        dataset: TrajectoryDataset,
+        pool: PreferenceQueries,
+        strategy: Strategy = "disagreement",
+        *,
+        n_members: int = 3,
+        hidden: tuple[int, ...] = (64, 64),
+        epochs: int = 30,
+        lr: float = 1e-3,
+        seed: int = 0,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise DataValidationError(f"select: expected one of {STRATEGIES}, found {strategy!r}")
+        pool.validate("ActiveSelector: pool", dataset)
+        self.dataset, self.pool, self.strategy = dataset, pool, strategy
+        self.n_members, self.hidden, self.epochs, self.lr = n_members, hidden, epochs, lr
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.scores: np.ndarray | None = None
+        self.fits = 0
+
+    def fit(self, answered: PreferenceQueries) -> None:
+        """Train the ensemble on ``answered`` (labelled queries) and score the pool."""
+        if self.strategy == "uniform" or answered.num_queries < 2:
+            return
+        from robopref.rewards.models import EnsembleReward
+        from robopref.rewards.trainer import RewardTrainer, RewardTrainerConfig
+
+        torch.manual_seed(self.seed + self.fits)
+        obs_dim = int(np.asarray(self.dataset[0].state).shape[1])
+        model = EnsembleReward(
+            obs_dim, self.dataset[0].actions.shape[1], self.n_members, self.hidden
+        )
+        config = RewardTrainerConfig(
+            epochs=self.epochs, lr=self.lr, val_fraction=0.0, patience=None, quiet=True,
+            device="cpu", seed=self.seed + self.fits, batch_size=64,
+        )  # fmt: skip
+        RewardTrainer(model, config).fit(self.dataset, answered)
+        probs = member_probabilities(model, self.dataset, self.pool)
+        self.scores = query_scores(probs, self.strategy, self.pool.mask)
+        self.fits += 1
+
+    def pick(self, num: int, asked: set[int] | None = None) -> np.ndarray:
+        """Indices into the pool of ``num`` candidates not in ``asked``, most informative
+        first (uniformly drawn before the first ``fit``)."""
+        asked = asked or set()
+        free = np.array([i for i in range(self.pool.num_queries) if i not in asked], np.int64)
+        num = min(num, len(free))
+        if self.scores is None:
+            return self.rng.choice(free, size=num, replace=False)
+        order = np.argsort(-self.scores[free], kind="stable")
+        return free[order[:num]]
+
+
+def active_labels(
+    dataset: TrajectoryDataset,
+    pool: PreferenceQueries,
+    label: Callable[[PreferenceQueries], PreferenceQueries],
+    budget: int,
+    strategy: Strategy = "disagreement",
+    retrain_every: int = 50,
+    seed: int = 0,
+    **selector_options: Any,
+) -> PreferenceQueries:
+    """Ask ``budget`` queries of ``pool`` through ``label`` (a teacher: unlabelled queries in,
+    labelled queries out), ``retrain_every`` at a time: the first batch uniformly, each next one
+    by ``strategy`` under an ensemble trained on every answer so far.
+
+    Returns the labelled queries in the order asked, with ``metadata["selection"] =
+    {"strategy", "retrain_every", "candidate_index"}``.
+    """
+    if not 1 <= budget <= pool.num_queries:
+        raise DataValidationError(
+            f"active_labels: budget: expected 1..{pool.num_queries} (the pool), found {budget}"
+        )
+    if retrain_every < 1:
+        raise DataValidationError(
+            f"active_labels: retrain_every: expected an integer >= 1, found {retrain_every}"
+        )
+    selector = ActiveSelector(dataset, pool, strategy, seed=seed, **selector_options)
+    asked: list[int] = []
+    labelled: PreferenceQueries | None = None
+    while len(asked) < budget:
+        idx = selector.pick(min(retrain_every, budget - len(asked)), set(asked))
+        batch = label(pool.subset(idx))
+        labelled = batch if labelled is None else _concat(labelled, batch)
+        asked += [int(i) for i in idx]
+        if len(asked) < budget:
+            selector.fit(labelled)
+    assert labelled is not None
+    labelled.metadata = {
+        **labelled.metadata,
+        "selection": {
+            "strategy": strategy,
+            "retrain_every": retrain_every,
+            "candidate_index": asked,
+        },
+    }
+    return labelled
+
+
+def _concat(a: PreferenceQueries, b: PreferenceQueries) -> PreferenceQueries:
+    """``a``'s queries then ``b``'s (labels of the same kind; ``a``'s metadata)."""
+    return PreferenceQueries(
+        *(np.concatenate([getattr(a, f), getattr(b, f)]) for f in _FIELDS),
+        a.label_kind,
+        a.teacher,
+        a.seed,
+        dict(a.metadata),
+    )
+
+
+_FIELDS = ("traj_index", "start", "length", "labels", "mask", "confidence")

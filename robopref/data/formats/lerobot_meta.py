@@ -337,6 +337,9 @@ def lerobot_dataset_metadata(
     }
     if keys.state:
         metadata["state_keys"] = list(keys.state)
+    names = feature_names(info["features"], keys)
+    if names:
+        metadata["feature_names"] = names
     if not rewards_recorded:
         metadata["rewards_recorded"] = False
     splits = lerobot_splits(info.get("splits", {}), info_path)
@@ -345,6 +348,58 @@ def lerobot_dataset_metadata(
             name: [position[i] for i in idx if i in position] for name, idx in splits.items()
         }
     return metadata
+
+
+def feature_names(features: dict[str, dict[str, Any]], keys: LeRobotKeys) -> dict[str, Any]:
+    """The ``names`` of the features imported, by the LeRobot feature name an export writes
+    them under (the ``--state-keys`` features folded into ``observation.state`` get their
+    names concatenated, when every one of them has a list of names)."""
+    out = {
+        k: f["names"]
+        for k, f in features.items()
+        if f.get("names")
+        and f.get("dtype") not in ("image", "video")
+        and (k in keys.obs or not k.startswith("observation."))
+    }
+    if keys.state:
+        parts = [features[k].get("names") for k in keys.state]
+        if all(isinstance(p, list) for p in parts):
+            out["observation.state"] = [n for p in parts for n in p]
+        elif "observation.state" not in keys.obs:
+            out.pop("observation.state", None)
+    return out
+
+
+def extra_features(features: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Feature name -> ``Trajectory.extras`` key of the per-step arrays a robopref export
+    writes beside the observations (``next.original_reward``, ``robopref.<key>``)."""
+    out = {}
+    for k in features:
+        if k == "next.original_reward":
+            out[k] = "original_rewards"
+        elif k.startswith("robopref.") and len(k) > len("robopref."):
+            out[k] = k[len("robopref.") :]
+    return out
+
+
+def frame_tasks(
+    task_index: np.ndarray, tasks: dict[int, str], file: Path, episode: int
+) -> tuple[str, np.ndarray | None]:
+    """The first frame's task of an episode, and every frame's task when it changes midway
+    (None when one task covers the episode)."""
+    if len(task_index) == 0:
+        return "", None
+    unknown = sorted(set(np.unique(task_index).tolist()) - set(tasks))
+    if unknown and tasks:
+        fail(
+            file,
+            "task_index",
+            f"task indices of meta/tasks (episode {episode}: {sorted(tasks)[:10]})",
+            f"{unknown[:5]}",
+        )
+    names = np.array([tasks.get(int(i), "") for i in task_index], dtype=str)
+    first = str(names[0])
+    return first, (names if (names != names[0]).any() else None)
 
 
 def lerobot_splits(splits: Any, info_path: Path) -> dict[str, list[int]]:

@@ -20,6 +20,7 @@ from robopref.data.formats.lerobot_meta import (
     decode_images,
     decode_video,
     fold_state,
+    frame_tasks,
     lerobot_dataset_metadata,
     select_keys,
 )
@@ -190,10 +191,11 @@ def import_lerobot_v2(
         else:
             successes = None
             metadata["successes_recorded"] = False
-        instruction = ""
+        instruction, step_tasks = "", None
         if "task_index" in table.column_names and T:
-            ti = int(column("task_index", scalar=True)[0])
-            instruction = task_names.get(ti, "")
+            instruction, step_tasks = frame_tasks(
+                column("task_index", scalar=True), task_names, file, e
+            )
         if not instruction and meta_eps[e].get("tasks"):
             instruction = str(meta_eps[e]["tasks"][0])
         obs = fold_state(obs, keys)
@@ -208,6 +210,7 @@ def import_lerobot_v2(
                 instruction if task is None else task,
                 instruction,
                 metadata,
+                step_tasks,
             )
         )
     position = {e: i for i, e in enumerate(wanted)}

@@ -51,7 +51,9 @@ from robopref.data.formats.lerobot_meta import (
     LeRobotKeys,
     decode_images,
     decode_video_segment,
+    extra_features,
     fold_state,
+    frame_tasks,
     lerobot_dataset_metadata,
     select_keys,
     split_episodes,
@@ -251,6 +253,7 @@ class LeRobotV3Reader:
             for c in ("frame_index", "timestamp", "task_index", "next.done", "next.success")
             if c in schema_names
         ]
+        cols += [c for c in extra_features(features) if c in schema_names]
         return list(dict.fromkeys(cols))
 
     def __iter__(self) -> Iterator[Trajectory]:
@@ -393,11 +396,18 @@ class LeRobotV3Reader:
         else:
             successes = None
             metadata["successes_recorded"] = False
-        instruction = ""
+        instruction, step_tasks = "", None
         if "task_index" in names and T:
-            instruction = self.tasks.get(int(column("task_index", scalar=True)[0]), "")
+            instruction, step_tasks = frame_tasks(
+                column("task_index", scalar=True), self.tasks, file, e
+            )
         if not instruction and ep.tasks:
             instruction = ep.tasks[0]
+        extras = {
+            key: column(feature, scalar=self.info["features"][feature].get("shape") in ([1], None))
+            for feature, key in extra_features(features).items()
+            if feature in names
+        }
         observations: Any = obs["state"] if list(obs) == ["state"] else obs
         return Trajectory(
             observations,
@@ -408,6 +418,8 @@ class LeRobotV3Reader:
             instruction if self.task is None else self.task,
             instruction,
             metadata,
+            step_tasks,
+            extras,
         )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from robopref.data.formats import lerobot_stats
 from robopref.data.formats._common import (
     PathLike,
     atomic_folder,
@@ -32,8 +33,27 @@ _CHUNKS_SIZE = 1000
 _FRAMES_PER_FILE = 200_000
 
 
+# An extra per-step array of a trajectory becomes a LeRobot feature of this name; the recorded
+# reward kept beside a learned one reads as a reward, the others are marked as robopref's.
+ORIGINAL_REWARD_FEATURE = "next.original_reward"
+
+
+def extra_feature(key: str) -> str:
+    """The LeRobot feature name of ``Trajectory.extras[key]``."""
+    return ORIGINAL_REWARD_FEATURE if key == "original_rewards" else f"robopref.{key}"
+
+
+def rewards_recorded(dataset: TrajectoryDataset) -> bool:
+    """False for a dataset imported without rewards (``metadata["rewards_recorded"]``)."""
+    return dataset.metadata.get("rewards_recorded", True) is not False
+
+
 def lerobot_features(dataset: TrajectoryDataset) -> dict[str, tuple[str, Any]]:
-    """LeRobot feature name -> (robopref field, per-step array of trajectory 0)."""
+    """LeRobot feature name -> (robopref field, per-step array of trajectory 0).
+
+    Fields: ``obs/<key>``, ``actions``, ``rewards`` (absent for a dataset without rewards)
+    and ``extras/<key>``.
+    """
     t0 = dataset[0]
     obs = t0.observations if isinstance(t0.observations, dict) else {"state": t0.observations}
     out: dict[str, tuple[str, Any]] = {}
@@ -42,10 +62,25 @@ def lerobot_features(dataset: TrajectoryDataset) -> dict[str, tuple[str, Any]]:
         name = key if key.startswith("images.") or not image else f"images.{key}"
         out[f"observation.{name}"] = (f"obs/{key}", arr)
     out["action"] = ("actions", t0.actions)
+    if rewards_recorded(dataset):
+        out["next.reward"] = ("rewards", t0.rewards)
+    for key, arr in t0.extras.items():
+        out[extra_feature(key)] = (f"extras/{key}", arr)
     return out
 
 
-def _feature_info(arr: np.ndarray, image: bool) -> dict[str, Any]:
+def field_values(t: Any, field: str) -> np.ndarray:
+    """The per-step array of robopref field ``field`` (see :func:`lerobot_features`)."""
+    if field == "actions":
+        return t.actions
+    if field == "rewards":
+        return t.rewards
+    if field.startswith("extras/"):
+        return t.extras[field[7:]]
+    return t.observations[field[4:]] if isinstance(t.observations, dict) else t.observations
+
+
+def _feature_info(arr: np.ndarray, image: bool, names: Any) -> dict[str, Any]:
     if image:
         return {
             "dtype": "image",
@@ -53,7 +88,11 @@ def _feature_info(arr: np.ndarray, image: bool) -> dict[str, Any]:
             "names": ["height", "width", "channels"],
         }
     shape = list(arr.shape[1:]) or [1]
-    return {"dtype": str(arr.dtype), "shape": shape, "names": None}
+    # names of the last dimension, as LeRobot's features carry them (q0..q8, x/y/z, ...)
+    ok = isinstance(names, dict) or (
+        isinstance(names, list) and len(shape) == 1 and len(names) == shape[0]
+    )
+    return {"dtype": str(arr.dtype), "shape": shape, "names": names if ok else None}
 
 
 def _tasks_table(pa: Any, tasks: list[str]) -> Any:
@@ -122,9 +161,15 @@ def export_lerobot(
 
     Features: ``observation.state`` (or each low-dim observation key as
     ``observation.<key>``), uint8 ``[T, H, W, 3]`` observations as ``observation.images.<key>``
-    of dtype ``image`` (lossless PNG in the parquet), ``action``, ``next.reward``,
-    ``next.done``, ``next.success`` and LeRobot's index columns. The task string of an
-    episode is its ``instruction`` (or ``task`` when that is empty). All episodes go to
+    of dtype ``image`` (lossless PNG in the parquet), ``action``, ``next.reward`` (not for a
+    dataset imported without rewards, ``metadata["rewards_recorded"] = False``), each
+    ``Trajectory.extras`` array (``original_rewards`` as ``next.original_reward``, others as
+    ``robopref.<key>``), ``next.done``, ``next.success`` and LeRobot's index columns. A
+    feature's ``names`` come from ``metadata["feature_names"][feature]`` (an import from
+    LeRobot fills it). Each frame's task is its trajectory's ``step_tasks`` entry, or the
+    episode's ``instruction`` (or ``task`` when that is empty). ``meta/stats.json`` and the
+    per-episode ``stats/...`` columns are LeRobot's normalisation statistics
+    (:mod:`robopref.data.formats.lerobot_stats`). All episodes go to
     ``data/chunk-000/file-000.parquet`` (more files past 200k frames).
 
     Side tables: ``meta/robopref_preferences.parquet`` (one row per query: ``episode_index``,
@@ -135,8 +180,7 @@ def export_lerobot(
     Raises:
         DataValidationError: an empty or inconsistent dataset, or ``out`` exists.
     """
-    pa = require("pyarrow", "export_lerobot")
-    pq = require("pyarrow.parquet", "export_lerobot")
+    require("pyarrow", "export_lerobot")
     out = Path(out)
     source = f"export_lerobot({out})"
     if len(dataset) == 0:
@@ -147,8 +191,15 @@ def export_lerobot(
     fps = float(fps if fps is not None else dataset.metadata.get("fps") or 10.0)
     features = lerobot_features(dataset)
     images = {k for k, (_, a) in features.items() if a.dtype == np.uint8 and a.ndim == 4}
-    info_features = {k: _feature_info(a, k in images) for k, (_, a) in features.items()}
-    info_features["next.reward"] = {"dtype": "float32", "shape": [1], "names": None}
+    names = dataset.metadata.get("feature_names") or {}
+    info_features = {
+        k: _feature_info(a, k in images, names.get(k) if isinstance(names, dict) else None)
+        for k, (_, a) in features.items()
+    }
+    if "next.reward" in features:
+        # float32 as LeRobot records rewards, unless that would round them
+        f32 = all(np.array_equal(t.rewards.astype(np.float32), t.rewards) for t in dataset)
+        info_features["next.reward"]["dtype"] = "float32" if f32 else "float64"
     info_features["next.done"] = {"dtype": "bool", "shape": [1], "names": None}
     info_features["next.success"] = {"dtype": "bool", "shape": [1], "names": None}
     for k, dt in (
@@ -159,49 +210,54 @@ def export_lerobot(
         ("task_index", "int64"),
     ):
         info_features[k] = {"dtype": dt, "shape": [1], "names": None}
-    rewards_f32 = all(np.array_equal(t.rewards.astype(np.float32), t.rewards) for t in dataset)
-    if not rewards_f32:
-        info_features["next.reward"]["dtype"] = "float64"
-    task_names = [t.instruction or t.task for t in dataset]
-    tasks = list(dict.fromkeys(task_names))
-    task_index = {s: i for i, s in enumerate(tasks)}
+    tasks = list(dict.fromkeys(x for t in dataset for x in t.frame_tasks().tolist()))
 
     with locked_output(out, "export to it"):
         if os.path.lexists(out):  # another export may have finished since the check above
             raise DataValidationError(f"{source}: /: expected a new folder, found an existing path")
         with output_errors(out), atomic_folder(out) as tmp:
-            _write_lerobot(
-                pa,
-                pq,
-                tmp,
-                dataset,
-                features,
-                images,
-                info_features,
-                task_names,
-                task_index,
-                tasks,
-                fps,
-                robot_type,
-                rewards_f32,
-            )
+            _write_lerobot(tmp, dataset, features, images, info_features, tasks, fps, robot_type)
+
+
+def _frame_columns(
+    t: Any,
+    e: int,
+    first_index: int,
+    features: dict[str, tuple[str, Any]],
+    info_features: dict[str, Any],
+    task_index: dict[str, int],
+    fps: float,
+) -> dict[str, np.ndarray]:
+    """Episode ``e``'s values of every feature, in the dtypes written."""
+    T = len(t)
+    cols = {}
+    for name, (field, _) in features.items():
+        arr = field_values(t, field)
+        dtype = info_features[name]["dtype"]
+        cols[name] = arr if dtype == "image" else arr.astype(dtype, copy=False)
+    cols["next.done"] = t.dones
+    cols["next.success"] = t.successes
+    cols["timestamp"] = (np.arange(T) / fps).astype(np.float32)
+    cols["frame_index"] = np.arange(T, dtype=np.int64)
+    cols["episode_index"] = np.full(T, e, dtype=np.int64)
+    cols["index"] = np.arange(first_index, first_index + T, dtype=np.int64)
+    cols["task_index"] = np.array([task_index[x] for x in t.frame_tasks().tolist()], np.int64)
+    return cols
 
 
 def _write_lerobot(
-    pa: Any,
-    pq: Any,
     root: Path,
     dataset: TrajectoryDataset,
     features: dict[str, tuple[str, Any]],
     images: set[str],
     info_features: dict[str, Any],
-    task_names: list[str],
-    task_index: dict[str, int],
     tasks: list[str],
     fps: float,
     robot_type: str | None,
-    rewards_f32: bool,
 ) -> None:
+    pa = require("pyarrow", "export_lerobot")
+    pq = require("pyarrow.parquet", "export_lerobot")
+    task_index = {s: i for i, s in enumerate(tasks)}
     data_tmpl = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
     writer = None
     file_idx, frames_in_file, index = 0, 0, 0
@@ -215,32 +271,24 @@ def _write_lerobot(
             "data/file_index",
             "dataset_from_index",
             "dataset_to_index",
-            "meta/episodes/chunk_index",
-            "meta/episodes/file_index",
         )
     }
+    ep_stats: dict[str, list[dict[str, np.ndarray]]] = {k: [] for k in info_features}
     try:
         for e, t in enumerate(dataset):
             T = len(t)
             if writer is not None and frames_in_file + T > _FRAMES_PER_FILE:
                 writer.close()
                 writer, file_idx, frames_in_file = None, file_idx + 1, 0
-            obs = t.observations if isinstance(t.observations, dict) else {"state": t.observations}
-            cols: dict[str, Any] = {}
-            for name, (field, _) in features.items():
-                arr = t.actions if field == "actions" else obs[field[4:]]
-                cols[name] = _png_column(pa, arr) if name in images else _list_column(pa, arr)
-            cols["next.reward"] = pa.array(
-                t.rewards.astype(np.float32 if rewards_f32 else np.float64)
+            values = _frame_columns(t, e, index, features, info_features, task_index, fps)
+            for name, arr in values.items():
+                ep_stats[name].append(lerobot_stats.feature_stats(arr, name in images))
+            table = pa.table(
+                {
+                    k: _png_column(pa, v) if k in images else _list_column(pa, v)
+                    for k, v in values.items()
+                }
             )
-            cols["next.done"] = pa.array(t.dones)
-            cols["next.success"] = pa.array(t.successes)
-            cols["timestamp"] = pa.array((np.arange(T) / fps).astype(np.float32))
-            cols["frame_index"] = pa.array(np.arange(T, dtype=np.int64))
-            cols["episode_index"] = pa.array(np.full(T, e, dtype=np.int64))
-            cols["index"] = pa.array(np.arange(index, index + T, dtype=np.int64))
-            cols["task_index"] = pa.array(np.full(T, task_index[task_names[e]], dtype=np.int64))
-            table = pa.table(cols)
             chunk, fidx = divmod(file_idx, _CHUNKS_SIZE)
             if writer is None:
                 path = root / data_tmpl.format(chunk_index=chunk, file_index=fidx)
@@ -249,14 +297,12 @@ def _write_lerobot(
             writer.write_table(table)
             for k, v in (
                 ("episode_index", e),
-                ("tasks", [task_names[e]]),
+                ("tasks", list(dict.fromkeys(t.frame_tasks().tolist()))),
                 ("length", T),
                 ("data/chunk_index", chunk),
                 ("data/file_index", fidx),
                 ("dataset_from_index", index),
                 ("dataset_to_index", index + T),
-                ("meta/episodes/chunk_index", 0),
-                ("meta/episodes/file_index", 0),
             ):
                 ep_rows[k].append(v)
             index += T
@@ -264,10 +310,20 @@ def _write_lerobot(
     finally:
         if writer is not None:
             writer.close()
+    for name, per_episode in ep_stats.items():
+        for stat in lerobot_stats.STAT_KEYS:
+            ep_rows[f"stats/{name}/{stat}"] = [np.asarray(s[stat]).tolist() for s in per_episode]
+    ep_rows["meta/episodes/chunk_index"] = [0] * len(dataset)
+    ep_rows["meta/episodes/file_index"] = [0] * len(dataset)
     ep_path = root / "meta/episodes/chunk-000/file-000.parquet"
     ep_path.parent.mkdir(parents=True)
     pq.write_table(pa.table(ep_rows), ep_path)
     pq.write_table(_tasks_table(pa, tasks), root / "meta/tasks.parquet")
+    stats = {
+        name: lerobot_stats.to_json(lerobot_stats.aggregate(per_episode))
+        for name, per_episode in ep_stats.items()
+    }
+    (root / "meta/stats.json").write_text(json.dumps(stats, indent=4))
     info = {
         "codebase_version": "v3.0",
         "robot_type": robot_type or dataset.metadata.get("robot_type"),
@@ -290,6 +346,7 @@ def _write_lerobot(
             {"task": t.task, "instruction": t.instruction, "metadata": t.metadata} for t in dataset
         ],
         "observations": {n: f[4:] for n, (f, _) in features.items() if f.startswith("obs/")},
+        "extras": {n: f[7:] for n, (f, _) in features.items() if f.startswith("extras/")},
         "array_observations": not isinstance(dataset[0].observations, dict),
     }
     (root / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=json_default))

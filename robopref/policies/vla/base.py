@@ -52,7 +52,10 @@ class ActionTokenPolicy(nn.Module):
         raise NotImplementedError
 
     def action_logits(
-        self, obs: Mapping[str, torch.Tensor], instructions: Sequence[str], prev_tokens: torch.Tensor
+        self,
+        obs: Mapping[str, torch.Tensor],
+        instructions: Sequence[str],
+        prev_tokens: torch.Tensor,
     ) -> torch.Tensor:
         """Logits over the ``n_bins`` action tokens ``[N, k + 1, n_bins]`` for action dimensions
         ``0..k``, given the first ``k`` action tokens ``prev_tokens`` ``[N, k]`` (ids)."""

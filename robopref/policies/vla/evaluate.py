@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from robopref.policies.vla.costs import summarize
 from robopref.policies.vla.base import ActionTokenPolicy
+from robopref.policies.vla.costs import summarize
 from robopref.policies.vla.rollouts import EnvPool, rollout
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from robopref.data import Trajectory
-from robopref.policies.vla.costs import CollisionCounter, TaskCosts
 from robopref.policies.vla.base import ActionTokenPolicy
+from robopref.policies.vla.costs import CollisionCounter, TaskCosts
 from robopref.policies.vla.preferences import keypoints_from_states, stage_costs
 
 

@@ -88,3 +88,13 @@ def test_vla_eval_rolls_out_an_adapter_and_rejects_another_base(tmp_path, capsys
     args[2] = str(other)
     assert main(args) == 2
     assert "adapters for another base" in capsys.readouterr().err
+
+
+def test_grape_rounds_reject_a_vlm_folder_when_the_config_is_read(tmp_path):
+    from pydantic import ValidationError
+
+    from robopref.methods.grape.config import ModelConfig
+
+    model = save_random_vlm(tmp_path / "vlm", "llava", words=TASKS)
+    with pytest.raises(ValidationError, match="is an image-text-to-text model"):
+        ModelConfig(path=str(model))

@@ -261,6 +261,17 @@ def cmd_grape(args: argparse.Namespace) -> int:
     return _finish(run_config(args.config, args.overrides, args.out, method="grape"), args)
 
 
+def cmd_vla_eval(args: argparse.Namespace) -> int:
+    from robopref.methods.grape.vla_eval import evaluate_adapters
+
+    m = evaluate_adapters(args.base, args.adapters, args.task, args.episodes,
+                          args.max_steps, args.image_size, not args.sample, device=args.device)  # fmt: skip
+    print(f"{args.task}: success {m['success_rate']:.3f} ± {m['success_se']:.3f} over "
+          f"{m['episodes']} episodes, {m['mean_length']:.1f} steps, "
+          f"{m['mean_collisions']:.1f} contacts")  # fmt: skip
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     config = str(resolve_config_path("pearl/demo"))
     return _finish(run_config(config, args.overrides, args.out), args)
@@ -530,6 +541,22 @@ robopref <command> --help                     # options and an example per comma
         "--columns", default=None, help="also one table per metric with a column per KEY value"
     )
     p.set_defaults(func=cmd_report)
+
+    p = _add(
+        sub,
+        "vla-eval",
+        "roll out a VLA adapter in a Meta-World task: success ± SE",
+        "robopref vla-eval --base models/smolvlm --adapters runs/grape-offline/adapters --task reach-v3",
+    )
+    p.add_argument("--base", required=True, help="local image-text-to-text model folder")
+    p.add_argument("--adapters", default=None, help="adapter folder (peft + robopref_vla.json)")
+    p.add_argument("--task", default="reach-v3", help="Meta-World task")
+    p.add_argument("--episodes", type=int, default=20, help="episodes (seeds 10000 + i)")
+    p.add_argument("--max-steps", type=int, default=100, help="step limit per episode")
+    p.add_argument("--image-size", type=int, default=64, help="camera frame size (pixels)")
+    p.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
+    p.add_argument("--device", default="auto", help="torch device")
+    p.set_defaults(func=cmd_vla_eval)
 
     p = _add(
         sub,

@@ -15,6 +15,7 @@ METHODS: dict[str, str] = {
     "lm": "robopref.methods.lm",
     "rapl": "robopref.methods.rapl",
     "grape": "robopref.methods.grape",
+    "grape_offline": "robopref.methods.grape.offline",
 }
 
 

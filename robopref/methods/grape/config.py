@@ -95,6 +95,20 @@ class ModelConfig(StrictModel):
     prompt_template: str = DEFAULT_TEMPLATE
     """The prompt around the task's instruction."""
 
+    @model_validator(mode="after")
+    def _causal_lm(self) -> ModelConfig:
+        import json
+        from pathlib import Path
+
+        config = Path(self.path or "") / "config.json"
+        if self.path is not None and config.is_file():
+            if "vision_config" in json.loads(config.read_text()):
+                raise ValueError(
+                    f"model.path: {self.path} is an image-text-to-text model; the grape rounds "
+                    "take a causal LM (a VLM runs in grape_offline and robopref vla-eval)"
+                )
+        return self
+
 
 class SFTConfig(StrictModel):
     """Behaviour cloning on noisy scripted demonstrations of the in-domain tasks."""

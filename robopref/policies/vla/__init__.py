@@ -6,9 +6,17 @@
 
 Actions: 256 uniform bins per dimension over [-1, 1], bins = the last 256 ids of the LM
 vocabulary (:class:`ActionTokenizer`). Observations: ``obs_mode`` ``"state"`` (39-d vector),
-``"image"`` or ``"image+state"`` (:class:`ObsEncoder`). Design notes: docs/rooms/grape.md.
+``"image"`` or ``"image+state"`` (:class:`ObsEncoder`). A local Hugging Face image-text-to-text
+model (SmolVLM / Idefics3, LLaVA) is a policy too (:class:`VLMPolicy`)::
+
+    policy = VLAPolicy.from_pretrained("models/smolvlm", "runs/offline/checkpoints/tpo")
+    action = policy.act(frame, "pick up the cube")      # [act_dim]
+
+Every policy implements :class:`ActionTokenPolicy`, the interface the trainers call. Design
+notes: docs/rooms/grape.md.
 """
 
+from robopref.policies.vla.base import ActionTokenPolicy
 from robopref.policies.vla.costs import (
     CollisionCounter,
     TaskCosts,
@@ -47,6 +55,7 @@ from robopref.policies.vla.preferences import (
     keypoints_from_states,
     stage_costs,
 )
+from robopref.policies.vla.random_vlm import save_random_vlm
 from robopref.policies.vla.rollouts import EnvPool, PixelSettings, rollout, scripted_demos
 from robopref.policies.vla.tokenizer import ActionTokenizer, WordActionTokenizer, split_words
 from robopref.policies.vla.train import (
@@ -61,6 +70,7 @@ from robopref.policies.vla.train import (
     step_logratios,
     tpo_train,
 )
+from robopref.policies.vla.vlm import VLMPolicy, load_vlm, read_settings
 
 __all__ = [
     "ATTENTION_TARGETS",
@@ -68,6 +78,7 @@ __all__ = [
     "KEYPOINTS",
     "OBS_MODES",
     "SCORE_TERMS",
+    "ActionTokenPolicy",
     "ActionTokenizer",
     "CollisionCounter",
     "EnvPool",
@@ -77,6 +88,7 @@ __all__ = [
     "Stage",
     "TaskCosts",
     "VLAPolicy",
+    "VLMPolicy",
     "WordActionTokenizer",
     "apply_lora",
     "batch_token_logprobs",
@@ -96,12 +108,15 @@ __all__ = [
     "length_normalized_scores",
     "load_adapters",
     "load_policy",
+    "load_vlm",
     "load_pretrained_vla",
     "pair_margins",
+    "read_settings",
     "reference_logprobs",
     "rollout",
     "save_adapters",
     "save_policy",
+    "save_random_vlm",
     "score_components",
     "scripted_demos",
     "select_rejection_sampling",

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from robopref.policies.vla.model import VLAPolicy, batch_token_logprobs
+from robopref.policies.vla.base import ActionTokenPolicy
+from robopref.policies.vla.model import batch_token_logprobs
 from robopref.policies.vla.preferences import SCORE_TERMS, Stage, external_reward
 
 
@@ -105,7 +106,7 @@ class CollisionCounter:
 
 
 def score_components(
-    policy: VLAPolicy, trajectories: Sequence[Any], max_steps: int, stage_scale: float
+    policy: ActionTokenPolicy, trajectories: Sequence[Any], max_steps: int, stage_scale: float
 ) -> dict[str, np.ndarray]:
     """The guided-score terms ``[N]`` of each trajectory (see
     :func:`~robopref.policies.vla.preferences.guided_scores`): ``success`` (0/1), ``stages``

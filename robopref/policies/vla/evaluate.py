@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from robopref.policies.vla.base import ActionTokenPolicy
 from robopref.policies.vla.costs import summarize_rollouts
-from robopref.policies.vla.model import VLAPolicy
 from robopref.policies.vla.rollouts import EnvPool, rollout
 
 
@@ -33,7 +33,7 @@ def binomial_se(p: float, n: int) -> float:
 
 
 def evaluate(
-    policy: VLAPolicy,
+    policy: ActionTokenPolicy,
     pool: EnvPool,
     tasks: Sequence[str],
     protocol: EvalProtocol,
@@ -67,7 +67,7 @@ def evaluate(
 
 
 def evaluate_splits(
-    policy: VLAPolicy,
+    policy: ActionTokenPolicy,
     pool: EnvPool,
     tasks: Sequence[str],
     held_out_tasks: Sequence[str],

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robopref.policies.vla.base import ActionTokenPolicy
 from robopref.policies.vla.tokenizer import ActionTokenizer, WordActionTokenizer
 from robopref.utils import atomic_path
 
@@ -125,7 +126,7 @@ class ObsEncoder(nn.Module):
         return torch.cat(parts, 1)
 
 
-class VLAPolicy(nn.Module):
+class VLAPolicy(ActionTokenPolicy):
     """Observation + language instruction -> ``act_dim`` action tokens (see the module docstring).
 
     Args:
@@ -267,79 +268,27 @@ class VLAPolicy(nn.Module):
         at = self.action_tokenizer
         return out.logits[:, -(k + 1) :, at.start : at.vocab_size].float()
 
-    def action_token_logprobs(
-        self, obs: Mapping[str, torch.Tensor], instructions: Sequence[str], tokens: torch.Tensor
-    ) -> torch.Tensor:
-        """``[N, D]`` log-probabilities (nats) of the action tokens ``tokens`` ``[N, D]`` under the
-        constrained (action-token) distribution, teacher-forced in one forward pass."""
-        tokens = tokens.to(self.device)
-        if tokens.dim() != 2 or tokens.shape[1] != self.act_dim:
-            raise ValueError(
-                f"tokens: expected shape [N, {self.act_dim}], found {list(tokens.shape)}"
-            )
-        logits = self.action_logits(obs, instructions, tokens[:, :-1])
-        bins = tokens - self.action_tokenizer.start
-        return torch.log_softmax(logits, -1).gather(-1, bins[..., None]).squeeze(-1)
+    def _reference_context(self) -> contextlib.AbstractContextManager:
+        """Adapters disabled and, when LoRA trains the encoder, the frozen pre-LoRA encoder."""
+        return self._reference_parts()
 
-    @torch.no_grad()
-    def predict_tokens(
-        self,
-        obs: Mapping[str, torch.Tensor],
-        instructions: Sequence[str],
-        greedy: bool = True,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Autoregressive decoding of ``act_dim`` action tokens ``[N, D]`` (ids), greedy or
-        sampled at ``temperature`` from the action-token distribution."""
-        n = len(instructions)
-        tokens = torch.zeros((n, 0), dtype=torch.long, device=self.device)
-        for _ in range(self.act_dim):
-            logits = self.action_logits(obs, instructions, tokens)[:, -1]
-            if greedy or temperature <= 0:
-                bins = logits.argmax(-1)
-            else:
-                probs = torch.softmax(logits / temperature, -1)
-                if generator is not None and generator.device != probs.device:
-                    probs = probs.cpu()
-                bins = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-            tokens = torch.cat(
-                [tokens, bins.to(self.device)[:, None] + self.action_tokenizer.start], 1
-            )
-        return tokens
-
-    def act(
-        self,
-        obs: Any,
-        instructions: Sequence[str],
-        greedy: bool = True,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> np.ndarray:
-        """Actions ``[N, act_dim]`` float32 (bin centres, in [-1, 1]) for a batch of observations."""
-        was_training = self.training
-        self.eval()
-        tokens = self.predict_tokens(
-            self.to_obs(obs, len(instructions)), instructions, greedy, temperature, generator
-        )
-        self.train(was_training)
-        return self.action_tokenizer.decode(tokens.cpu().numpy())
-
-    # ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def reference(self) -> Iterator[VLAPolicy]:
-        """Within this block the policy is its reference (the SFT policy): LoRA adapters are
-        disabled and, when LoRA trains the encoder, the frozen pre-LoRA encoder is used."""
+    def _reference_parts(self) -> Iterator[None]:
         swap = self._ref_obs_encoder is not None
         if swap:
             live, self.obs_encoder = self.obs_encoder, self._ref_obs_encoder
         ctx = self.lm.disable_adapter() if self.lora_settings else contextlib.nullcontext()
         try:
             with ctx:
-                yield self
+                yield
         finally:
             if swap:
                 self.obs_encoder = live
+
+    def fit_state_normalization(self, obs: Mapping[str, np.ndarray]) -> None:
+        """Standardise the state input with the mean and std of ``obs["state"]``."""
+        if "state" in obs and self.obs_encoder.uses_state:
+            self.obs_encoder.set_state_normalization(obs["state"].mean(0), obs["state"].std(0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -621,6 +570,10 @@ def apply_lora(
     """
     from peft import LoraConfig, get_peft_model
 
+    if hasattr(policy, "add_lora"):  # a vision-language model adds its own (its LM's modules)
+        return policy.add_lora(
+            rank, alpha, dropout, target_modules, train_obs_encoder, train_action_head
+        )
     if policy.lora_settings:
         raise ValueError("apply_lora: the policy already has LoRA adapters")
     model_type = getattr(policy.lm.config, "model_type", "")
@@ -665,6 +618,8 @@ def save_adapters(policy: VLAPolicy, path: str | Path) -> None:
     """Write the LoRA adapters alone (plus the encoder if LoRA trains it) atomically."""
     from peft import get_peft_model_state_dict
 
+    if hasattr(policy, "save_adapters"):  # a vision-language model: a peft adapter folder
+        return policy.save_adapters(path)
     if not policy.lora_settings:
         raise ValueError("save_adapters: the policy has no LoRA adapters (call apply_lora first)")
     blob = {
@@ -686,6 +641,8 @@ def load_adapters(policy: VLAPolicy, path: str | Path) -> VLAPolicy:
     settings first if the policy has none)."""
     from peft import set_peft_model_state_dict
 
+    if hasattr(policy, "load_adapters"):  # a vision-language model: a peft adapter folder
+        return policy.load_adapters(path)
     blob = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(blob, dict) or blob.get("format") != "robopref-vla-lora-v1":
         raise ValueError(

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from robopref.data import Trajectory
+from robopref.policies.vla.base import ActionTokenPolicy
 from robopref.policies.vla.costs import CollisionCounter, TaskCosts
-from robopref.policies.vla.model import VLAPolicy
 from robopref.policies.vla.preferences import keypoints_from_states, stage_costs
 
 
@@ -92,7 +92,7 @@ class EnvPool:
 
 
 def rollout(
-    policy: VLAPolicy,
+    policy: ActionTokenPolicy,
     pool: EnvPool,
     task: str,
     seeds: Sequence[int],

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from robopref.losses import get_loss, log_ratio_scores
+from robopref.policies.vla.base import ActionTokenPolicy
 from robopref.policies.vla.model import (
-    VLAPolicy,
     batch_token_logprobs,
     trainable_parameters,
     trajectory_observations,
@@ -34,7 +34,7 @@ def _progress(total: int, label: str, enabled: bool):
     return bar(total, label, unit="epoch", enabled=enabled)
 
 
-def flatten_steps(policy: VLAPolicy, trajectories: Sequence[Any]):
+def flatten_steps(policy: ActionTokenPolicy, trajectories: Sequence[Any]):
     """All steps of ``trajectories``: observations (dict of ``[N, ...]`` arrays), instructions
     ``[N]`` and action tokens ``[N, act_dim]``."""
     obs: dict[str, list[np.ndarray]] = {}
@@ -60,7 +60,7 @@ class _Updater:
 
     def __init__(
         self,
-        policy: VLAPolicy,
+        policy: ActionTokenPolicy,
         lr: float,
         weight_decay: float,
         max_grad_norm: float | None,
@@ -81,7 +81,7 @@ class _Updater:
 
 
 def sft_train(
-    policy: VLAPolicy,
+    policy: ActionTokenPolicy,
     trajectories: Sequence[Any],
     epochs: int = 10,
     batch_size: int = 256,
@@ -104,8 +104,8 @@ def sft_train(
         Per-epoch ``{"epoch", "loss" (nats per token), "token_accuracy" (greedy bin = demo bin)}``.
     """
     obs, instructions, tokens = flatten_steps(policy, trajectories)
-    if fit_normalization and "state" in obs and policy.obs_encoder.uses_state:
-        policy.obs_encoder.set_state_normalization(obs["state"].mean(0), obs["state"].std(0))
+    if fit_normalization:
+        policy.fit_state_normalization(obs)
     updater = _Updater(policy, lr, weight_decay, max_grad_norm, "sft_train")
     rng = np.random.default_rng(seed)
     n = len(tokens)
@@ -140,10 +140,10 @@ def sft_train(
 
 @torch.no_grad()
 def reference_logprobs(
-    policy: VLAPolicy, trajectories: Sequence[Any], batch_size: int = 16
+    policy: ActionTokenPolicy, trajectories: Sequence[Any], batch_size: int = 16
 ) -> list[torch.Tensor]:
     """Per-token log-probabilities ``[T_i * act_dim]`` of each trajectory under the reference
-    (the policy with its adapters disabled, see :meth:`VLAPolicy.reference`)."""
+    (the policy with its adapters disabled, see :meth:`ActionTokenPolicy.reference`)."""
     out = []
     with policy.reference():
         for s in range(0, len(trajectories), batch_size):
@@ -182,7 +182,7 @@ def chosen_nll(logp: torch.Tensor, token_mask: torch.Tensor, chosen: torch.Tenso
 
 
 def _group_tokens(
-    policy: VLAPolicy,
+    policy: ActionTokenPolicy,
     trajectories: Sequence[Any],
     ref: Sequence[torch.Tensor],
     groups: Sequence[Group],
@@ -213,7 +213,7 @@ def _group_tokens(
 
 
 def _group_scores(
-    policy: VLAPolicy,
+    policy: ActionTokenPolicy,
     trajectories: Sequence[Any],
     ref: Sequence[torch.Tensor],
     groups: Sequence[Group],
@@ -228,7 +228,7 @@ def _group_scores(
 
 
 def pair_margins(
-    policy: VLAPolicy,
+    policy: ActionTokenPolicy,
     trajectories: Sequence[Any],
     pairs: Sequence[tuple[int, int]],
     ref: Sequence[torch.Tensor] | None = None,
@@ -251,7 +251,7 @@ def _best_worst(labels: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor
 
 
 def tpo_train(
-    policy: VLAPolicy,
+    policy: ActionTokenPolicy,
     trajectories: Sequence[Any],
     groups: Sequence[Group],
     loss: str = "dpo",
@@ -337,7 +337,7 @@ def tpo_train(
 
 
 def step_logratios(
-    policy: VLAPolicy, trajectories: Sequence[Any], ref: Sequence[torch.Tensor]
+    policy: ActionTokenPolicy, trajectories: Sequence[Any], ref: Sequence[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-step log-ratios ``[N, T_max]`` (``sum_d log pi - log pi_ref`` over the step's
     ``act_dim`` tokens, nats; 0 on padding) and the step mask ``[N, T_max]``."""
@@ -351,7 +351,7 @@ def step_logratios(
 
 
 def step_dpo_train(
-    policy: VLAPolicy,
+    policy: ActionTokenPolicy,
     trajectories: Sequence[Any],
     pairs: Sequence[tuple[int, int]],
     beta: float = 0.1,

@@ -225,6 +225,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             break
         except FileExistsError:
             continue
+        except OSError as e:  # the user knows the target, not the temporary's name
+            raise OSError(
+                e.errno, f"cannot create a file beside it: {e.strerror}", str(path)
+            ) from e
     os.close(fd)
     try:
         try:

@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Seed, StrictModel
 from robopref.data import Trajectory, TrajectoryDataset
 from robopref.envs.rollout import run_episode
 from robopref.envs.tasks import (
@@ -83,8 +83,8 @@ class CollectConfig(StrictModel):
     )
     max_episode_steps: int = Field(200, ge=1)
     goal_observable: bool = True
-    seed: int = 0
-    scene_seed: int | None = Field(
+    seed: Seed = 0
+    scene_seed: Seed | None = Field(
         None,
         description="one scene: every episode resets with this seed (same object/goal "
         "configuration; episodes still differ in mode, noise and mismatched goals); None: a new "

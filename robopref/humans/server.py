@@ -56,8 +56,9 @@ from robopref.data.locks import FileBusyError
 from robopref.humans.media import encode_png, film_strip, find_image_key, path_points, path_svg
 from robopref.humans.session import FileChangedError, LabelSession
 
-_MEDIA = re.compile(r"^/media/(\d+)/(\d+)\.png$")
-_QUERY = re.compile(r"^/api/query/(\d+)$")
+# At most 9 digits: a longer number is no query (and int() of > 4300 digits raises).
+_MEDIA = re.compile(r"^/media/(\d{1,9})/(\d{1,9})\.png$")
+_QUERY = re.compile(r"^/api/query/(\d{1,9})$")
 _LENGTH = re.compile(r"^[0-9]{1,9}$")
 MAX_BODY = 65536
 TOKEN_HEADER = "X-Robopref-Token"
@@ -114,6 +115,8 @@ class LabelServer(ThreadingHTTPServer):
     ``token`` the per-session secret the page sends with every answer."""
 
     daemon_threads = True
+    # The default backlog of 5 resets connections when a page (or many) opens several at once.
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -586,8 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"argument --port: expected 0..65535, found {args.port}")
     if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
         parser.error(f"argument --fps: expected a positive number, found {args.fps}")
-    if args.seed < 0:
-        parser.error(f"argument --seed: expected an integer >= 0, found {args.seed}")
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"argument --seed: expected an integer in [0, 2**32), found {args.seed}")
     try:
         serve(
             args.dataset, args.host, args.port, args.k, args.num_queries, args.segment_length,

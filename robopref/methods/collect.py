@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Seed, StrictModel
 from robopref.data import (
     DataValidationError,
     PreferenceQueries,
@@ -40,7 +40,7 @@ class LabelConfig(StrictModel):
     k: int = Field(default=2, ge=2)
     segment_length: int = Field(default=25, ge=1)
     budget: int | None = Field(default=None, ge=1)
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _fits_in_memory(self) -> LabelConfig:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from robopref.config import ConfigError, StrictModel
+from robopref.config import ConfigError, Device, Seed, StrictModel
 from robopref.data import Trajectory
 from robopref.losses import get_loss
 from robopref.methods.common import cache_is_valid, forget_cache, mark_cache, start_run
@@ -201,7 +201,7 @@ class RejectionSamplingSettings(StrictModel):
 
 class EvalSettings(StrictModel):
     episodes_per_task: int = Field(10, ge=1)
-    seed: int = 10_000  # episode i of every task is reset with seed + i, for every policy
+    seed: Seed = 10_000  # episode i of every task is reset with seed + i, for every policy
     decoding: Literal["greedy", "sampled"] = "greedy"
     temperature: float | None = Field(None, gt=0)  # sampled: default = tpo.temperature
     every_round: bool = True  # False: evaluate the SFT policy and the last round only
@@ -222,8 +222,8 @@ class GrapeConfig(StrictModel):
     baselines: list[Literal["rejection_sampling", "step_dpo"]] = Field(default_factory=list)
     rejection_sampling: RejectionSamplingSettings = Field(default_factory=RejectionSamplingSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
-    seed: int = 0
-    device: str = "auto"
+    seed: Seed = 0
+    device: Device = "auto"
     num_threads: int | None = None
     tensorboard: bool = True
     progress: bool = True

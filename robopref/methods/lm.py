@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Device, Seed, StrictModel
 from robopref.losses import get_loss
 from robopref.methods.common import start_run
 from robopref.policies.lm import (
@@ -87,8 +87,8 @@ class LMConfig(StrictModel):
     epochs: int = Field(1, ge=0)
     batch_size: int = Field(8, ge=1)
     max_length: int | None = None
-    seed: int = 0
-    device: str = "auto"
+    seed: Seed = 0
+    device: Device = "auto"
     num_threads: int | None = None  # torch CPU threads; 1 is fastest for tiny models
     tensorboard: bool = False  # write TensorBoard logs under <out_dir>/tb
     save_model: bool = (

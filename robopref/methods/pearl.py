@@ -47,7 +47,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Device, Distinct, Seed, StrictModel
 from robopref.data import (
     PreferenceQueries,
     TrajectoryDataset,
@@ -106,17 +106,17 @@ class Config(StrictModel):
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    variants: list[Variant] = ["pearl", "pearl_bt", "gw_plain", "sim", "oracle"]
+    variants: Distinct[Variant] = ["pearl", "pearl_bt", "gw_plain", "sim", "oracle"]
     eval_episodes: int = Field(50, ge=1)
     # independent permutations of the shuffled control per run: a reward fitted to permuted
     # labels ranks the directed episodes on top or at the bottom almost at random, so one draw
     # per seed makes the control's mean very noisy (docs/decisions.md, 'PEARL suite')
     shuffled_permutations: int = Field(1, ge=1)
     eval_max_steps: int | None = Field(None, ge=1)
-    seed: int = 0
-    device: str = "auto"
+    seed: Seed = 0
+    device: Device = "auto"
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
-    eval_seed: int | None = None  # reset seed of the first evaluation episode; None: 10_000 + seed
+    eval_seed: Seed | None = None  # reset seed of the first evaluation episode; None: 10_000 + seed
 
     @model_validator(mode="before")
     @classmethod

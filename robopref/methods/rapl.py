@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Device, Seed, StrictModel
 from robopref.data import Trajectory, TrajectoryDataset, load_dataset, save_dataset
 from robopref.envs import CollectConfig, collect_dataset, evaluate_policy, make_env, run_episode
 from robopref.envs.render import (
@@ -89,7 +89,7 @@ class RLConfig(StrictModel):
     # scene are the OT reward's demos. False: a new configuration every episode, the data's
     # expert episodes as demos
     fixed_configuration: bool = True
-    configuration_seed: int = 10_000
+    configuration_seed: Seed = 10_000
     demo_noise: float = Field(0.1, ge=0)  # action noise of the scene's demos after the first
     # SACfD-style: the scene demos' transitions, rewarded by the reward SAC is trained on, are put
     # in the replay buffer before training (only with fixed_configuration)
@@ -133,8 +133,8 @@ class Config(StrictModel):
     ot_eps: float = Field(0.05, gt=0)
     rlhf: RLHFConfig = Field(default_factory=RLHFConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
-    seed: int = 0
-    device: str = "auto"
+    seed: Seed = 0
+    device: Device = "auto"
     num_threads: int | None = None
 
     @model_validator(mode="after")

@@ -27,7 +27,7 @@ import torch
 from pydantic import Field, model_validator
 
 import robopref.losses as losses
-from robopref.config import StrictModel
+from robopref.config import Device, Seed, StrictModel
 from robopref.data import PreferenceQueries, TrajectoryDataset
 from robopref.rewards.models import RewardModel, model_checkpoint, model_from_checkpoint
 from robopref.rewards.segments import SegmentTensors, gather_segments
@@ -68,8 +68,8 @@ class RewardTrainerConfig(StrictModel):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     patience: int | None = Field(10, ge=1)
     restore_best: bool = True
-    seed: int = 0
-    device: str = "auto"
+    seed: Seed = 0
+    device: Device = "auto"
     log_dir: str | None = None
     checkpoint_dir: str | None = None
     use_confidence: bool = True

@@ -34,7 +34,7 @@ from pydantic import Field
 from torch import nn
 
 from robopref import losses
-from robopref.config import StrictModel
+from robopref.config import Device, Seed, StrictModel
 from robopref.rewards.ot_reward import cosine_cost, ot_distance
 from robopref.utils import atomic_path, resolve_device
 
@@ -202,8 +202,8 @@ class AlignConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
     epochs: int = Field(20, ge=0)
     batch_size: int = Field(16, ge=1)
-    seed: int = 0
-    device: str = "auto"
+    seed: Seed = 0
+    device: Device = "auto"
 
 
 def _check_queries(items: np.ndarray, labels: np.ndarray, num_videos: int, name: str) -> None:

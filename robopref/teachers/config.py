@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Seed, StrictModel
 
 #: The name of a teacher configured field by field rather than from a preset.
 CUSTOM = "custom"
@@ -66,7 +66,7 @@ class TeacherConfig(StrictModel):
     value_gamma: float = Field(default=0.99, gt=0, le=1)
     value_knn: int = Field(default=5, ge=1)
     soft: bool = False
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="before")
     @classmethod

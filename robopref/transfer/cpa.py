@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from robopref.config import StrictModel
+from robopref.config import Seed, StrictModel
 from robopref.data import DataValidationError, PreferenceQueries, TrajectoryDataset
 from robopref.ot import entropic_fused_gromov_wasserstein, entropic_gromov_wasserstein
 
@@ -66,7 +66,7 @@ class AutoConfig(StrictModel):
     epsilons: list[float] = Field(default_factory=lambda: [0.02, 0.05])
     cross_features: list[Feature] = Field(default_factory=lambda: ["progress", "motion"])
     criterion: Literal["half_source", "cycle", "mass"] = "half_source"
-    split_seed: int = 0
+    split_seed: Seed = 0
 
 
 class TransferConfig(StrictModel):

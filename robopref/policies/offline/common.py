@@ -29,7 +29,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from robopref.config import StrictModel
+from robopref.config import Device, Seed, StrictModel
 from robopref.data import DataValidationError
 from robopref.policies.offline.buffer import TransitionBuffer
 from robopref.utils import atomic_path, resolve_device, seed_everything
@@ -54,8 +54,8 @@ class LearnerConfig(StrictModel):
     log_std_max: float = 2.0
     batch_size: int = Field(256, ge=1)
     steps: int = Field(100_000, ge=1)  # total gradient steps
-    seed: int = 0
-    device: str = "auto"
+    seed: Seed = 0
+    device: Device = "auto"
     fused_adam: bool = True  # one fused kernel per optimiser step (CPU and CUDA)
     log_dir: str | None = None  # TensorBoard scalars when set
     log_every: int = Field(1000, ge=1)  # also how often losses are checked for NaN/inf

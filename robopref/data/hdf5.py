@@ -49,7 +49,12 @@ import numpy as np
 
 from robopref.data.locks import writer_lock
 from robopref.data.queries import PreferenceQueries, check_segments
-from robopref.data.trajectory import DataValidationError, Trajectory, TrajectoryDataset
+from robopref.data.trajectory import (
+    DataValidationError,
+    Trajectory,
+    TrajectoryDataset,
+    value_problem,
+)
 from robopref.utils import atomic_path
 
 FORMAT_VERSION = 1
@@ -638,10 +643,9 @@ class _Reader:
     def _read(self, where: str, d: h5py.Dataset) -> np.ndarray:
         self.where = where
         arr = d[()]
-        if np.issubdtype(arr.dtype, np.floating):
-            bad = int(arr.size - np.isfinite(arr).sum())
-            if bad:
-                self.fail(where, "finite values", f"{bad} NaN/inf value(s)")
+        problem = value_problem(arr, where.rsplit("/", 1)[-1])
+        if problem:
+            self.fail(where, "finite values within float32", problem)
         return arr
 
     def _flags(self, where: str, d: h5py.Dataset) -> np.ndarray:

@@ -179,6 +179,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         # raised inside h5py (bad checksums); the same types raised elsewhere are bugs
         if isinstance(e, DataValidationError) or not (isinstance(e, OSError) or _raised_in_h5py(e)):
             raise
+        if isinstance(e, OSError) and e.filename not in (None, args.source):
+            raise  # about another file, e.g. OUT on a full disk: main() names it
         raise DataValidationError(
             f"{args.source}: expected a readable robomimic HDF5 file or LeRobot folder, found "
             f"one that cannot be read (truncated or corrupt? {type(e).__name__}: {e})"

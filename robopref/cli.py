@@ -156,13 +156,13 @@ def _keys(text: str | None) -> list[str] | None:
 def cmd_import(args: argparse.Namespace) -> int:
     from robopref.data.importers import import_to_file
 
-    _check_output_file(args.out, "OUT", overwrite=args.overwrite)
     source, out = Path(args.source), Path(args.out)
     if source.exists() and out.exists() and source.samefile(out):
         raise DataValidationError(
             f"{args.out}: OUT: expected a new file, found the source file {args.source} itself "
             f"(writing it would replace the data being read); nothing was written"
         )
+    _check_output_file(args.out, "OUT", overwrite=args.overwrite)
     kwargs = {}
     for name in ("obs_keys", "state_keys", "image_keys"):
         keys = _keys(getattr(args, name))

@@ -645,7 +645,7 @@ class _Reader:
         arr = d[()]
         problem = value_problem(arr, where.rsplit("/", 1)[-1])
         if problem:
-            self.fail(where, "finite values within float32", problem)
+            self.fail(where, "finite values", problem)
         return arr
 
     def _flags(self, where: str, d: h5py.Dataset) -> np.ndarray:

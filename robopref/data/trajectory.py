@@ -237,7 +237,7 @@ class TrajectoryDataset:
             fields["rewards"] = t.rewards
             for name, arr in fields.items():
                 problem = value_problem(arr, name)
-                _check(problem is None, where, name, "finite values within float32", problem)
+                _check(problem is None, where, name, "finite values", problem)
             shapes = {k: v.shape[1:] for k, v in fields.items() if k != "rewards"}
             if ref is None:
                 ref, ref_format = shapes, obs_format

@@ -9,6 +9,7 @@ validates the result, so a typo in a key or a wrong type fails before any work s
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -56,9 +57,12 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,4})?)$")
 def _check_device(value: str) -> str:
     if not _DEVICE.match(value):
         raise ValueError("expected a device: auto, cpu, cuda, cuda:N or mps")
+    # The configs with a device belong to torch trainers, whose modules have imported torch;
+    # this module stays free of torch (rooms without torch use it).
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return value
     if value.startswith("cuda"):
-        import torch  # only configs of torch trainers have a device
-
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(value.partition(":")[2] or 0)
         if index >= count:
@@ -67,11 +71,8 @@ def _check_device(value: str) -> str:
                 + ("" if count else f"; torch {torch.__version__} is a CPU build or sees no GPU")
                 + "; use device=auto or cpu)"
             )
-    elif value == "mps":
-        import torch
-
-        if not torch.backends.mps.is_available():
-            raise ValueError("expected an available device (no MPS here; use device=auto or cpu)")
+    elif value == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("expected an available device (no MPS here; use device=auto or cpu)")
     return value
 
 

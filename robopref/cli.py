@@ -32,6 +32,7 @@ from robopref import __version__
 from robopref.config import ConfigError, load_config, resolve_config_path
 from robopref.data import DataValidationError
 from robopref.methods.run import run_config
+from robopref.utils import OutputPathError, check_output_path
 
 
 def _console():
@@ -46,16 +47,13 @@ def _print_summary(summary: dict) -> None:
     _console().print(format_summary(summary))
 
 
-def _check_output_file(path: str, flag: str) -> None:
-    """Fail before any work when ``path`` cannot be an output file (a directory, or inside
-    something that is not a directory)."""
-    p = Path(path)
-    if p.is_dir():
+def _check_output_file(path: str, flag: str, overwrite: bool | None = None) -> None:
+    """Fail before any work when ``path`` cannot be an output file (a directory, a FIFO or
+    device node, inside something that is not a directory, an existing file without
+    ``--overwrite`` when ``overwrite`` is False, a read-only file)."""
+    if Path(path).is_dir():
         raise DataValidationError(f"{path}: {flag}: expected an HDF5 file path, found a directory")
-    parent = next((a for a in p.absolute().parents if a.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise DataValidationError(f"{path}: {flag}: expected a path inside a folder, found "
-                                  f"'{parent}', which is a file")  # fmt: skip
+    check_output_path(path, flag=flag, overwrite=overwrite)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -65,7 +63,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from robopref.envs import CollectConfig, collect_dataset
 
     config = load_config(CollectConfig, args.config, args.overrides)
-    _check_output_file(args.out, "--out")
+    _check_output_file(args.out, "--out", overwrite=args.overwrite)
     # Held from the start: a `label` of the old file meanwhile would write its labels over the
     # new trajectories.
     with writer_lock(args.out, what="collect into it"):
@@ -81,6 +79,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     from robopref.methods.collect import LabelConfig, label_file
 
     config = load_config(LabelConfig, args.config, args.overrides)
+    if Path(args.file).exists() and not Path(args.file).is_dir():
+        check_output_path(args.file, flag="FILE", overwrite=True if args.overwrite else None)
     existing = "overwrite" if args.overwrite else "append" if args.append else "refuse"
     dataset = label_file(args.file, config, existing=existing)
     _print_summary(summarize(dataset))
@@ -166,13 +166,13 @@ def _keys(text: str | None) -> list[str] | None:
 def cmd_import(args: argparse.Namespace) -> int:
     from robopref.data.importers import import_to_file
 
-    _check_output_file(args.out, "OUT")
     source, out = Path(args.source), Path(args.out)
     if source.exists() and out.exists() and source.samefile(out):
         raise DataValidationError(
             f"{args.out}: OUT: expected a new file, found the source file {args.source} itself "
             f"(writing it would replace the data being read); nothing was written"
         )
+    _check_output_file(args.out, "OUT", overwrite=args.overwrite)
     kwargs = {}
     for name in ("obs_keys", "state_keys", "image_keys"):
         keys = _keys(getattr(args, name))
@@ -189,6 +189,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         # raised inside h5py (bad checksums); the same types raised elsewhere are bugs
         if isinstance(e, DataValidationError) or not (isinstance(e, OSError) or _raised_in_h5py(e)):
             raise
+        if isinstance(e, OSError) and e.filename not in (None, args.source):
+            raise  # about another file, e.g. OUT on a full disk: main() names it
         raise DataValidationError(
             f"{args.source}: expected a readable robomimic HDF5 file or LeRobot folder, found "
             f"one that cannot be read (truncated or corrupt? {type(e).__name__}: {e})"
@@ -205,6 +207,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from robopref.data import load_dataset
     from robopref.data.exporters import export_lerobot, export_robomimic
 
+    if args.format == "lerobot":
+        check_output_path(args.out, expect="folder", flag="OUT")
+    else:
+        _check_output_file(args.out, "OUT")
     model = None
     if args.reward is not None:  # checked before the (possibly large) dataset is read
         from robopref.rewards.relabel import load_reward_checkpoint, relabel_dataset
@@ -370,6 +376,7 @@ robopref <command> --help                     # options and an example per comma
     )
     p.add_argument("--config", default="collect/default", help=CONFIG_HELP)
     p.add_argument("--out", default="dataset.h5", help="output HDF5 file (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tasks=[button-press-v3]")
     p.set_defaults(func=cmd_collect)
 
@@ -436,6 +443,7 @@ robopref <command> --help                     # options and an example per comma
         "--filter-key", default=None, help="robomimic mask or LeRobot split to import, e.g. train"
     )
     p.add_argument("--task", default=None, help="task name of every trajectory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT file")
     p.set_defaults(func=cmd_import)
 
     p = _add(
@@ -660,15 +668,27 @@ def main(argv: list[str] | None = None) -> int:
         set_quiet()
     try:
         return args.func(args)
-    except (ConfigError, DataValidationError) as e:
+    except (ConfigError, DataValidationError, OutputPathError) as e:
         print(f"robopref: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:
-        if e.filename is None:  # not about a file the user named: a bug, show the traceback
+        # h5py, pyarrow and torch raise OSErrors without a file name: they are about the file
+        # the command writes (or reads)
+        target = e.filename or _target(args)
+        if target is None:
             raise
-        names = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
-        print(f"robopref: {names}: {e.strerror or e}", file=sys.stderr)
+        names = f"{target}" + (f" -> {e.filename2}" if e.filename2 else "")
+        print(f"robopref: {names}: {_one_line(e.strerror or str(e))}", file=sys.stderr)
         return 2
+
+
+def _target(args: argparse.Namespace) -> str | None:
+    """The file or folder the command writes (else reads), to name in an error about it."""
+    for name in ("out", "file", "dataset", "store"):
+        value = getattr(args, name, None)
+        if value:
+            return str(value)
+    return None
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import textwrap
 import types
 import typing
@@ -24,11 +25,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from robopref.utils import atomic_path
 
 C = TypeVar("C", bound=BaseModel)
+T = TypeVar("T")
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 """The configs shipped with the package; :func:`resolve_config_path` finds names in it."""
@@ -141,6 +143,99 @@ def _resolve_input_paths(
             _resolve_input_paths(model, value, folder, overridden, loc + ".")
 
 
+#: Deepest nesting of lists and mappings a config may have (real configs use < 10); deeper
+#: input would exhaust Python's recursion limit in YAML, pydantic or the saved config.
+MAX_DEPTH = 64
+#: Seeds go to ``random``, numpy (``np.random.seed`` takes < 2**32) and torch.
+SEED_LIMIT = 2**32
+
+
+def _strict_seed(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer seed in [0, 2**32), not {type(value).__name__}")
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError("expected an integer seed in [0, 2**32)")
+    return value
+
+
+Seed = Annotated[int, BeforeValidator(_strict_seed)]
+"""A seed every seeding function takes: an int (not a bool, float or string) in [0, 2**32)."""
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,4})?)$")
+
+
+def _check_device(value: str) -> str:
+    if not _DEVICE.match(value):
+        raise ValueError("expected a device: auto, cpu, cuda, cuda:N or mps")
+    # The configs with a device belong to torch trainers, whose modules have imported torch;
+    # this module stays free of torch (rooms without torch use it).
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return value
+    if value.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(value.partition(":")[2] or 0)
+        if index >= count:
+            raise ValueError(
+                f"expected an available device ({count} CUDA device(s) here"
+                + ("" if count else f"; torch {torch.__version__} is a CPU build or sees no GPU")
+                + "; use device=auto or cpu)"
+            )
+    elif value == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("expected an available device (no MPS here; use device=auto or cpu)")
+    return value
+
+
+Device = Annotated[str, AfterValidator(_check_device)]
+"""A torch device name that exists on this machine: auto (CUDA when present), cpu, cuda,
+cuda:N or mps."""
+
+
+def _distinct(values: list) -> list:
+    if not values:
+        raise ValueError("expected at least one entry")
+    twice = [v for i, v in enumerate(values) if v in values[:i]]
+    if twice:
+        raise ValueError(f"expected each entry once ({twice[0]!r} is repeated)")
+    return values
+
+
+Distinct = Annotated[list[T], AfterValidator(_distinct)]
+"""A non-empty list without repeated entries: ``variants: Distinct[Variant]``."""
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists/mappings in ``value`` (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def _safe_load(text: Any, where: str) -> Any:
+    """``yaml.safe_load`` that reports input nested deeper than :data:`MAX_DEPTH` as a
+    :class:`ConfigError` instead of a RecursionError."""
+    try:
+        value = yaml.safe_load(text)
+    except RecursionError:
+        value = None
+        deep = True
+    else:
+        deep = _depth(value) > MAX_DEPTH
+    if deep:
+        raise ConfigError(
+            f"{where}: expected lists and mappings nested at most {MAX_DEPTH} deep, found deeper"
+        )
+    return value
+
+
 def _override_key(item: str) -> str:
     return item.split("=", 1)[0].strip()
 
@@ -169,8 +264,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         parts = key.strip().split(".")
         if not all(parts):
             raise ConfigError(f"{where}: expected a dotted key like a.b, found '{key}'")
+        if len(parts) > MAX_DEPTH:
+            raise ConfigError(f"{where}: expected a key at most {MAX_DEPTH} levels deep")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = _safe_load(raw, where) if raw != "" else ""
         except yaml.YAMLError as e:
             raise ConfigError(
                 f"{where}: the value is not valid YAML ({_yaml_problem(e)})"
@@ -202,7 +299,7 @@ def read_config_data(
         path = resolve_config_path(path)
         try:
             with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
+                data = _safe_load(f, f"config file '{path}'") or {}
         except FileNotFoundError:
             raise ConfigError(f"config file '{path}' does not exist") from None
         except IsADirectoryError:

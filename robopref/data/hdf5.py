@@ -32,9 +32,11 @@ file, the HDF5 path and the expected vs found shape or dtype.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,7 +49,12 @@ import numpy as np
 
 from robopref.data.locks import writer_lock
 from robopref.data.queries import PreferenceQueries, check_segments
-from robopref.data.trajectory import DataValidationError, Trajectory, TrajectoryDataset
+from robopref.data.trajectory import (
+    DataValidationError,
+    Trajectory,
+    TrajectoryDataset,
+    value_problem,
+)
 from robopref.utils import atomic_path
 
 FORMAT_VERSION = 1
@@ -149,6 +156,62 @@ def _attr_int(attrs: h5py.AttributeManager, name: str, src: str, where: str) -> 
 
 # --------------------------------------------------------------------------- writing
 
+#: Free bytes kept for what HDF5 writes when it closes a file (object headers, chunk indexes
+#: still in its metadata cache), on top of the bytes a write is about to add.
+_CLOSE_RESERVE = 256 * 1024
+#: Upper bound of the metadata bytes HDF5 may hold unwritten per dataset created.
+_PER_DATASET = 4096
+#: HDF5's default metadata cache size limit: never more unwritten metadata than this.
+_METADATA_CACHE_MAX = 32 << 20
+
+
+class _SpaceGuard:
+    """Keeps HDF5 from ever meeting a full disk while it writes ``tmp``.
+
+    h5py 3.16 / HDF5 2.0 report a failed chunk write only when the dataset is closed (an
+    ignored exception) and may crash the process when the file is closed afterwards. So
+    before each step the writer asks for the bytes it is about to add (an upper bound: the
+    uncompressed size) plus room for what the close still writes, and stops with
+    ``OSError(ENOSPC)`` naming ``path`` while HDF5 can still close the file cleanly.
+    """
+
+    def __init__(self, path: Path, folder: Path) -> None:
+        self.path, self.folder = path, folder
+        self.datasets = 0
+
+    def need(self, nbytes: int, datasets: int = 0) -> None:
+        self.datasets += datasets
+        pending = min(self.datasets * _PER_DATASET, _METADATA_CACHE_MAX)
+        want = int(nbytes * 1.05) + 64 * datasets + pending + _CLOSE_RESERVE
+        try:
+            free = shutil.disk_usage(self.folder).free
+        except OSError:
+            return
+        if free < want:
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on the device: {free} bytes free, about {want} needed; nothing "
+                "was written (the old file, if any, is unchanged)",
+                str(self.path),
+            )
+
+
+def _demo_nbytes(t: Trajectory, image_compression: str | None) -> tuple[int, int, bool]:
+    """(bytes uncompressed, datasets, no array compressed) of one trajectory as
+    :func:`_write_demo` stores it."""
+    obs = t.observations if isinstance(t.observations, dict) else {"state": t.observations}
+    arrays = [*obs.values(), t.actions, t.rewards]
+    plain = not any(_compress(a, image_compression) for a in arrays)
+    return sum(a.nbytes for a in arrays) + 2 * len(t), len(arrays) + 2, plain
+
+
+def _queries_nbytes(queries: PreferenceQueries) -> int:
+    return sum(getattr(queries, n).nbytes for n in (*_QUERY_FIELDS, "confidence"))
+
+
+def _compress(arr: np.ndarray, image_compression: str | None) -> bool:
+    return bool(arr.size and image_compression and arr.dtype == np.uint8 and arr.ndim >= 3)
+
 
 def save_dataset(
     dataset: TrajectoryDataset, path: PathLike, *, image_compression: str | None = "gzip"
@@ -187,24 +250,31 @@ def save_dataset(
             "type": _GYM_ENV_TYPE,
             "env_kwargs": {},
         }
-    with (
-        writer_lock(path, what="save a dataset to it"),
-        atomic_path(path) as tmp,
-        h5py.File(tmp, "w", libver=_LIBVER) as f,
-    ):
-        f.attrs[_FORMAT_ATTR] = FORMAT_VERSION
-        data = f.create_group("data")
-        data.attrs["total"] = int(sum(len(t) for t in dataset))
-        data.attrs["env_args"] = _dumps(env_args, f"{source}: metadata['env_args']")
-        data.attrs["robopref_metadata"] = meta
-        for i, t in enumerate(dataset):
-            _write_demo(data.create_group(f"demo_{i}"), t, traj_meta[i], image_compression)
-        if filter_keys:
-            mask = f.create_group("mask")
-            for name, idx in filter_keys.items():
-                mask.create_dataset(name, data=np.array([f"demo_{i}" for i in idx], dtype="S"))
-        if dataset.queries is not None:
-            _write_queries(f, dataset.queries, source)
+    sizes = [_demo_nbytes(t, image_compression) for t in dataset]
+    queries_nbytes = 0 if dataset.queries is None else _queries_nbytes(dataset.queries)
+    with writer_lock(path, what="save a dataset to it"), atomic_path(path) as tmp:
+        guard = _SpaceGuard(path, tmp.parent)
+        # Uncompressed arrays take their full size on disk, so a write that cannot fit stops
+        # before it starts; compressed images are checked demo by demo.
+        guard.need(sum(n for n, _, plain in sizes if plain) + queries_nbytes)
+        with h5py.File(tmp, "w", libver=_LIBVER) as f:
+            f.attrs[_FORMAT_ATTR] = FORMAT_VERSION
+            data = f.create_group("data")
+            data.attrs["total"] = int(sum(len(t) for t in dataset))
+            data.attrs["env_args"] = _dumps(env_args, f"{source}: metadata['env_args']")
+            data.attrs["robopref_metadata"] = meta
+            for i, t in enumerate(dataset):
+                guard.need(sizes[i][0], sizes[i][1])
+                _write_demo(data.create_group(f"demo_{i}"), t, traj_meta[i], image_compression)
+            if filter_keys:
+                mask = f.create_group("mask")
+                for name, idx in filter_keys.items():
+                    names = np.array([f"demo_{i}" for i in idx], dtype="S")
+                    guard.need(names.nbytes, 1)
+                    mask.create_dataset(name, data=names)
+            if dataset.queries is not None:
+                guard.need(queries_nbytes, 6)
+                _write_queries(f, dataset.queries, source)
 
 
 def _write_demo(g: h5py.Group, t: Trajectory, metadata: str, image_compression: str | None) -> None:
@@ -242,7 +312,7 @@ def _write_array(
     kwargs: dict[str, Any] = {}
     if arr.size:
         kwargs["fletcher32"] = True
-        if image_compression and arr.dtype == np.uint8 and arr.ndim >= 3:
+        if _compress(arr, image_compression):
             kwargs.update(compression=image_compression, chunks=(1, *arr.shape[1:]))
     g.create_dataset(name, data=arr, **kwargs)
 
@@ -316,6 +386,10 @@ def save_queries(path: PathLike, queries: PreferenceQueries | None) -> None:
             check_segments(queries, lengths, source)
         # The source is closed before the temporary file is renamed over it.
         with atomic_path(path) as tmp:
+            # The copy takes about the size of the file (its chunks are copied as they are).
+            _SpaceGuard(path, tmp.parent).need(
+                path.stat().st_size + (0 if queries is None else _queries_nbytes(queries))
+            )
             with _open(path) as f, h5py.File(tmp, "w", libver=_LIBVER) as out:
                 out.attrs.update(f.attrs)
                 for name in f:
@@ -590,10 +664,9 @@ class _Reader:
     def _read(self, where: str, d: h5py.Dataset) -> np.ndarray:
         self.where = where
         arr = d[()]
-        if np.issubdtype(arr.dtype, np.floating):
-            bad = int(arr.size - np.isfinite(arr).sum())
-            if bad:
-                self.fail(where, "finite values", f"{bad} NaN/inf value(s)")
+        problem = value_problem(arr, where.rsplit("/", 1)[-1])
+        if problem:
+            self.fail(where, "finite values", problem)
         return arr
 
     def _flags(self, where: str, d: h5py.Dataset) -> np.ndarray:

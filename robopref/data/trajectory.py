@@ -45,6 +45,38 @@ def _check(cond: bool, source: str, field_name: str, expected: str, found: str) 
         )
 
 
+#: Largest magnitude a stored number may have: models and losses compute in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def value_problem(arr: np.ndarray, name: str) -> str | None:
+    """What is wrong with the values of a numeric array, or None: NaN/inf, or (floats) a
+    magnitude beyond float32's range (1e300 is finite in float64 but inf in the float32 the
+    models use). For ``name == "rewards"`` the sum of magnitudes must fit too, so that every
+    segment sum and return is finite."""
+    if not np.issubdtype(arr.dtype, np.floating) or arr.size == 0:
+        return None
+    finite = np.isfinite(arr)
+    bad = int(arr.size - finite.sum())
+    if bad:
+        return f"{bad} NaN/inf value(s)"
+    big = np.abs(arr) > FLOAT32_MAX
+    if big.any():
+        return (
+            f"{int(big.sum())} value(s) beyond the float32 range (|x| <= {FLOAT32_MAX:.3g}), "
+            f"e.g. {arr[big][0]:.3g}"
+        )
+    if name == "rewards":
+        with np.errstate(over="ignore"):
+            total = float(np.abs(arr.astype(np.float64)).sum())
+        if not total <= FLOAT32_MAX:
+            return (
+                f"rewards whose sum overflows (sum of |reward| = {total:.3g}, expected <= "
+                f"{FLOAT32_MAX:.3g} so that segment sums and returns stay finite)"
+            )
+    return None
+
+
 @dataclass(repr=False)
 class Trajectory:
     """One episode of T steps.
@@ -305,9 +337,8 @@ class TrajectoryDataset:
                 )
             fields["rewards"] = t.rewards
             for name, arr in fields.items():
-                if np.issubdtype(arr.dtype, np.floating):
-                    bad = int(arr.size - np.isfinite(arr).sum())
-                    _check(bad == 0, where, name, "finite values", f"{bad} NaN/inf value(s)")
+                problem = value_problem(arr, name)
+                _check(problem is None, where, name, "finite values", problem)
             shapes = {k: v.shape[1:] for k, v in fields.items() if k != "rewards"}
             if ref is None:
                 ref, ref_format = shapes, obs_format

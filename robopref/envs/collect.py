@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Seed, StrictModel
 from robopref.data import Trajectory, TrajectoryDataset
 from robopref.envs.rollout import run_episode
 from robopref.envs.tasks import (
@@ -89,9 +89,9 @@ class CollectConfig(StrictModel):
     """Steps per episode."""
     goal_observable: bool = True
     """The goal position is part of the observation."""
-    seed: int = 0
+    seed: Seed = 0
     """Seeds the scenes, the noise and the random actions."""
-    scene_seed: int | None = None
+    scene_seed: Seed | None = None
     """One scene: every episode resets with this seed (same object/goal configuration; episodes
     still differ in mode, noise and mismatched goals); None: a new configuration per episode."""
     num_workers: int = Field(1, ge=1)

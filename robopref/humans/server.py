@@ -57,8 +57,9 @@ from robopref.humans.active import SELECTIONS, ActiveQueue, SelectorFactory
 from robopref.humans.media import encode_png, film_strip, find_image_key, path_points, path_svg
 from robopref.humans.session import FileChangedError, LabelSession
 
-_MEDIA = re.compile(r"^/media/(\d+)/(\d+)\.png$")
-_QUERY = re.compile(r"^/api/query/(\d+)$")
+# At most 9 digits: a longer number is no query (and int() of > 4300 digits raises).
+_MEDIA = re.compile(r"^/media/(\d{1,9})/(\d{1,9})\.png$")
+_QUERY = re.compile(r"^/api/query/(\d{1,9})$")
 _LENGTH = re.compile(r"^[0-9]{1,9}$")
 MAX_BODY = 65536
 TOKEN_HEADER = "X-Robopref-Token"
@@ -115,6 +116,8 @@ class LabelServer(ThreadingHTTPServer):
     ``token`` the per-session secret the page sends with every answer."""
 
     daemon_threads = True
+    # The default backlog of 5 resets connections when a page (or many) opens several at once.
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -610,8 +613,8 @@ def main(argv: Sequence[str] | None = None, selector_factory: SelectorFactory | 
         parser.error(f"argument --port: expected 0..65535, found {args.port}")
     if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
         parser.error(f"argument --fps: expected a positive number, found {args.fps}")
-    if args.seed < 0:
-        parser.error(f"argument --seed: expected an integer >= 0, found {args.seed}")
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"argument --seed: expected an integer in [0, 2**32), found {args.seed}")
     if args.retrain_every < 1:
         parser.error(
             f"argument --retrain-every: expected an integer >= 1, found {args.retrain_every}"

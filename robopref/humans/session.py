@@ -19,6 +19,9 @@ opening a session (and starting the server) leaves the file untouched.
   continues at the first query with ``answered`` False. Files of version 1 (every plan query in
   ``preferences``, unanswered ones with labels 0 and confidence 0) are resumed and rewritten as
   version 2 at the next answer.
+* Queries after the session's rows (``len(rows)`` of them come first) were added by someone
+  else, e.g. ``robopref label --append``: a session keeps them, after its own rows, whenever
+  it writes, also when they were added while it ran.
 """
 
 from __future__ import annotations
@@ -232,6 +235,64 @@ def stored_queries(plan: PreferenceQueries) -> PreferenceQueries:
     return out
 
 
+def other_queries(queries: PreferenceQueries) -> PreferenceQueries | None:
+    """The stored queries after the human session's own rows (added by ``label --append``),
+    or None when there are none."""
+    state = queries.metadata.get(KEY)
+    if not isinstance(state, dict) or not isinstance(state.get("rows"), list):
+        return None
+    n = len(state["rows"])
+    if queries.num_queries <= n:
+        return None
+    return queries.subset(np.arange(n, queries.num_queries))
+
+
+def merge_queries(own: PreferenceQueries, others: PreferenceQueries | None) -> PreferenceQueries:
+    """``own`` (what :func:`stored_queries` gives) followed by ``others`` (from
+    :func:`other_queries` of the file as it is now), with the file's teacher name and metadata
+    (``appended`` positions shifted by the rows the session added)."""
+    if others is None:
+        return own
+    if others.k != own.k or others.label_kind != own.label_kind:
+        raise FileChangedError(
+            f"preferences: the queries added after the session's own are k={others.k} "
+            f"{others.label_kind}, expected k={own.k} {own.label_kind}; this answer was NOT saved"
+        )
+    old_rows = others.metadata.get(KEY, {}).get("rows", [])
+    shift = own.num_queries - len(old_rows)
+    appended = [
+        {**a, "first_query": a["first_query"] + shift}
+        if isinstance(a, dict) and isinstance(a.get("first_query"), int)
+        else a
+        for a in others.metadata.get("appended", [])
+    ]
+    metadata = {**others.metadata, KEY: own.metadata[KEY]}
+    if appended:
+        metadata["appended"] = appended
+    fields = ("traj_index", "start", "length", "labels", "mask", "confidence")
+    return PreferenceQueries(
+        **{f: np.concatenate([getattr(own, f), getattr(others, f)]) for f in fields},
+        label_kind=own.label_kind,
+        teacher=others.teacher,
+        seed=own.seed,
+        metadata=metadata,
+    )
+
+
+def _same_trajectories(a: Any, b: Any) -> bool:
+    def arrays(t: Any) -> list[np.ndarray]:
+        obs = t.observations if isinstance(t.observations, dict) else {"": t.observations}
+        return [*obs.values(), t.actions, t.rewards, t.dones, t.successes]
+
+    if len(a) != len(b):
+        return False
+    for s, t in zip(a, b):
+        xs, ys = arrays(s), arrays(t)
+        if len(xs) != len(ys) or not all(np.array_equal(x, y) for x, y in zip(xs, ys)):
+            return False
+    return True
+
+
 def answered_queries(
     queries: PreferenceQueries, include_cant_tell: bool = False
 ) -> PreferenceQueries:
@@ -247,7 +308,18 @@ def answered_queries(
     keep = np.array(state["answered"], dtype=bool)
     if not include_cant_tell:
         keep &= np.array([a is None or a.get("choice") != "cant_tell" for a in state["answers"]])
-    return plan.subset(np.flatnonzero(keep))
+    own = plan.subset(np.flatnonzero(keep))
+    others = other_queries(queries)
+    if others is None:
+        return own
+    fields = ("traj_index", "start", "length", "labels", "mask", "confidence")
+    return PreferenceQueries(
+        **{f: np.concatenate([getattr(own, f), getattr(others, f)]) for f in fields},
+        label_kind=own.label_kind,
+        teacher=queries.teacher,
+        seed=own.seed,
+        metadata=own.metadata,
+    )
 
 
 class LabelSession:
@@ -272,9 +344,12 @@ class LabelSession:
 
     Opening reads the file and writes nothing. Each answer rewrites the file under its writer
     lock (:func:`robopref.data.locks.writer_lock`): another robopref process writing it at that
-    moment makes the answer fail with :class:`~robopref.data.locks.FileBusyError`, and a file
-    rewritten by anyone else since the session read it with :class:`FileChangedError` (the
-    session never overwrites labels or trajectories it has not seen).
+    moment makes the answer fail with :class:`~robopref.data.locks.FileBusyError`. A file
+    rewritten by someone else since the session last read or wrote it is read again under the
+    lock: labels added after the session's own (``robopref label --append``) are kept after
+    them; other changes (other trajectories, the session's labels replaced or changed) make the
+    answer fail with :class:`FileChangedError` (the session never overwrites labels or
+    trajectories it has not seen).
     """
 
     def __init__(
@@ -295,10 +370,13 @@ class LabelSession:
         self.dataset = load_dataset(self.path)
         self.lock = threading.Lock()
         q = self.dataset.queries
+        # Labels stored after the session's own (label --append), kept at every write.
+        self._others: PreferenceQueries | None = None
         if q is not None and KEY in q.metadata:
             source = f"{self.path}: preferences"
             self.queries = plan_queries(q, source)
             self.queries.validate(source, self.dataset)
+            self._others = other_queries(q)
             if active is not None:
                 active.resume(self.dataset, self.state, f"{source}: metadata['{KEY}']")
             return
@@ -445,16 +523,41 @@ class LabelSession:
             new.metadata[KEY]["answers"][q] = record
             with writer_lock(self.path, what="save labels"):
                 now = _signature(self.path) if self.path.is_file() else None
-                if now != self._signature:
-                    raise FileChangedError(
-                        f"{self.path}: the file was rewritten by another program since the "
-                        "labelling session read it; this answer was NOT saved (the session "
-                        "never overwrites data it has not seen): restart label-ui to continue "
-                        "with the file as it is now"
-                    )
-                save_queries(self.path, stored_queries(new))
+                others = self._others if now == self._signature else self._reread()
+                merged = merge_queries(stored_queries(new), others)
+                save_queries(self.path, merged)
                 self._signature = _signature(self.path)
+                self._others = other_queries(merged)
             self.queries = new
             if self.active is not None:
                 self.active.after_answer(self)
             return self.progress()
+
+    def _reread(self) -> PreferenceQueries | None:
+        """The labels another program stored after the session's own since the session last
+        read or wrote the file (the caller holds the writer lock); raises
+        :class:`FileChangedError` when anything else changed."""
+        changed = FileChangedError(
+            f"{self.path}: the file was rewritten by another program since the labelling "
+            "session read it (other trajectories, or its labels replaced); this answer was NOT "
+            "saved (the session never overwrites data it has not seen): restart label-ui to "
+            "continue with the file as it is now"
+        )
+        try:
+            current = load_dataset(self.path)
+        except DataValidationError:
+            raise changed from None
+        q = current.queries
+        state = None if q is None else q.metadata.get(KEY)
+        mine = self.state
+        if not any(mine["answered"]):  # nothing of the session in the file yet
+            ok = q is None and self.dataset.queries is None
+        else:
+            ok = (
+                isinstance(state, dict)
+                and state.get("answered") == mine["answered"]
+                and state.get("answers") == mine["answers"]
+            )
+        if not ok or not _same_trajectories(current, self.dataset):
+            raise changed
+        return None if q is None else other_queries(q)

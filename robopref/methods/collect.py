@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Seed, StrictModel
 from robopref.data import (
     DataValidationError,
     PreferenceQueries,
@@ -47,7 +47,7 @@ class LabelConfig(StrictModel):
     """Steps per segment (clipped to shorter trajectories)."""
     budget: int | None = Field(default=None, ge=1)
     """Most queries the teacher answers (skipped ones count); default: ``num_queries``."""
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
     """Seed of the query sampling."""
     select: Literal["random", "disagreement", "entropy"] = "random"
     """How queries are chosen: ``random`` (uniformly), or actively from a candidate pool

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from robopref.config import InputPath, StrictModel
+from robopref.config import Device, InputPath, Seed, StrictModel
 from robopref.losses import get_loss
 from robopref.methods.common import Column, ReportSpec, RunResult, Table, start_run
 from robopref.policies.lm import (
@@ -117,9 +117,9 @@ class LMConfig(StrictModel):
     """Prompts per batch."""
     max_length: int | None = None
     """Truncate prompt + response to this many tokens (None: no limit)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the tiny model's weights and of the batch order."""
-    device: str = "auto"
+    device: Device = "auto"
     """torch device ("auto": CUDA when present)."""
     num_threads: int | None = None
     """torch CPU threads; 1 is fastest for tiny models."""

@@ -146,5 +146,5 @@ def _after_failure(out_dir: Path, existed: bool, error: BaseException) -> None:
     )
     try:
         (out_dir / FAILED_FILE).write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {reason}\n")
-    except OSError:
-        pass  # a full disk must not hide the original error
+    except OSError:  # a full disk must not hide the original error, nor leave an empty FAILED
+        (out_dir / FAILED_FILE).unlink(missing_ok=True)

@@ -27,7 +27,7 @@ import torch
 from pydantic import Field, model_validator
 
 import robopref.losses as losses
-from robopref.config import StrictModel
+from robopref.config import Device, Seed, StrictModel
 from robopref.data import PreferenceQueries, TrajectoryDataset
 from robopref.progress import is_quiet
 from robopref.rewards.models import RewardModel, model_checkpoint, model_from_checkpoint
@@ -59,9 +59,9 @@ class RewardTrainerConfig(StrictModel):
     held-out loss); ``None`` never stops early."""
     restore_best: bool = True
     """At the end, load the weights of the best held-out epoch."""
-    seed: int = 0
+    seed: Seed = 0
     """Seeds the validation split, minibatch order and reward sampling."""
-    device: str = "auto"
+    device: Device = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda:0``, ..."""
     log_dir: str | None = None
     """TensorBoard directory (scalars per epoch), or ``None``."""

@@ -34,7 +34,7 @@ from pydantic import Field
 from torch import nn
 
 from robopref import losses
-from robopref.config import StrictModel
+from robopref.config import Device, Seed, StrictModel
 from robopref.rewards.ot_reward import cosine_cost, ot_distance
 from robopref.utils import atomic_path, resolve_device
 
@@ -202,9 +202,9 @@ class AlignConfig(StrictModel):
     """Passes over the training queries."""
     batch_size: int = Field(16, ge=1)
     """Queries per minibatch."""
-    seed: int = 0
+    seed: Seed = 0
     """Seeds the initialisation, the anchors drawn and the minibatch order."""
-    device: str = "auto"
+    device: Device = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda:0``, ..."""
 
 

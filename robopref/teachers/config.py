@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Seed, StrictModel
 
 #: The name of a teacher configured field by field rather than from a preset.
 CUSTOM = "custom"
@@ -80,7 +80,7 @@ class TeacherConfig(StrictModel):
     """Nearest dataset states (same task) searched when a state value is estimated."""
     soft: bool = False
     """Pairs get soft labels (the probability that item 0 is preferred)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seeds the teacher's random choices (Boltzmann sampling, mistakes)."""
 
     @model_validator(mode="before")

@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from robopref.config import StrictModel
+from robopref.config import Seed, StrictModel
 from robopref.data import DataValidationError, PreferenceQueries, TrajectoryDataset
 from robopref.ot import entropic_fused_gromov_wasserstein, entropic_gromov_wasserstein
 
@@ -74,7 +74,7 @@ class AutoConfig(StrictModel):
     """Values of ``cross_feature`` tried."""
     criterion: Literal["half_source", "cycle", "mass"] = "half_source"
     """How a setting is scored without target labels."""
-    split_seed: int = 0
+    split_seed: Seed = 0
     """Seed of the source-label split of the ``half_source`` criterion."""
 
 

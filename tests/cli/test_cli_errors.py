@@ -112,9 +112,9 @@ def test_a_second_writer_gets_a_one_line_busy_error(tmp_path, capsys):
         res = run_cli("label", path, *LABEL)
         assert_one_line_error(res, str(path), "another robopref process", "label")
         with mock.patch("robopref.envs.collect_dataset", side_effect=AssertionError("collected")):
-            res = run_main(capsys, "collect", "--out", path)
+            res = run_main(capsys, "collect", "--out", path, "--overwrite")
         assert_one_line_error(res, str(path), "another robopref process", "collect")
-        res = run_main(capsys, "import", src, path)
+        res = run_main(capsys, "import", src, path, "--overwrite")
         assert_one_line_error(res, str(path), "another robopref process", "import")
     assert path.read_bytes() == before
     assert run_main(capsys, "label", path, *LABEL).rc == 0  # released: the next writer goes on
@@ -304,7 +304,7 @@ def test_import_of_corrupt_files_is_one_line(tmp_path, capsys):
         bad = bytearray(good)
         bad[j] ^= 0xFF
         (tmp_path / "bad.h5").write_bytes(bytes(bad))
-        res = run_main(capsys, "import", tmp_path / "bad.h5", tmp_path / "out.h5")
+        res = run_main(capsys, "import", tmp_path / "bad.h5", tmp_path / "out.h5", "--overwrite")
         if res.rc == 2:
             assert_one_line_error(res, "bad.h5")
         codes.append(res.rc)

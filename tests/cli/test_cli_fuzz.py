@@ -197,7 +197,8 @@ def test_collect_random_command_lines(root, labelled, ovs, config, existing):
         shutil.copy(labelled, out)
     before = out.read_bytes() if existing else None
     with stub_collector():
-        rc, err = call(["collect", *ex.config_args(config), "--out", out, *ovs])
+        overwrite = ["--overwrite"] if existing else []  # else refused, tested elsewhere
+        rc, err = call(["collect", *ex.config_args(config), "--out", out, *overwrite, *ovs])
     check(rc, err)
     if rc == 2:
         assert (out.read_bytes() == before) if existing else not out.exists()

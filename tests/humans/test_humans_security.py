@@ -4,13 +4,16 @@ one-line CLI errors that leave the dataset untouched."""
 
 from __future__ import annotations
 
+import copy
 import http.client
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -193,9 +196,13 @@ def test_busy_or_rewritten_dataset_gives_409(running):
     before = load_queries(path)
     from robopref.data import save_queries
 
-    save_queries(path, before)  # someone else rewrites the file between two answers
+    # someone else rewrites the file between two answers, with another answer to query 0
+    other = copy.deepcopy(before)
+    other.metadata["human_labels"]["answers"][0]["time"] = "2000-01-01T00:00:00+00:00"
+    save_queries(path, other)
     status, err = post(srv, {"query": 1, "choice": "equal"})
     assert status == 409 and "NOT saved" in err["error"]
+    assert load_queries(path).metadata == other.metadata
 
 
 def test_serving_without_answers_writes_nothing(running):
@@ -287,3 +294,48 @@ def test_cli_allow_remote_prints_a_loud_warning(tmp_path):
     proc.stdout.close()
     proc.stderr.close()
     assert "WARNING" in err and "0.0.0.0" in err and "write labels" in err
+
+
+def test_huge_query_numbers_are_404(running, capsys):
+    srv, _ = running()
+    for route in (
+        "/api/query/" + "9" * 5000,
+        "/api/query/" + "1" * 20,
+        "/media/0/" + "7" * 5000 + ".png",
+    ):
+        status, err = request(srv, "GET", route)
+        assert status == 404 and "no such" in err["error"], route
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_fifty_connections_at_once_are_all_answered(tmp_path):
+    path = tmp_path / "v.h5"
+    vector_dataset(path)
+    srv = make_server(path, port=0, num_queries=3, segment_length=5)
+    socks, serving = [], False
+    try:
+        # All 50 connect before the server accepts any: the kernel's queue must hold them
+        # (a backlog of 5 drops or resets some).
+        socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=2) for _ in range(50)]
+        threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+        serving = True
+        line = f"GET /api/progress HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n\r\n".encode()
+        for s in socks:
+            s.sendall(line)
+            s.setblocking(False)
+        answered, waiting, deadline = 0, set(socks), time.monotonic() + 10
+        while waiting and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(waiting), [], [], 0.2)
+            for s in ready:
+                waiting.discard(s)
+                try:
+                    answered += s.recv(64).startswith(b"HTTP/1.0 200")
+                except OSError:  # reset
+                    pass
+        assert answered == 50
+    finally:
+        for s in socks:
+            s.close()
+        if serving:  # shutdown() waits for serve_forever
+            srv.shutdown()
+        srv.server_close()

@@ -236,3 +236,33 @@ def test_existing_queries_unlabelled_teacher_and_overwrite(tmp_path):
 def test_humans_room_does_not_import_torch():
     code = "import sys, robopref.humans; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_labels_appended_while_a_session_runs_are_kept(tmp_path):
+    from robopref.cli import main
+
+    path = tmp_path / "d.h5"
+    vector_dataset(path)
+    s = LabelSession(path, num_queries=4, segment_length=5)
+    s.answer(0, "ranking", [1, 2])
+    # `robopref label --append` between two answers of the same session
+    assert main(["label", str(path), "--append", "num_queries=20", "segment_length=5"]) == 0
+    appended = load_queries(path)
+    assert appended.num_queries == 21 and appended.teacher == "human+oracle"
+    s.answer(1, "ranking", [2, 1])
+    q = load_queries(path)
+    assert q.num_queries == 22 and q.teacher == "human+oracle"
+    np.testing.assert_array_equal(q.labels[:2], [[1, 0], [0, 1]])  # the session's, in order
+    for f in ("traj_index", "start", "labels", "confidence"):  # the 20 appended, unchanged
+        np.testing.assert_array_equal(getattr(q, f)[2:], getattr(appended, f)[1:])
+    assert q.metadata["appended"][0]["first_query"] == 2  # moved behind the session's rows
+    assert answered_queries(q).num_queries == 22
+
+    # a restarted session keeps them too
+    s = LabelSession(path)
+    assert s.num_answered == 2
+    s.answer(2, "equal")
+    q = load_queries(path)
+    assert q.num_queries == 23 and q.metadata["human_labels"]["rows"] == [0, 1, 2]
+    np.testing.assert_array_equal(q.labels[3:], appended.labels[1:])
+    np.testing.assert_array_equal(q.labels[2], [0.5, 0.5])

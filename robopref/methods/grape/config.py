@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Device, Seed, StrictModel
 from robopref.losses import get_loss
 from robopref.policies.vla import (
     DEFAULT_TEMPLATE,
@@ -250,7 +250,7 @@ class EvalConfig(StrictModel):
 
     episodes_per_task: int = Field(10, ge=1)
     """Episodes per task and split."""
-    seed: int = 10_000
+    seed: Seed = 10_000
     """Episode i of every task is reset with seed + i, for every policy."""
     decoding: Literal["greedy", "sampled"] = "greedy"
     """How actions are decoded."""
@@ -291,9 +291,9 @@ class GrapeConfig(StrictModel):
     """The rejection-sampling baseline."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """The evaluation protocol."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of demonstrations, rollouts, sampling and updates."""
-    device: str = "auto"
+    device: Device = "auto"
     """torch device ("auto": CUDA when present)."""
     num_threads: int | None = None
     """torch CPU threads (None: torch's default)."""

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from robopref.config import InputPath, StrictModel
+from robopref.config import Device, InputPath, Seed, StrictModel
 from robopref.methods.grape.config import LoraConfig
 
 
@@ -96,9 +96,9 @@ class GrapeOfflineConfig(StrictModel):
     """LoRA adapters of the alignment step (and of SFT on a local model)."""
     learner: OfflineLearner = Field(default_factory=OfflineLearner)
     """The alignment step."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the split, the teacher, SFT and the alignment."""
-    device: str = "auto"
+    device: Device = "auto"
     """torch device ("auto": CUDA when present)."""
     num_threads: int | None = None
     """torch CPU threads (None: torch's default)."""

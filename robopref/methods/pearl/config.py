@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Device, Distinct, Seed, StrictModel
 from robopref.envs import CollectConfig
 from robopref.policies.offline import PolicyConfig
 from robopref.rewards import RewardTrainerConfig
@@ -83,7 +83,7 @@ class Config(StrictModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     """The offline learner trained on the relabelled target data (``name``: iql, awr or
     filtered_bc)."""
-    variants: list[Variant] = ["pearl", "pearl_bt", "gw_plain", "sim", "oracle"]
+    variants: Distinct[Variant] = ["pearl", "pearl_bt", "gw_plain", "sim", "oracle"]
     """Compared variants, in table order (see the recipe's docstring)."""
     eval_episodes: int = Field(50, ge=1)
     """Evaluation episodes per variant (the same reset seeds for every variant)."""
@@ -93,13 +93,13 @@ class Config(StrictModel):
     per seed makes the control's mean very noisy (docs/decisions.md, 'PEARL suite')."""
     eval_max_steps: int | None = Field(None, ge=1)
     """Steps per evaluation episode; None: the target's ``max_episode_steps``."""
-    seed: int = 0
+    seed: Seed = 0
     """Seeds pair sampling, the networks and the shuffled control."""
-    device: str = "auto"
+    device: Device = "auto"
     """Torch device of the reward and the policy (``auto``: CUDA when present)."""
     num_threads: int | None = None
     """Torch CPU threads (None: torch's default)."""
-    eval_seed: int | None = None
+    eval_seed: Seed | None = None
     """Reset seed of the first evaluation episode; None: 10_000 + seed."""
 
     @model_validator(mode="before")

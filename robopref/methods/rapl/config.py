@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from robopref.config import StrictModel
+from robopref.config import Device, Seed, StrictModel
 from robopref.envs import CollectConfig
 from robopref.envs.render import RenderConfig
 from robopref.policies.online.rlpd import RLPDConfig
@@ -69,7 +69,7 @@ class RLConfig(StrictModel):
     in one scene, else ``reset(seed=configuration_seed + seed)``; ``num_demos`` scripted demos of
     that scene are the OT reward's demos. False: a new configuration every episode, the data's
     expert episodes as demos."""
-    configuration_seed: int = 10_000
+    configuration_seed: Seed = 10_000
     """Base of the scene's reset seed when the data has no scene of its own."""
     demo_noise: float = Field(0.1, ge=0)
     """Action noise of the scene's demos after the first."""
@@ -138,9 +138,9 @@ class Config(StrictModel):
     """The RLHF baselines."""
     rl: RLConfig = Field(default_factory=RLConfig)
     """The optional RL stage."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the split, the labels, the encoder's initial weights and every training."""
-    device: str = "auto"
+    device: Device = "auto"
     """``auto``: CUDA when present."""
     num_threads: int | None = None
     """Torch threads (and Numba's) of this process; default: the library's choice."""

@@ -29,7 +29,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from robopref.config import StrictModel
+from robopref.config import Device, Seed, StrictModel
 from robopref.data import DataValidationError
 from robopref.policies.offline.buffer import TransitionBuffer
 from robopref.progress import is_quiet
@@ -61,9 +61,9 @@ class LearnerConfig(StrictModel):
     """Transitions per gradient step."""
     steps: int = Field(100_000, ge=1)
     """Total gradient steps."""
-    seed: int = 0
+    seed: Seed = 0
     """Seeds the networks' initialisation and the minibatch order."""
-    device: str = "auto"
+    device: Device = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda:0``, ..."""
     fused_adam: bool = True
     """One fused kernel per optimiser step (CPU and CUDA)."""

@@ -24,6 +24,7 @@ A config is a file or the name of a packaged one (``pearl/base``, see ``robopref
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -678,7 +679,11 @@ def main(argv: list[str] | None = None) -> int:
         if target is None:
             raise
         names = f"{target}" + (f" -> {e.filename2}" if e.filename2 else "")
-        print(f"robopref: {names}: {_one_line(e.strerror or str(e))}", file=sys.stderr)
+        # writes go through a temporary file renamed at the end: a failed one changed nothing
+        unchanged = "; nothing was written and existing files are unchanged" * (
+            e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+        )
+        print(f"robopref: {names}: {_one_line(e.strerror or str(e))}{unchanged}", file=sys.stderr)
         return 2
 
 

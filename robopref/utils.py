@@ -184,7 +184,7 @@ def _raise_if_disk_full(error: Exception, tmp_path: Path, path: Path) -> None:
         return
     raise OSError(
         errno.ENOSPC,
-        "no space left on the device; nothing was written (the old file, if any, is unchanged)",
+        os.strerror(errno.ENOSPC),
         str(path),
     ) from error
 

@@ -190,8 +190,7 @@ class _SpaceGuard:
         if free < want:
             raise OSError(
                 errno.ENOSPC,
-                f"no space left on the device: {free} bytes free, about {want} needed; nothing "
-                "was written (the old file, if any, is unchanged)",
+                f"{os.strerror(errno.ENOSPC)} ({free} bytes free, about {want} needed)",
                 str(self.path),
             )
 

@@ -202,7 +202,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 def test_a_full_disk_is_one_line_and_a_rerun_succeeds(small_fs):
     base = tiny_file(small_fs / "base.h5", labels=5)
     lab = tiny_file(small_fs / "lab.h5", labels=5)
-    filler = _fill(small_fs, 100_000)
+    filler = _fill(small_fs, 20_000)
     before = _snapshot(small_fs)
     run_dir = small_fs / "run"
     commands = {
@@ -210,7 +210,7 @@ def test_a_full_disk_is_one_line_and_a_rerun_succeeds(small_fs):
         "label": ("label", lab, "--overwrite", *LABEL),
         "import": ("import", base, small_fs / "imp.h5"),
         "export": ("export", base, small_fs / "exp.hdf5", "--format", "robomimic"),
-        "run": ("run", ROOT / "configs" / "collect" / "demo.yaml", "--out", run_dir,
+        "run": ("run", ROOT / "robopref" / "configs" / "collect" / "demo.yaml", "--out", run_dir,
                 *[f"collect.{a}" for a in TINY], "label.segment_length=5"),
     }  # fmt: skip
     for name, args in commands.items():
@@ -239,9 +239,9 @@ def test_injected_enospc_is_one_line_and_a_rerun_succeeds(tmp_path, capsys):
     usage = shutil.disk_usage(tmp_path)._replace(free=10_000)
     with mock.patch("robopref.data.hdf5.shutil.disk_usage", return_value=usage), tiny:
         res = run_main(capsys, "label", lab, "--overwrite", *LABEL)
-        assert_one_line_error(res, str(lab), "no space left")
+        assert_one_line_error(res, str(lab), "No space left")
         res = run_main(capsys, "collect", "--out", out)
-        assert_one_line_error(res, str(out), "no space left")
+        assert_one_line_error(res, str(out), "No space left")
     assert lab.read_bytes() == before and not out.exists()
     assert sorted(os.listdir(tmp_path)) == [".lab.h5.lock", ".new.h5.lock", "lab.h5"]
     with tiny:
@@ -318,7 +318,9 @@ def test_a_failed_run_on_a_full_disk_leaves_no_empty_failed_file(tmp_path):
 )
 def test_bad_run_configs_fail_before_any_work(tmp_path, override, field):
     out = tmp_path / "run"
-    res = run_cli("run", ROOT / "configs" / "pearl" / "demo.yaml", override, "--out", out)
+    res = run_cli(
+        "run", ROOT / "robopref" / "configs" / "pearl" / "demo.yaml", override, "--out", out
+    )
     assert_one_line_error(res, field)
     assert not out.exists()
 
@@ -329,7 +331,9 @@ def test_cuda_on_a_machine_without_it_fails_before_any_work(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     out = tmp_path / "run"
-    res = run_cli("run", ROOT / "configs" / "pearl" / "demo.yaml", "device=cuda", "--out", out)
+    res = run_cli(
+        "run", ROOT / "robopref" / "configs" / "pearl" / "demo.yaml", "device=cuda", "--out", out
+    )
     assert_one_line_error(res, "field 'device'", "CUDA device(s)")
     assert not out.exists()
 

@@ -15,6 +15,9 @@ METHODS: dict[str, str] = {
     "lm": "robopref.methods.lm",
     "rapl": "robopref.methods.rapl",
     "grape": "robopref.methods.grape",
+    "train-reward": "robopref.methods.own_data.train_reward",
+    "relabel": "robopref.methods.own_data.relabel",
+    "train-policy": "robopref.methods.own_data.train_policy",
 }
 
 

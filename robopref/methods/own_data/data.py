@@ -89,7 +89,7 @@ def rewards_recorded(dataset: TrajectoryDataset) -> bool:
     """Whether the file's rewards are real (recorded by the source, or learned by relabel)."""
     if dataset.metadata.get("relabel"):
         return True
-    return all(t.metadata.get("rewards_recorded", True) is not False for t in dataset)
+    return dataset.metadata.get("rewards_recorded", True) is not False
 
 
 def load_reward_checkpoint(path: str | Path) -> tuple[Any, dict]:

@@ -7,6 +7,8 @@ In the new file (an ordinary robopref HDF5 file):
 * ``Trajectory.metadata["learned_reward_raw"]``: the raw per-step learned reward;
 * ``Trajectory.metadata["original_rewards"]``: the source's own per-step rewards, absent when
   the source recorded none (a relabelled source passes its originals on);
+* ``TrajectoryDataset.metadata["rewards_recorded"]`` (False for a reward-less source) is dropped:
+  the file now has rewards;
 * ``TrajectoryDataset.metadata["relabel"]``: provenance (checkpoint path and sha256, its card,
   source path and sha256, the normalisation).
 
@@ -57,11 +59,11 @@ def relabel_dataset(
     flat = np.concatenate(raw) if raw else np.zeros(0)
     mean, std = float(flat.mean()), float(flat.std())
     scale = std if std > 1e-12 else 1.0  # a constant reward stays constant (zero)
-    recorded = not any(t.metadata.get("rewards_recorded", True) is False for t in dataset)
+    recorded = dataset.metadata.get("rewards_recorded", True) is not False
     was_relabelled = bool(dataset.metadata.get("relabel"))
     trajectories, originals = [], []
     for t, r in zip(dataset, raw):
-        meta = {k: v for k, v in t.metadata.items() if k != "rewards_recorded"}
+        meta = dict(t.metadata)
         if was_relabelled:
             original = meta.get("original_rewards")  # the source's, not the previous learned
         else:
@@ -71,11 +73,10 @@ def relabel_dataset(
             meta["original_rewards"] = original
             originals.append(np.asarray(original))
         meta["learned_reward_raw"] = r.tolist()
-        meta["rewards_learned"] = True
         trajectories.append(
             dataclasses.replace(t, rewards=(r - mean) / scale, metadata=meta)  # type: ignore[arg-type]
         )
-    metadata = dict(dataset.metadata)
+    metadata = {k: v for k, v in dataset.metadata.items() if k != "rewards_recorded"}
     metadata["relabel"] = {
         **provenance,
         "normalisation": {"mean": mean, "std": scale},

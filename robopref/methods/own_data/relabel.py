@@ -9,6 +9,7 @@ In the new file (an ordinary robopref HDF5 file):
   the source recorded none (a relabelled source passes its originals on);
 * ``TrajectoryDataset.metadata["rewards_recorded"]`` (False for a reward-less source) is dropped:
   the file now has rewards;
+* ``TrajectoryDataset.metadata["reward_source"]``: the learned reward's class and sizes;
 * ``TrajectoryDataset.metadata["relabel"]``: provenance (checkpoint path and sha256, its card,
   source path and sha256, the normalisation).
 
@@ -83,6 +84,13 @@ def relabel_dataset(
         "rewards": "normalised",
         "raw_key": "learned_reward_raw",
         "original_key": "original_rewards" if originals else None,
+    }
+    metadata["reward_source"] = {
+        "kind": "learned",
+        "checkpoint": provenance.get("reward_checkpoint", ""),
+        "model_class": type(model).__name__,
+        "obs_dim": int(model.obs_dim),
+        "act_dim": int(model.act_dim),
     }
     out = TrajectoryDataset(trajectories, dataset.queries, metadata)
     corr = None

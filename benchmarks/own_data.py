@@ -46,7 +46,12 @@ POLICY = {
     "iql": ["policy.iql.steps=5000", "policy.iql.batch_size=256"],
     "cpl": ["policy.cpl.steps=5000", "policy.cpl.bc_fraction=0.4"],
 }
-ARMS = [("oracle", "filtered_bc"), ("oracle", "iql"), ("oracle", "cpl"), ("shuffled", "filtered_bc")]
+ARMS = [
+    ("oracle", "filtered_bc"),
+    ("oracle", "iql"),
+    ("oracle", "cpl"),
+    ("shuffled", "filtered_bc"),
+]
 
 
 def cli(*args) -> float:

@@ -157,3 +157,17 @@ def test_image_observations_are_refused(chain, tmp_path):
     res = run_cli("train-reward", chain / "a.h5", "obs_key=images.cam", "--out", tmp_path / "r")
     assert_one_line_error(res, "images.cam", "image observations are not supported")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", ["train-reward", "relabel", "train-policy"])
+def test_shipped_configs_validate(name):
+    from robopref.config import read_config_data, validate_config
+    from robopref.methods import get_method
+
+    path = ROOT / "configs" / "own_data" / f"{name}.yaml"
+    raw = read_config_data(
+        str(path), ["data=d.h5", "reward=r.pt", "out=o.h5"][: 1 + 2 * (name == "relabel")]
+    )
+    assert raw["method"] == name
+    config = validate_config(get_method(name).Config, raw, str(path))
+    assert config.data == "d.h5"

@@ -8,6 +8,10 @@
     robopref export FILE OUT --format lerobot|robomimic [--reward CKPT]
                                                          export a dataset and its labels
     robopref label-ui FILE [--port P --k K ...]          label queries yourself in the browser
+    robopref train-reward DATA [key=value ...]           reward model from the file's labels
+    robopref score DATA --reward CKPT [--keep-top F --out NEW]  learned return per episode
+    robopref relabel DATA --reward CKPT --out NEW        learned rewards into a new file
+    robopref train-policy DATA [policy.name=cpl ...]     offline policy (iql, awr, filtered_bc, cpl)
     robopref run CONFIG [key=value ...] [--out DIR]      run a recipe (method: pearl | lm | collect ...)
     robopref lm --config F [key=value ...]               preference fine-tuning of a language policy
     robopref grape --config F [key=value ...]            GRAPE: TPO of a tokenised-action policy
@@ -227,6 +231,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     n_q = 0 if dataset.queries is None else len(dataset.queries.traj_index)
     print(f"wrote {args.out} ({args.format}): {len(dataset)} episodes, {n_q} preference queries")
     return 0
+
+
+def cmd_train_reward(args: argparse.Namespace) -> int:
+    from robopref.methods.own_data import commands
+
+    return _finish(commands.train_reward(args.data, args.config, args.overrides, args.out), args)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from robopref.methods.own_data import commands
+
+    result = commands.score(args.data, args.reward, args.keep_top, args.out, args.keep_failures)
+    return _finish(result, args)
+
+
+def cmd_relabel(args: argparse.Namespace) -> int:
+    from robopref.methods.own_data import commands
+
+    result = commands.relabel(
+        args.data, args.reward, args.out, args.in_place, args.config, args.overrides
+    )
+    return _finish(result, args)
+
+
+def cmd_train_policy(args: argparse.Namespace) -> int:
+    from robopref.methods.own_data import commands
+
+    return _finish(commands.train_policy(args.data, args.config, args.overrides, args.out), args)
 
 
 def cmd_label_ui(args: argparse.Namespace) -> int:
@@ -476,6 +508,71 @@ robopref <command> --help                     # options and an example per comma
     )
     p.add_argument("args", nargs=argparse.REMAINDER, help="DATASET [--port P --k K ...]")
     p.set_defaults(func=cmd_label_ui)
+
+    p = _add(
+        sub,
+        "train-reward",
+        "fit a reward model to a file's preference labels",
+        "robopref train-reward data/robot.h5 model.kind=ensemble --out runs/reward",
+    )
+    p.add_argument("data", help="robopref HDF5 file with labelled queries")
+    p.add_argument("--config", default="own_data/train-reward", help=CONFIG_HELP)
+    p.add_argument(
+        "overrides", nargs="*", help="e.g. model.kind=ensemble trainer.loss=plackett_luce"
+    )
+    p.add_argument(
+        "--out", default=None, help="run folder (default runs/train-reward-<data>-<time>)"
+    )
+    p.add_argument("--json", action="store_true", help="print the run's results as JSON")
+    p.set_defaults(func=cmd_train_reward)
+
+    p = _add(
+        sub,
+        "score",
+        "learned return of every episode; --keep-top writes the best",
+        "robopref score data/robot.h5 --reward runs/reward/reward.pt --keep-top 0.25 --out data/top.h5",
+    )
+    p.add_argument("data", help="robopref HDF5 file")
+    p.add_argument("--reward", required=True, help="reward checkpoint (train-reward's reward.pt)")
+    p.add_argument("--keep-top", type=float, default=None, help="share of episodes to keep, (0, 1]")
+    p.add_argument("--out", default=None, help="new file for the kept episodes")
+    p.add_argument(
+        "--keep-failures", action="store_true",
+        help="keep the other episodes too, flagged (metadata 'kept', filter keys top/rest)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_score)
+
+    p = _add(
+        sub,
+        "relabel",
+        "write a learned reward's per-step rewards into a new file",
+        "robopref relabel data/robot.h5 --reward runs/reward/reward.pt --out data/relabelled.h5",
+    )
+    p.add_argument("data", help="robopref HDF5 file")
+    p.add_argument("--reward", required=True, help="reward checkpoint (train-reward's reward.pt)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", default=None, help="the new file")
+    target.add_argument("--in-place", action="store_true", help="write over DATA itself")
+    p.add_argument("--config", default="own_data/relabel", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_relabel)
+
+    p = _add(
+        sub,
+        "train-policy",
+        "offline policy: iql, awr, filtered_bc or cpl",
+        "robopref train-policy data/relabelled.h5 policy.name=iql --out runs/policy",
+    )
+    p.add_argument("data", help="robopref HDF5 file (relabelled, or labelled for cpl)")
+    p.add_argument("--config", default="own_data/train-policy", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", help="e.g. policy.name=cpl policy.cpl.steps=2000")
+    p.add_argument(
+        "--out", default=None, help="run folder (default runs/train-policy-<data>-<time>)"
+    )
+    p.add_argument("--json", action="store_true", help="print the run's results as JSON")
+    p.set_defaults(func=cmd_train_policy)
 
     p = _add(
         sub,

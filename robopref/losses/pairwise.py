@@ -41,6 +41,7 @@ def pairwise_logistic_loss(
     mask: torch.Tensor | None = None,
     *,
     soft: bool = False,
+    bias: float = 1.0,
     reduction: Reduction = "mean",
     check_finite: bool = True,
 ) -> torch.Tensor:
@@ -54,6 +55,11 @@ def pairwise_logistic_loss(
         soft: soft pair labels: the cross-entropy ``-y log sig(d) - (1 - y) log sig(-d)`` with
             ``d = s_0 - s_1`` for every pair whose two items are valid (a tie ``y = 0.5`` then
             contributes ``log 2`` at ``d = 0``, unlike a graded tie, which is skipped).
+        bias: conservative weight lambda of the dispreferred item: the pair term becomes
+            ``log(1 + exp(-(s_i - lambda s_j)))`` = ``-log(e^{s_i} / (e^{s_i} + e^{lambda s_j}))``
+            (CPL's biased Bradley-Terry, Hejna et al. 2024; 1 is the plain loss). With soft
+            labels each direction is biased: ``-y log sig(s_0 - lambda s_1) - (1 - y) log
+            sig(s_1 - lambda s_0)``.
         reduction: ``"mean"`` over preferred pairs (soft: over valid pairs), ``"sum"``,
             ``"none"`` (``[B]``).
         check_finite: raise ``ValueError`` naming the list and item when a valid score or
@@ -66,6 +72,9 @@ def pairwise_logistic_loss(
     s, y, m = check_inputs(scores, labels, mask, "pairwise_logistic_loss", check_finite)
     if not soft:
         d, valid = preferred_pairs(s, y, m)
+        if bias != 1.0:
+            B, K = s.shape
+            d = (s[:, :, None] - bias * s[:, None, :]).reshape(B, K * K)
         return reduce_pairs(F.softplus(-d), valid, reduction)
     if s.shape[1] != 2:
         raise ValueError(f"labels: soft pair labels need K = 2 items, found K = {s.shape[1]}")
@@ -76,8 +85,9 @@ def pairwise_logistic_loss(
             "labels: soft pair labels must be probabilities with labels[:, 0] in [0, 1] and "
             "labels[:, 1] = 1 - labels[:, 0]; found values outside that"
         )
-    d = s[:, :1] - s[:, 1:]
-    terms = p[:, None] * F.softplus(-d) + (1 - p[:, None]) * F.softplus(d)
+    d01 = s[:, :1] - bias * s[:, 1:]
+    d10 = s[:, 1:] - bias * s[:, :1]
+    terms = p[:, None] * F.softplus(-d01) + (1 - p[:, None]) * F.softplus(-d10)
     return reduce_pairs(terms, valid[:, None], reduction)
 
 

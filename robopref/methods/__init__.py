@@ -16,6 +16,9 @@ METHODS: dict[str, str] = {
     "rapl": "robopref.methods.rapl",
     "grape": "robopref.methods.grape",
     "grape_offline": "robopref.methods.grape.offline",
+    "train-reward": "robopref.methods.own_data.train_reward",
+    "relabel": "robopref.methods.own_data.relabel",
+    "train-policy": "robopref.methods.own_data.train_policy",
 }
 
 

@@ -1,6 +1,8 @@
 """Offline learners on a :class:`TransitionBuffer` (all subclasses of
 :class:`~robopref.policies.offline.common.OfflineLearner`, same ``train`` / ``act`` / ``save`` / ``load``):
-``iql`` (:class:`IQL`), ``awr`` (:class:`AWR`) and ``filtered_bc`` (:class:`FilteredBC`). A recipe
+``iql`` (:class:`IQL`), ``awr`` (:class:`AWR`), ``filtered_bc`` (:class:`FilteredBC`) and ``cpl``
+(:class:`CPL`, straight from segment preferences: give it the labelled segments with
+``set_preferences`` before ``train``). A recipe
 selects one with a :class:`PolicyConfig` (``policy.name`` plus one options block per learner)
 and builds it with :func:`make_learner`. ``robopref.policies.lm`` (language policies; imports
 transformers, so it is not imported here) and ``robopref.policies.vla`` (tokenised-action VLAs).
@@ -16,10 +18,16 @@ from robopref.config import StrictModel
 from robopref.policies.offline.awr import AWR, AWRConfig, awr_weights
 from robopref.policies.offline.buffer import TransitionBuffer
 from robopref.policies.offline.common import LearnerConfig, NonFiniteLossError, OfflineLearner
+from robopref.policies.offline.cpl import CPL, CPLConfig, cpl_loss, cpl_scores
 from robopref.policies.offline.filtered_bc import FilteredBC, FilteredBCConfig, select_episodes
 from robopref.policies.offline.iql import IQL, IQLConfig, expectile_loss
 
-LEARNERS: dict[str, type[OfflineLearner]] = {"iql": IQL, "awr": AWR, "filtered_bc": FilteredBC}
+LEARNERS: dict[str, type[OfflineLearner]] = {
+    "iql": IQL,
+    "awr": AWR,
+    "filtered_bc": FilteredBC,
+    "cpl": CPL,
+}
 
 
 class PolicyConfig(StrictModel):
@@ -29,7 +37,7 @@ class PolicyConfig(StrictModel):
     learners is one override (``policy.name=awr``).
     """
 
-    name: Literal["iql", "awr", "filtered_bc"] = "iql"
+    name: Literal["iql", "awr", "filtered_bc", "cpl"] = "iql"
     """The learner to train."""
     iql: IQLConfig = Field(default_factory=IQLConfig)
     """IQL's options (used when ``name: iql``)."""
@@ -37,6 +45,8 @@ class PolicyConfig(StrictModel):
     """AWR's options (used when ``name: awr``)."""
     filtered_bc: FilteredBCConfig = Field(default_factory=FilteredBCConfig)
     """Return-filtered BC's options (used when ``name: filtered_bc``)."""
+    cpl: CPLConfig = Field(default_factory=CPLConfig)
+    """CPL's options (used when ``name: cpl``)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -69,6 +79,8 @@ def make_learner(
 __all__ = [
     "AWR",
     "AWRConfig",
+    "CPL",
+    "CPLConfig",
     "FilteredBC",
     "FilteredBCConfig",
     "IQL",
@@ -80,6 +92,8 @@ __all__ = [
     "PolicyConfig",
     "TransitionBuffer",
     "awr_weights",
+    "cpl_loss",
+    "cpl_scores",
     "expectile_loss",
     "make_learner",
     "select_episodes",

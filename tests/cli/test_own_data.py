@@ -1,0 +1,173 @@
+"""The own-data chain through the command line on the LeRobot fixture, and its bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from cli_factory import ROOT, assert_one_line_error, run_cli, tiny_file
+
+from robopref.data import load_dataset
+from robopref.methods.common import file_fingerprint
+
+FIXTURE = ROOT / "tests" / "fixtures" / "lerobot" / "v30_image"
+FAST_REWARD = ["trainer.epochs=30", "trainer.patience=null", "model.hidden=[16,16]"]
+
+
+def ok(res):
+    assert res.rc == 0, res.err
+    return res
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """import -> label (teacher) -> train-reward -> relabel, once for the module."""
+    d = tmp_path_factory.mktemp("own")
+    ok(run_cli("import", FIXTURE, d / "a.h5"))
+    ok(run_cli("--quiet", "label", d / "a.h5", "num_queries=40", "segment_length=4"))
+    ok(run_cli("--quiet", "train-reward", d / "a.h5", "--out", d / "r", *FAST_REWARD))
+    ok(run_cli("--quiet", "relabel", d / "a.h5", "--reward", d / "r" / "reward.pt",
+               "--out", d / "rel.h5"))  # fmt: skip
+    return d
+
+
+def test_train_reward_writes_checkpoint_card_and_result(chain):
+    card = json.loads((chain / "r" / "reward.card.json").read_text())
+    assert card["obs_key"] == "state" and (card["obs_dim"], card["act_dim"]) == (4, 3)
+    assert card["data"]["sha256"] == file_fingerprint(chain / "a.h5")
+    assert card["checkpoint_sha256"] == file_fingerprint(chain / "r" / "reward.pt")
+    assert card["config"]["trainer"]["epochs"] == 30
+    row = json.loads((chain / "r" / "results.json").read_text())["rows"][0]
+    assert row["train_queries"] + row["test_queries"] == 40 and row["test_queries"] == 8
+    assert 0.0 <= row["test_accuracy"] <= 1.0 and row["test_se"] is not None
+    assert card["metrics"]["test_accuracy"] == row["test_accuracy"]
+
+
+def test_relabel_writes_learned_rewards_and_provenance(chain):
+    src, rel = load_dataset(chain / "a.h5"), load_dataset(chain / "rel.h5")
+    meta = rel.metadata["relabel"]
+    assert meta["reward_sha256"] == file_fingerprint(chain / "r" / "reward.pt")
+    assert meta["source_sha256"] == file_fingerprint(chain / "a.h5")
+    assert meta["card"]["obs_key"] == "state"
+    flat = np.concatenate([t.rewards for t in rel])
+    assert abs(flat.mean()) < 1e-9 and flat.std() == pytest.approx(1.0)
+    for s, t in zip(src, rel):
+        raw = np.asarray(t.metadata["learned_reward_raw"])
+        assert raw.shape == (len(s),)
+        norm = meta["normalisation"]
+        np.testing.assert_allclose(t.rewards, (raw - norm["mean"]) / norm["std"])
+        np.testing.assert_allclose(t.metadata["original_rewards"], s.rewards)
+        np.testing.assert_array_equal(t.observations["state"], s.observations["state"])
+    assert len(rel.queries) == len(src.queries)
+
+
+def test_score_keeps_top_episodes(chain):
+    res = ok(run_cli("score", chain / "a.h5", "--reward", chain / "r" / "reward.pt",
+                     "--keep-top", "0.5", "--out", chain / "top.h5", "--json"))  # fmt: skip
+    rows = json.loads(res.out)["rows"]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    returns = [r["learned_return"] for r in rows]
+    assert returns == sorted(returns, reverse=True)
+    top = load_dataset(chain / "top.h5")
+    src = load_dataset(chain / "a.h5")
+    kept = [r["episode"] for r in rows if r["kept"]]
+    assert len(top) == 2 and len(kept) == 2
+    np.testing.assert_array_equal(top[0].actions, src[min(kept)].actions)
+    ok(run_cli("--quiet", "score", chain / "a.h5", "--reward", chain / "r" / "reward.pt",
+               "--keep-top", "0.5", "--out", chain / "flag.h5", "--keep-failures"))  # fmt: skip
+    flagged = load_dataset(chain / "flag.h5")
+    assert len(flagged) == 4 and sorted(flagged.metadata["filter_keys"]["top"]) == sorted(kept)
+    assert [t.metadata["kept"] for t in flagged] == [i in kept for i in range(4)]
+
+
+def test_chain_policy_export_and_reimport(chain):
+    for name in ("iql", "cpl"):
+        data = chain / ("rel.h5" if name == "iql" else "a.h5")
+        ok(run_cli("--quiet", "train-policy", data, "--out", chain / f"p-{name}",
+                   f"policy.name={name}", f"policy.{name}.steps=50", "holdout=0"))  # fmt: skip
+        row = json.loads((chain / f"p-{name}" / "results.json").read_text())["rows"][0]
+        assert row["policy"] == name and row["policy_steps"] == 50
+        assert row["pref_queries"] == 40 and 0 <= row["pref_accuracy"] <= 1
+        assert (chain / f"p-{name}" / "policy.pt").is_file()
+    ok(run_cli("export", chain / "rel.h5", chain / "lerobot", "--format", "lerobot"))
+    ok(run_cli("import", chain / "lerobot", chain / "back.h5"))
+    rel, back = load_dataset(chain / "rel.h5"), load_dataset(chain / "back.h5")
+    assert len(back) == len(rel) and [len(t) for t in back] == [len(t) for t in rel]
+    for a, b in zip(rel, back):
+        assert b.observations["state"].shape == a.observations["state"].shape
+        np.testing.assert_allclose(b.rewards, a.rewards, rtol=1e-6, atol=1e-6)  # learned column
+    assert back.queries is not None and len(back.queries) == len(rel.queries)
+
+
+# ---- bad input: one line, exit 2, nothing written -------------------------------------------
+
+
+def test_train_reward_and_cpl_need_labels(tmp_path):
+    data = tiny_file(tmp_path / "t.h5")
+    res = run_cli("train-reward", data, "--out", tmp_path / "r")
+    assert_one_line_error(res, "t.h5", "needs labelled preference queries", "robopref label")
+    res = run_cli("train-policy", data, "policy.name=cpl", "--out", tmp_path / "p")
+    assert_one_line_error(res, "policy.name=cpl", "no preference queries")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "p").exists()
+
+
+def test_filtered_bc_needs_rewards(tmp_path):
+    data = tiny_file(tmp_path / "t.h5", rewards=False)
+    res = run_cli("train-policy", data, "policy.name=filtered_bc", "--out", tmp_path / "p")
+    assert_one_line_error(res, "without recorded rewards", "robopref relabel")
+    assert not (tmp_path / "p").exists()
+
+
+def test_unknown_policy_name(tmp_path):
+    data = tiny_file(tmp_path / "t.h5")
+    res = run_cli("train-policy", data, "policy.name=ppo", "--out", tmp_path / "p")
+    assert_one_line_error(res, "policy", "unknown learner 'ppo'")
+    assert not (tmp_path / "p").exists()
+
+
+def test_relabel_onto_source_and_foreign_checkpoints(chain, tmp_path):
+    before = file_fingerprint(chain / "a.h5")
+    ckpt = chain / "r" / "reward.pt"
+    res = run_cli("relabel", chain / "a.h5", "--reward", ckpt, "--out", chain / "a.h5")
+    assert_one_line_error(res, "expected a new file", "--in-place")
+    assert file_fingerprint(chain / "a.h5") == before
+    # a reward for another observation size (3, the tiny file's) on the fixture (4)
+    tiny = tiny_file(tmp_path / "t.h5", labels=30)
+    ok(run_cli("--quiet", "train-reward", tiny, "--out", tmp_path / "r", *FAST_REWARD))
+    res = run_cli("relabel", chain / "a.h5", "--reward", tmp_path / "r" / "reward.pt",
+                  "--out", tmp_path / "x.h5")  # fmt: skip
+    assert_one_line_error(res, "reward.pt", "'state' of size 3", "found size 4")
+    # a reward for another observation key
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(ckpt, other / "reward.pt")
+    card = json.loads((chain / "r" / "reward.card.json").read_text())
+    (other / "reward.card.json").write_text(json.dumps({**card, "obs_key": "joints"}))
+    res = run_cli("score", chain / "a.h5", "--reward", other / "reward.pt")
+    assert_one_line_error(res, "reads observation 'joints'", "images.cam")
+    # not a checkpoint at all
+    res = run_cli("relabel", chain / "a.h5", "--reward", chain / "a.h5", "--out", tmp_path / "y.h5")
+    assert_one_line_error(res, "expected a reward checkpoint")
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "y.h5").exists()
+
+
+def test_image_observations_are_refused(chain, tmp_path):
+    res = run_cli("train-reward", chain / "a.h5", "obs_key=images.cam", "--out", tmp_path / "r")
+    assert_one_line_error(res, "images.cam", "image observations are not supported")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", ["train-reward", "relabel", "train-policy"])
+def test_shipped_configs_validate(name):
+    from robopref.config import read_config_data, validate_config
+    from robopref.methods import get_method
+
+    path = ROOT / "configs" / "own_data" / f"{name}.yaml"
+    raw = read_config_data(
+        str(path), ["data=d.h5", "reward=r.pt", "out=o.h5"][: 1 + 2 * (name == "relabel")]
+    )
+    assert raw["method"] == name
+    config = validate_config(get_method(name).Config, raw, str(path))
+    assert config.data == "d.h5"

@@ -164,7 +164,7 @@ def test_shipped_configs_validate(name):
     from robopref.config import read_config_data, validate_config
     from robopref.methods import get_method
 
-    path = ROOT / "configs" / "own_data" / f"{name}.yaml"
+    path = ROOT / "robopref" / "configs" / "own_data" / f"{name}.yaml"
     raw = read_config_data(
         str(path), ["data=d.h5", "reward=r.pt", "out=o.h5"][: 1 + 2 * (name == "relabel")]
     )

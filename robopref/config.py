@@ -14,6 +14,7 @@ working directory.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import sys
@@ -240,7 +241,7 @@ def _override_key(item: str) -> str:
     return item.split("=", 1)[0].strip()
 
 
-def _yaml_problem(e: yaml.YAMLError) -> str:
+def yaml_problem(e: yaml.YAMLError) -> str:
     """One line describing a YAML error: the problem and where (1-based line and column)."""
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or str(e).split("\n")[0]
@@ -255,7 +256,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         ConfigError: an override is not ``key=value``, its value is not valid YAML, or it
             descends into a key that is not a section; the message quotes the override.
     """
-    data = yaml.safe_load(yaml.safe_dump(data)) or {}
+    data = copy.deepcopy(data) or {}
     for item in overrides:
         where = f"command line override '{item}'"
         if "=" not in item:
@@ -269,9 +270,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         try:
             value = _safe_load(raw, where) if raw != "" else ""
         except yaml.YAMLError as e:
-            raise ConfigError(
-                f"{where}: the value is not valid YAML ({_yaml_problem(e)})"
-            ) from None
+            raise ConfigError(f"{where}: the value is not valid YAML ({yaml_problem(e)})") from None
         node = data
         for part in parts[:-1]:
             nxt = node.get(part)
@@ -313,7 +312,7 @@ def read_config_data(
                 f"config file '{path}': expected UTF-8 text, found {e.reason}"
             ) from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file '{path}': {_yaml_problem(e)}") from None
+            raise ConfigError(f"config file '{path}': {yaml_problem(e)}") from None
         if not isinstance(data, dict):
             raise ConfigError(
                 f"config file '{path}': expected a mapping at the top level, "
@@ -370,7 +369,7 @@ def validate_config(
     the file ``source`` resolve against its folder."""
     folder = _config_folder(source)
     if folder is not None:
-        data = yaml.safe_load(yaml.safe_dump(data)) or {}
+        data = copy.deepcopy(data) or {}
         _resolve_input_paths(cls, data, folder, [_override_key(o) for o in overrides])
     try:
         return cls.model_validate(data)

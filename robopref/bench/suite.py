@@ -47,12 +47,18 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from robopref.config import ConfigError, StrictModel, resolve_config_path
+from robopref.config import (
+    ConfigError,
+    StrictModel,
+    resolve_config_path,
+    validate_config,
+    yaml_problem,
+)
 from robopref.data.locks import writer_lock
 from robopref.methods.result import ReportSpec, RunResult
-from robopref.methods.run import load_run_config, one_line, run_config, yaml_where
+from robopref.methods.run import load_run_config, run_config
 from robopref.progress import bar, set_quiet
 from robopref.utils import atomic_path
 
@@ -98,13 +104,10 @@ def load_suite(path: str | Path) -> SuiteConfig:
     except IsADirectoryError:
         raise ConfigError(f"suite file '{path}' is a folder, expected a YAML file") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"suite file '{path}': not valid YAML ({yaml_where(e)})") from None
+        raise ConfigError(f"suite file '{path}': {yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"suite file '{path}': expected a mapping at the top level")
-    try:
-        suite = SuiteConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"suite file '{path}': {one_line(e)}") from None
+    suite = validate_config(SuiteConfig, data, str(path))
     for axis, labels in suite.axes.items():
         if not labels:
             raise ConfigError(
@@ -135,7 +138,7 @@ def _check_base(suite_path: str | Path, base: str) -> None:
             f"suite file '{suite_path}': field 'base': config file '{base}' does not exist"
         ) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"base config '{base}': not valid YAML ({yaml_where(e)})") from None
+        raise ConfigError(f"base config '{base}': {yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"base config '{base}': expected a mapping at the top level")
 

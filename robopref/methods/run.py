@@ -12,9 +12,6 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-import yaml
-from pydantic import ValidationError
-
 from robopref.config import (
     ConfigError,
     StrictModel,
@@ -42,19 +39,9 @@ def load_run_config(
     Returns ``(recipe module, validated config)``; raises :class:`ConfigError` (naming the file
     and the field) for a missing or unknown ``method:`` or any field that does not validate.
     """
-    try:
-        raw = read_config_data(config_path)
-    except yaml.YAMLError as e:
-        raise ConfigError(
-            f"config file '{config_path}': not valid YAML ({yaml_where(e)})"
-        ) from None
+    raw = read_config_data(config_path)
     for item in overrides:  # one at a time, so that an error names its override
-        try:
-            raw = apply_overrides(raw, [item])
-        except yaml.YAMLError as e:
-            raise ConfigError(
-                f"command line override '{item}': value is not valid YAML ({yaml_where(e)})"
-            ) from None
+        raw = apply_overrides(raw, [item])
     name = method or raw.get("method")
     if not name:
         raise ConfigError(f"config '{config_path}': missing the top-level 'method:' key")
@@ -68,33 +55,6 @@ def load_run_config(
         raise ConfigError(f"config '{config_path}': field 'method': {e}") from None
     config = validate_config(module.Config, {**raw, "method": name}, str(config_path), overrides)
     return module, config
-
-
-def one_line(error: ValidationError) -> str:
-    """The first problem of a pydantic error on one line: ``field 'a.b': message (found x)``."""
-    first = _first(error)
-    where = ".".join(str(p) for p in first["loc"]) or "<top level>"
-    found = "" if first["type"] == "missing" else f" (found {_short(first['input'])})"
-    more = f"; and {error.error_count() - 1} more" if error.error_count() > 1 else ""
-    return f"field '{where}': {first['msg']}{found}{more}"
-
-
-def _first(error: ValidationError) -> dict:
-    # an unknown key first: a misspelt key also makes the real one "missing"
-    errors = error.errors()
-    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-
-
-def _short(value: object, limit: int = 80) -> str:
-    text = repr(value).replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def yaml_where(error: yaml.YAMLError) -> str:
-    """``line L, column C: problem`` of a YAML parse error (1-based, as editors count)."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or type(error).__name__
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
 def run_config(

@@ -34,6 +34,7 @@ from robopref.bench.suite import RESULTS_FILE, load_spec, read_results
 from robopref.methods.result import ReportSpec
 from robopref.utils import atomic_path
 
+SE_KEYS = {"success_rate": "success_se"}  # a metric's evaluation SE in the rows, if not METRIC_se
 DEFAULT_METRICS = ("label_accuracy", "reward_accuracy", "success_rate")  # a store without a spec
 CONTROL_SIGMAS = 3.0  # a control gap under this many standard errors is not informative
 NOT_GROUP_KEYS = {"cell", "config_hash", "wall_s", "versions", "seed"}
@@ -55,7 +56,8 @@ def aggregate(
     group_by: tuple[str, ...] | None = None,
     order: dict[str, list[str]] | None = None,
 ) -> list[dict]:
-    """Mean and std over seeds of each metric, one entry per group of ``group_by`` (default:
+    """Mean and standard error over seeds of each metric (:func:`_mean_se`: the larger of the
+    seed-to-seed SE and the evaluation SE the rows carry), one entry per group of ``group_by`` (default:
     the other string columns), sorted by ``order`` where it lists a key's values (e.g. variants
     in config order) and naturally otherwise.
 
@@ -79,12 +81,8 @@ def aggregate(
         entry = dict(zip(group_by, key))
         entry["n"] = len({r.get("seed", ("row", i)) for i, r in enumerate(members)})
         for m in metrics:
-            vals = np.array(_seed_means(members, m), dtype=float)
-            entry[m] = (
-                (float(vals.mean()), float(vals.std()))
-                if len(vals)
-                else (float("nan"), float("nan"))
-            )
+            mean, se, _ = _mean_se(members, m, SE_KEYS.get(m, f"{m}_se"))
+            entry[m] = (mean, se)
         out.append(entry)
     return out
 
@@ -155,11 +153,6 @@ def _rows_by_seed(members: list[dict], metric: str) -> list[list[dict]]:
         if isinstance(v, (int, float)) and np.isfinite(v):
             by_seed[r.get("seed", ("row", i))].append(r)
     return list(by_seed.values())
-
-
-def _seed_means(members: list[dict], metric: str) -> list[float]:
-    """``metric`` per seed: rows of one seed (e.g. permutations of a control) are averaged."""
-    return [float(np.mean([r[metric] for r in rs])) for rs in _rows_by_seed(members, metric)]
 
 
 def _mean_of_ses(ses: list[float]) -> float:
@@ -296,7 +289,7 @@ def pivot_table(
     metrics: tuple[str, ...],
     order: dict[str, list[str]] | None = None,
 ) -> str:
-    """One markdown table of ``metric`` (mean ± std) with a column per value of ``column_key``
+    """One markdown table of ``metric`` (mean ± SE) with a column per value of ``column_key``
     and a row per combination of the other group keys (e.g. variants x tasks), values in
     ``order`` where it lists them."""
     if not agg:
@@ -305,8 +298,8 @@ def pivot_table(
     columns = _ordered([e[column_key] for e in agg], column_key, order)
     cells: dict[tuple, dict[str, str]] = {}
     for e in agg:
-        mean, std = e[metric]
-        cells.setdefault(tuple(e[k] for k in keys), {})[e[column_key]] = f"{mean:.2f} ± {std:.2f}"
+        mean, se = e[metric]
+        cells.setdefault(tuple(e[k] for k in keys), {})[e[column_key]] = f"{mean:.2f} ± {se:.2f}"
     lines = [
         "| " + " | ".join([*keys, *columns]) + " |",
         "|" + "|".join("---" for _ in range(len(keys) + len(columns))) + "|",
@@ -328,7 +321,7 @@ def plot_metric(
     chance: float | None = None,
     control: str | None = None,
 ) -> None:
-    """Grouped bar chart of ``metric`` (mean ± std over seeds) per ``x_key`` value, one bar per
+    """Grouped bar chart of ``metric`` (mean ± SE over seeds) per ``x_key`` value, one bar per
     ``hue_key`` value (both in ``order`` where it lists them), each bar labelled with its number
     of seeds ``n``.
 
@@ -356,10 +349,10 @@ def plot_metric(
         where = np.arange(len(xs)) + h_i * width
         found = [entry(x, hue) for x in xs]
         means = [e[metric][0] if e else np.nan for e in found]
-        stds = [e[metric][1] if e else 0.0 for e in found]
-        ax.bar(where, means, width, yerr=stds, label=str(hue) if hue else None,
+        ses = [e[metric][1] if e else 0.0 for e in found]
+        ax.bar(where, means, width, yerr=ses, label=str(hue) if hue else None,
                color=colors[h_i % len(colors)])  # fmt: skip
-        for x, e, m, s in zip(where, found, means, stds):
+        for x, e, m, s in zip(where, found, means, ses):
             if e is not None and np.isfinite(m):
                 top = max(top, m + s)
                 ax.annotate(f"n={e['n']}", (x, m + s), xytext=(0, 2), textcoords="offset points",
@@ -383,7 +376,7 @@ def plot_metric(
     ax.set_xticks(np.arange(len(xs)) + width * (len(hues) - 1) / 2)
     ax.set_xticklabels(xs, rotation=20, ha="right")
     ax.set_xlabel(x_key)
-    ax.set_ylabel(f"{metric.replace('_', ' ')} (mean ± std over seeds)")
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (mean ± SE over seeds)")
     if top > 0:
         ax.set_ylim(top=top * 1.12)  # room for the n labels
     fig.suptitle(title or metric.replace("_", " "))
@@ -471,7 +464,7 @@ def write_report(
             raise ValueError(f"columns: expected one of the group keys {keys}, found {columns!r}")
         for m in shown:
             table = pivot_table(agg, m, columns, shown, order)
-            md += f"\n## {m} (mean ± std over seeds)\n\n{table}\n"
+            md += f"\n## {m} (mean ± SE over seeds)\n\n{table}\n"
     control = spec.control if spec else "shuffled"
     checks = (
         control_check(rows, control=control, keys=keys)

@@ -74,19 +74,32 @@ class Table:
         text = "\n".join([f"## {self.title}", "", head, sep, *body])
         return text + (f"\n\n{self.note}" if self.note else "")
 
+    def key_columns(self) -> int:
+        """How many leading columns name a row (text, not numbers): they repeat in every part
+        of a split table."""
+        count = 0
+        for i, column in enumerate(self.columns):
+            values = [r.get(column.key) for r in self.rows]
+            if column.se or any(isinstance(v, (int, float)) for v in values):
+                break
+            count = i + 1
+        return max(count, 1)
+
     def parts(self, width: int = MAX_WIDTH) -> list[list[int]]:
-        """Column indices of each printed part: the first column repeats in every part, the
-        others are packed while the part fits ``width`` characters."""
+        """Column indices of each printed part: the key columns (:meth:`key_columns`) repeat in
+        every part, the others are packed while the part fits ``width`` characters."""
         cells = self.cells()
         widths = [
             max([len(c.title or c.key)] + [len(row[i]) for row in cells]) + 3
             for i, c in enumerate(self.columns)
         ]
-        parts, current, used = [], [0], widths[0] + 1
-        for i in range(1, len(self.columns)):
-            if used + widths[i] > width and len(current) > 1:
+        keys = list(range(min(self.key_columns(), len(self.columns) - 1) or 1))
+        base = sum(widths[i] for i in keys) + 1
+        parts, current, used = [], list(keys), base
+        for i in range(len(keys), len(self.columns)):
+            if used + widths[i] > width and len(current) > len(keys):
                 parts.append(current)
-                current, used = [0], widths[0] + 1
+                current, used = list(keys), base
             current.append(i)
             used += widths[i]
         parts.append(current)

@@ -110,3 +110,13 @@ def test_printed_tables_fit_100_columns_and_end_with_paths(tmp_path):
     assert text.count("shuffled") == 2
     assert f"results: {tmp_path / 'results.json'}" in text
     assert "tensorboard --logdir runs/x/tb" in text
+
+
+def test_every_part_of_a_split_table_repeats_the_text_columns_that_name_a_row():
+    rows = [{"policy": "tpo", "variant": "task", "round": 1, **{f"m{i}": 0.5 for i in range(12)}}]
+    columns = [Column("policy"), Column("variant"), Column("round")]
+    columns += [Column(f"m{i}", f"metric number {i}", ".3f") for i in range(12)]
+    parts = Table("T", columns, rows).parts(width=100)
+    assert len(parts) > 1
+    assert all(part[:2] == [0, 1] for part in parts)  # policy and variant, not the round
+    assert sorted({i for part in parts for i in part}) == list(range(len(columns)))

@@ -7,7 +7,7 @@ The main entry points, importable from the top level::
     dataset = robopref.load_dataset("data/mw.h5")
     teacher = robopref.make_teacher("mistake")
     loss = robopref.losses.get_loss("bt")
-    metrics = robopref.run_config("pearl/demo", ["seed=1"], out=None)
+    result = robopref.run_config("pearl/demo", ["seed=1"], out=None)  # a RunResult
 
 Names load on first use, so ``import robopref`` stays fast and imports neither torch nor MuJoCo.
 """

@@ -228,12 +228,17 @@ def table(rows: list[dict]) -> str:
         )
     oracle = per_seed(rows, "oracle", "filtered_bc", "success_rate")
     control = per_seed(rows, "shuffled", "filtered_bc", "success_rate")
-    if len(oracle) == len(control) > 1:
-        gap = np.subtract(oracle, control)
-        se = float(np.std(gap, ddof=1) / math.sqrt(len(gap)))
-        lines.append(f"\noracle - shuffled (filtered BC): {gap.mean():.3f} ± {se:.3f} "
-                     f"({gap.mean() / se if se > 1e-12 else float('inf'):.1f} SE)")  # fmt: skip
+    if len(oracle) == len(control) > 1:  # gap SE: the two SEs in quadrature, as `report` does
+        se = math.hypot(*(float(np.std(v, ddof=1) / math.sqrt(len(v))) for v in (oracle, control)))
+        gap = float(np.mean(oracle) - np.mean(control))
+        lines.append(f"\noracle - shuffled (filtered BC): {gap:.3f} ± {se:.3f} "
+                     f"({gap / se if se > 1e-12 else float('inf'):.1f} SE)")  # fmt: skip
     return "\n".join(lines)
+
+
+def from_jsonl(path: str) -> None:
+    """Print the table of rows written before (``--table-only``)."""
+    print(table([json.loads(line) for line in Path(path).read_text().splitlines() if line]))
 
 
 def main() -> None:
@@ -241,7 +246,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/own-data-bench")
     parser.add_argument("--jsonl", default=None, help="write the rows to this JSONL file")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only print the table of the rows in --jsonl")  # fmt: skip
     args = parser.parse_args()
+    if args.table_only:
+        return from_jsonl(args.jsonl)
     at = commit()
     rows = []
     for seed in args.seeds:

@@ -11,9 +11,26 @@ from cli_factory import ROOT, assert_one_line_error, run_cli, tiny_file
 
 from robopref.data import load_dataset
 from robopref.methods.common import file_fingerprint
+from robopref.rewards import load_reward
 
 FIXTURE = ROOT / "tests" / "fixtures" / "lerobot" / "v30_image"
 FAST_REWARD = ["trainer.epochs=30", "trainer.patience=null", "model.hidden=[16,16]"]
+
+
+def _frames(root) -> tuple[dict[str, np.ndarray], dict]:
+    """The non-image columns of a LeRobot v3.0 folder's frames, and its features."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted((root / "data").glob("chunk-*/file-*.parquet"))
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    feats = json.loads((root / "meta" / "info.json").read_text())["features"]
+    cols = {
+        name: np.asarray(table.column(name).to_pylist())
+        for name, f in feats.items()
+        if f["dtype"] not in ("image", "video")
+    }
+    return cols, feats
 
 
 def ok(res):
@@ -53,14 +70,30 @@ def test_relabel_writes_learned_rewards_and_provenance(chain):
     assert meta["card"]["obs_key"] == "state"
     flat = np.concatenate([t.rewards for t in rel])
     assert abs(flat.mean()) < 1e-9 and flat.std() == pytest.approx(1.0)
+    model = load_reward(chain / "r" / "reward.pt")
+    norm = meta["normalisation"]
+    assert rel.metadata["reward_source"]["normalisation"] == norm
+    assert rel.metadata["reward_source"]["kind"] == "learned"
     for s, t in zip(src, rel):
-        raw = np.asarray(t.metadata["learned_reward_raw"])
-        assert raw.shape == (len(s),)
-        norm = meta["normalisation"]
+        # one layout with export --reward: per-step arrays in extras, nothing in metadata
+        assert "learned_reward_raw" not in t.metadata and "original_rewards" not in t.metadata
+        raw = t.extras["learned_reward_raw"]
+        np.testing.assert_allclose(raw, model.predict(s.state, s.actions), rtol=1e-6)
         np.testing.assert_allclose(t.rewards, (raw - norm["mean"]) / norm["std"])
-        np.testing.assert_allclose(t.metadata["original_rewards"], s.rewards)
+        np.testing.assert_array_equal(t.extras["original_rewards"], s.rewards)
         np.testing.assert_array_equal(t.observations["state"], s.observations["state"])
     assert len(rel.queries) == len(src.queries)
+
+
+def test_relabelling_a_relabelled_file_keeps_the_source_originals(chain, tmp_path):
+    ok(run_cli("--quiet", "relabel", chain / "rel.h5", "--reward", chain / "r" / "reward.pt",
+               "--out", tmp_path / "twice.h5"))  # fmt: skip
+    src, rel = load_dataset(chain / "a.h5"), load_dataset(chain / "rel.h5")
+    twice = load_dataset(tmp_path / "twice.h5")
+    for s, a, b in zip(src, rel, twice):
+        np.testing.assert_array_equal(b.extras["original_rewards"], s.rewards)
+        np.testing.assert_allclose(b.extras["learned_reward_raw"], a.extras["learned_reward_raw"])
+        np.testing.assert_allclose(b.rewards, a.rewards)
 
 
 def test_score_keeps_top_episodes(chain):
@@ -92,12 +125,42 @@ def test_chain_policy_export_and_reimport(chain):
         assert row["pref_queries"] == 40 and 0 <= row["pref_accuracy"] <= 1
         assert (chain / f"p-{name}" / "policy.pt").is_file()
     ok(run_cli("export", chain / "rel.h5", chain / "lerobot", "--format", "lerobot"))
+    src, rel = load_dataset(chain / "a.h5"), load_dataset(chain / "rel.h5")
+    # the frames written: the learned (normalised) reward, the original and the raw beside it
+    frames, feats = _frames(chain / "lerobot")
+    ep = frames["episode_index"]
+    for e, (s, t) in enumerate(zip(src, rel)):
+        np.testing.assert_allclose(frames["next.reward"][ep == e], t.rewards, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(frames["next.original_reward"][ep == e], s.rewards, rtol=1e-6)
+        np.testing.assert_allclose(
+            frames["robopref.learned_reward_raw"][ep == e], t.extras["learned_reward_raw"],
+            rtol=1e-6,
+        )  # fmt: skip
+    assert not np.allclose(frames["next.reward"], frames["next.original_reward"])
+    # meta/stats.json: LeRobot's normalisation statistics of exactly these frames
+    stats = json.loads((chain / "lerobot" / "meta" / "stats.json").read_text())
+    assert {"next.reward", "next.original_reward", "action"} <= set(stats) <= set(feats)
+    for name, values in frames.items():
+        v = values.reshape(len(values), -1).astype(np.float64)
+        got = stats[name]
+        np.testing.assert_allclose(got["mean"], v.mean(0), rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(got["std"], v.std(0), rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(got["min"], v.min(0), rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(got["max"], v.max(0), rtol=1e-6, err_msg=name)
+        assert got["count"] == [len(values)], name
+    image = stats["observation.images.cam"]
+    assert np.shape(image["mean"]) == (3, 1, 1) and image["count"] == [len(ep)]
+
     ok(run_cli("import", chain / "lerobot", chain / "back.h5"))
-    rel, back = load_dataset(chain / "rel.h5"), load_dataset(chain / "back.h5")
+    back = load_dataset(chain / "back.h5")
     assert len(back) == len(rel) and [len(t) for t in back] == [len(t) for t in rel]
-    for a, b in zip(rel, back):
+    for s, a, b in zip(src, rel, back):
         assert b.observations["state"].shape == a.observations["state"].shape
         np.testing.assert_allclose(b.rewards, a.rewards, rtol=1e-6, atol=1e-6)  # learned column
+        np.testing.assert_allclose(b.extras["original_rewards"], s.rewards, rtol=1e-6)
+        np.testing.assert_allclose(
+            b.extras["learned_reward_raw"], a.extras["learned_reward_raw"], rtol=1e-6
+        )
     assert back.queries is not None and len(back.queries) == len(rel.queries)
 
 

@@ -93,6 +93,16 @@ def test_pearl_rejects_unknown_variant(tmp_path, capsys):
     assert "magic" in capsys.readouterr().err
 
 
+def test_pearl_rejects_cpl_before_any_work(tmp_path, capsys):
+    args = ["run", "pearl/demo", "policy.name=cpl", "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "override 'policy.name=cpl'" in err and "field 'policy.name'" in err
+    assert "expected iql, awr or filtered_bc" in err and err.rstrip().endswith("found 'cpl'")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_pearl_demo_config(tmp_path):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0

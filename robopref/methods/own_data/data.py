@@ -141,15 +141,5 @@ def check_reward_fits(model: Any, card: dict, dataset: TrajectoryDataset, ckpt: 
     return obs_key
 
 
-def step_rewards(model: Any, dataset: TrajectoryDataset, obs_key: str, batch_size: int = 65536):
-    """Learned per-step rewards of every trajectory (a list of ``[T]`` float64 arrays)."""
-    out = []
-    for i, t in enumerate(dataset):
-        obs = vectors(t, obs_key, f"trajectory {i}")
-        act = t.actions if model.act_dim else None
-        out.append(np.asarray(model.predict(obs, act, batch_size=batch_size), dtype=np.float64))
-    return out
-
-
 def fingerprint(path: str | Path) -> str:
     return file_fingerprint(path)

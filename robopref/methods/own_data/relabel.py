@@ -4,21 +4,24 @@ In the new file (an ordinary robopref HDF5 file):
 
 * ``Trajectory.rewards`` is the learned reward, normalised over every step of the data set:
   ``(raw - mean) / std``; what ``train-policy`` and ``export`` use;
-* ``Trajectory.metadata["learned_reward_raw"]``: the raw per-step learned reward;
-* ``Trajectory.metadata["original_rewards"]``: the source's own per-step rewards, absent when
+* ``Trajectory.extras["learned_reward_raw"]``: the raw per-step learned reward;
+* ``Trajectory.extras["original_rewards"]``: the source's own per-step rewards, absent when
   the source recorded none (a relabelled source passes its originals on);
 * ``TrajectoryDataset.metadata["rewards_recorded"]`` (False for a reward-less source) is dropped:
   the file now has rewards;
-* ``TrajectoryDataset.metadata["reward_source"]``: the learned reward's class and sizes;
+* ``TrajectoryDataset.metadata["reward_source"]``: the learned reward's class, sizes and the
+  normalisation;
 * ``TrajectoryDataset.metadata["relabel"]``: provenance (checkpoint path and sha256, its card,
   source path and sha256, the normalisation).
 
-The source is never written unless ``in_place`` is set.
+The rewards come from :func:`robopref.rewards.relabel.relabel_dataset`, the same function
+``export --reward`` uses, so ``export`` writes a relabelled file's learned reward as LeRobot's
+``next.reward`` and the original as ``next.original_reward``. The source is never written
+unless ``in_place`` is set.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -32,9 +35,9 @@ from robopref.methods.own_data.data import (
     fingerprint,
     load_reward_checkpoint,
     read_dataset,
-    step_rewards,
 )
 from robopref.methods.own_data.results import relabel_result
+from robopref.rewards.relabel import relabel_dataset
 
 Config = RelabelConfig
 
@@ -52,61 +55,25 @@ def check_target(data: str, out: str) -> None:
         raise DataValidationError(f"{out}: --out: expected an HDF5 file path, found a directory")
 
 
-def relabel_dataset(
-    dataset: TrajectoryDataset, model, obs_key: str, provenance: dict, batch_size: int = 65536
-) -> tuple[TrajectoryDataset, dict]:
-    """The relabelled copy of ``dataset`` and a summary row (see the module docstring)."""
-    raw = step_rewards(model, dataset, obs_key, batch_size)
+def summary_row(source: TrajectoryDataset, new: TrajectoryDataset) -> dict:
+    """What ``relabel`` prints: sizes, the raw reward's scale, its correlation with the
+    original rewards where those were kept."""
+    raw = [t.extras["learned_reward_raw"] for t in new]
     flat = np.concatenate(raw) if raw else np.zeros(0)
-    mean, std = float(flat.mean()), float(flat.std())
-    scale = std if std > 1e-12 else 1.0  # a constant reward stays constant (zero)
-    recorded = dataset.metadata.get("rewards_recorded", True) is not False
-    was_relabelled = bool(dataset.metadata.get("relabel"))
-    trajectories, originals = [], []
-    for t, r in zip(dataset, raw):
-        meta = dict(t.metadata)
-        if was_relabelled:
-            original = meta.get("original_rewards")  # the source's, not the previous learned
-        else:
-            original = t.rewards.tolist() if recorded else None
-        meta.pop("original_rewards", None)
-        if original is not None:
-            meta["original_rewards"] = original
-            originals.append(np.asarray(original))
-        meta["learned_reward_raw"] = r.tolist()
-        trajectories.append(
-            dataclasses.replace(t, rewards=(r - mean) / scale, metadata=meta)  # type: ignore[arg-type]
-        )
-    metadata = {k: v for k, v in dataset.metadata.items() if k != "rewards_recorded"}
-    metadata["relabel"] = {
-        **provenance,
-        "normalisation": {"mean": mean, "std": scale},
-        "rewards": "normalised",
-        "raw_key": "learned_reward_raw",
-        "original_key": "original_rewards" if originals else None,
-    }
-    metadata["reward_source"] = {
-        "kind": "learned",
-        "checkpoint": provenance.get("reward_checkpoint", ""),
-        "model_class": type(model).__name__,
-        "obs_dim": int(model.obs_dim),
-        "act_dim": int(model.act_dim),
-    }
-    out = TrajectoryDataset(trajectories, dataset.queries, metadata)
+    originals = [t.extras["original_rewards"] for t in new if "original_rewards" in t.extras]
     corr = None
     if len(originals) == len(raw) and len(flat) > 1:
         orig = np.concatenate(originals)
-        if orig.std() > 0 and std > 0:
+        if orig.std() > 0 and flat.std() > 0:
             corr = float(np.corrcoef(orig, flat)[0, 1])
-    row = {
-        "episodes": len(dataset),
+    return {
+        "episodes": len(source),
         "steps": int(len(flat)),
-        "raw_mean": mean,
-        "raw_std": std,
+        "raw_mean": float(flat.mean()) if len(flat) else 0.0,
+        "raw_std": float(flat.std()) if len(flat) else 0.0,
         "original": "kept" if originals else "none recorded",
         "corr_original": corr,
     }
-    return out, row
 
 
 def run(config: RelabelConfig, out_dir: str | Path | None = None) -> RunResult:
@@ -124,6 +91,17 @@ def run(config: RelabelConfig, out_dir: str | Path | None = None) -> RunResult:
         "source_sha256": fingerprint(config.data),
         "obs_key": obs_key,
     }
-    new, row = relabel_dataset(dataset, model, obs_key, provenance, config.batch_size)
+    new = relabel_dataset(
+        dataset, model, provenance["reward_checkpoint"], obs_key, True, config.batch_size
+    )
+    kept = any("original_rewards" in t.extras for t in new)
+    new.metadata["relabel"] = {
+        **provenance,
+        "normalisation": new.metadata["reward_source"]["normalisation"],
+        "rewards": "normalised",
+        "raw_key": "learned_reward_raw",
+        "original_key": "original_rewards" if kept else None,
+    }
+    row = summary_row(dataset, new)
     save_dataset(new, target)
     return relabel_result(row, str(target))

@@ -75,7 +75,7 @@ def relabel_result(row: dict, out: str) -> RunResult:
             Column("corr_original", "corr. orig.", ".3f"),
         ],
         [row],
-        note="rewards = (raw - raw mean) / raw std; raw and original rewards kept per episode",
+        note="rewards = (raw - mean) / std; raw learned and original rewards kept as extras",
     )
     return RunResult(
         method="relabel",

@@ -23,10 +23,10 @@ from robopref.methods.own_data.data import (
     load_reward_checkpoint,
     read_dataset,
     rewards_recorded,
-    step_rewards,
 )
 from robopref.methods.own_data.relabel import check_target
 from robopref.methods.own_data.results import score_result
+from robopref.rewards.relabel import step_rewards
 
 SHOWN = 30  # rows printed: the best SHOWN - 10 and the worst 10 episodes
 
@@ -98,7 +98,7 @@ def score(
     dataset = read_dataset(data)
     model, card = load_reward_checkpoint(reward)
     obs_key = check_reward_fits(model, card, dataset, reward, data)
-    returns = np.array([r.sum() for r in step_rewards(model, dataset, obs_key)])
+    returns = np.array([r.sum() for r in step_rewards(model, dataset, obs_key, str(reward))])
     recorded = rewards_recorded(dataset)
     successes = all(t.metadata.get("successes_recorded", True) is not False for t in dataset)
     top = np.ones(len(dataset), dtype=bool)

@@ -169,11 +169,11 @@ def run(config: TrainPolicyConfig, out_dir: str | Path) -> RunResult:
         "pref_queries": n_pref,
     }
     if task is not None:
-        from robopref.envs import evaluate_policy
+        from robopref.envs import evaluate_on_task
 
         n = config.eval_episodes
         with step(f"eval[{name}] {n} episodes", enabled=not is_quiet()):
-            ev = evaluate_policy(
+            ev = evaluate_on_task(
                 agent.act,
                 task,
                 num_episodes=n,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from robopref.config import Device, Distinct, Seed, StrictModel
 from robopref.envs import CollectConfig
@@ -12,6 +12,24 @@ from robopref.policies.offline import PolicyConfig
 from robopref.rewards import RewardTrainerConfig
 from robopref.teachers import TeacherConfig
 from robopref.transfer import TransferConfig
+
+
+class RewardPolicyConfig(PolicyConfig):
+    """A :class:`PolicyConfig` whose learner reads rewards: every PEARL variant hands the
+    learner relabelled transitions, never the labelled segments that CPL's loss reads (the
+    ``sim`` and ``oracle`` variants have no target segments at all)."""
+
+    @field_validator("name")
+    @classmethod
+    def _learns_from_rewards(cls, name: str) -> str:
+        if name == "cpl":
+            raise ValueError(
+                "expected iql, awr or filtered_bc (the recipe trains its policy on relabelled "
+                "rewards; CPL learns from labelled segments: robopref train-policy DATA "
+                "policy.name=cpl)"
+            )
+        return name
+
 
 Variant = Literal["pearl", "pearl_bt", "gw_plain", "sim", "dis", "oracle", "shuffled"]
 VARIANTS: dict[str, tuple[str, bool]] = {  # variant -> (label source, robust reward)
@@ -80,9 +98,9 @@ class Config(StrictModel):
     labels)."""
     reward: RewardConfig = Field(default_factory=RewardConfig)
     """The reward model and its trainer."""
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    policy: RewardPolicyConfig = Field(default_factory=RewardPolicyConfig)
     """The offline learner trained on the relabelled target data (``name``: iql, awr or
-    filtered_bc)."""
+    filtered_bc; not cpl, which learns from labelled segments rather than rewards)."""
     variants: Distinct[Variant] = ["pearl", "pearl_bt", "gw_plain", "sim", "oracle"]
     """Compared variants, in table order (see the recipe's docstring)."""
     eval_episodes: int = Field(50, ge=1)

@@ -104,7 +104,7 @@ def run_result(
             last = _flat(rounds[-1]["eval"])
             changes.append({"policy": policy, "variant": variant, **_change(last, table[0])})
     order = {
-        "policy": ["sft", "tpo", "rejection_sampling", "step_dpo"],
+        "policy": ["sft", "tpo", "rejection_sampling", "step_dpo", "more_sft"],
         "variant": ["-", *config.cost_variants()],
         "split": [s for s, _ in SPLITS],
     }

@@ -55,6 +55,8 @@ CELLS = {
         "control: BC on the demos only, LoRA, 2 epochs",
         {"actions": "none", "demos": True},
     ),
+    "lora_all": ("LoRA + trained action head and observation encoder", {"lora": "all"}),
+    "lora_all8": ("LoRA + head and encoder, 8 epochs", {"lora": "all", "epochs": 8}),
     "sft_greedy_eval": ("SFT, greedy evaluation", {"eval_t": 0.0, "skip_train": True}),
     "base_greedy_eval": ("base, greedy evaluation", {"eval_t": 0.0}),
 }
@@ -90,14 +92,19 @@ def main() -> None:
     for name in args.cells:
         if name in done:
             continue
-        what, opts = CELLS[name]
-        o = {**BASE, **(opts or {})}
+        # "cell@k": replicate k of a cell (other rollout seeds and update order)
+        base_name, _, rep = name.partition("@")
+        what, opts = CELLS[base_name]
+        o = {**BASE, **(opts or {}), "rep": int(rep or 0)}
         t0 = time.perf_counter()
         policy = load_policy(sft_path)
         info: dict = {}
         if opts is not None and not o.get("skip_train"):
             if o["lora"]:
-                apply_lora(policy, **config.lora.model_dump())
+                lora = config.lora.model_dump()
+                if o["lora"] == "all":
+                    lora.update(train_action_head=True, train_obs_encoder=True)
+                apply_lora(policy, **lora)
             info = fine_tune(config, policy, pool, demos, o, rollout_cache)
         t_train = time.perf_counter() - t0
         protocol = EvalProtocol(
@@ -128,14 +135,14 @@ def fine_tune(config, policy, pool, demos, o, cache) -> dict:
     for r in range(o["rounds"]):
         data = list(demos) if o["demos"] else []
         if o["actions"] != "none":
-            kept, success = successes(config, policy, pool, o["rollouts"], r, cache, o["rounds"])
+            kept, success = successes(config, policy, pool, o["rollouts"], r + 10 * o["rep"], cache)
             if o["actions"] == "greedy":
                 kept = [relabel_greedy(policy, t) for t in kept]
             data += kept
             info["kept"].append(len(kept))
             info["rollout_success"].append(success)
         hist = sft_train(
-            policy, data, epochs=o["epochs"], batch_size=256, lr=o["lr"], seed=1000 + r,
+            policy, data, epochs=o["epochs"], batch_size=256, lr=o["lr"], seed=1000 + r + 10 * o["rep"],
             fit_normalization=False,
         )  # fmt: skip
         n_steps = sum(len(t) for t in data)
@@ -144,9 +151,10 @@ def fine_tune(config, policy, pool, demos, o, cache) -> dict:
     return info
 
 
-def successes(config, policy, pool, per_task, r, cache, rounds):
-    """The successful rollouts (T = 0.5) of ``policy``; round 0 of the SFT policy is shared."""
-    key = (per_task, r) if r == 0 else None
+def successes(config, policy, pool, per_task, r, cache):
+    """The successful rollouts (T = 0.5) of ``policy``; those of the SFT policy (round 0 of a
+    replicate) are shared by the cells."""
+    key = (per_task, r) if r % 10 == 0 else None
     if key in cache:
         return cache[key]
     trajs = []

@@ -183,17 +183,21 @@ def train_sft(config: GrapeConfig, pool: EnvPool, device: Any, writer: Any) -> t
     """The SFT policy on scripted demonstrations, and its evaluation: ``(policy, info)``."""
     policy = build_policy(config).to(device)
     s = config.sft
+    t0 = time.perf_counter()
     demos = _Demos(config, pool)()
+    t1 = time.perf_counter()
     history = sft_train(
         policy, demos, **s.train_options(), seed=config.seed, writer=writer,
         progress=config.progress, label="sft",
     )  # fmt: skip
+    t2 = time.perf_counter()
     info = {
         "demos": len(demos),
         "demo_steps": int(sum(len(d) for d in demos)),
         "history": history,
         "eval": evaluate_splits_of(config, policy, pool, "eval[sft]"),
     }
+    info["seconds"] = {"demos": t1 - t0, "update": t2 - t1, "eval": time.perf_counter() - t2}
     return policy, info
 
 

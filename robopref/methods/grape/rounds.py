@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,10 +95,15 @@ def improve_and_evaluate(
 ) -> tuple[VLAPolicy, dict[str, Any]]:
     """One round (:func:`improve_round`), then its evaluation when it is evaluated."""
     policy = current.get()
+    start = time.perf_counter()
     info = improve_round(config, policy, pool, rnd, writer, inputs)
     info["eval"] = None
+    seconds = info.setdefault("seconds", {"rollouts": 0.0})
+    seconds["update"] = time.perf_counter() - start - seconds["rollouts"]
     if evaluated(config, rnd.index):
+        start = time.perf_counter()
         info["eval"] = evaluate_splits_of(config, policy, pool, f"eval[{rnd.label}]")
+        seconds["eval"] = time.perf_counter() - start
     return policy, info
 
 
@@ -134,6 +140,7 @@ def improve_round(
         update = history[-1] if history else None
         return {"preference_items": 0, "update_steps": steps, "update": update, "history": history}
 
+    start = time.perf_counter()
     rollouts, scores = fresh_rollouts(config, policy, pool, rnd)
     task_of = [t.task for t in rollouts]
     info: dict[str, Any] = {
@@ -143,6 +150,7 @@ def improve_round(
             for task in config.tasks
         },
         "rollout_seeds": sorted(int(t.metadata["seed"]) for t in rollouts),
+        "seconds": {"rollouts": time.perf_counter() - start},
     }
     tpo = config.tpo
     if rnd.learner == "rejection_sampling":

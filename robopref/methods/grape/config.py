@@ -246,8 +246,10 @@ class RejectionSamplingConfig(StrictModel):
     actions: Literal["executed", "greedy"] = "executed"
     """Imitate the executed (sampled) actions, or the policy's greedy action at each visited
     state (the mode, not the sampling noise)."""
-    with_demos: bool = False
-    """Add the SFT demonstrations to each round's BC data (an SFT anchor)."""
+    with_demos: bool = True
+    """Add the SFT demonstrations to each round's BC data (an SFT anchor). Without them the kept
+    rollouts are mostly of the easy tasks, and BC on them lowers the others' success
+    (docs/rooms/grape.md, "Why rejection sampling lowered success")."""
 
 
 class MoreSFTConfig(StrictModel):

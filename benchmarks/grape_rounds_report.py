@@ -39,6 +39,7 @@ def main() -> None:
     if args.jsonl:
         Path(args.jsonl).write_text("".join(json.dumps(r) + "\n" for r in rows))
     curves = table(rows)
+    contrasts(rows)
     if args.png:
         plot(curves, rows, args.png)
 
@@ -73,6 +74,25 @@ def table(rows: list[dict]) -> dict:
     return curves
 
 
+def contrasts(rows: list[dict]) -> None:
+    """Paired differences at the last round: TPO against each other learner, per split."""
+    last = max(r["round"] for r in rows)
+    val = {(r["policy"], r["round"], r["split"], r["seed"]): r["success"] for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    for other in ("rejection_sampling", "step_dpo", "more_sft"):
+        for split in ("in-domain", "held-out"):
+            d = 100 * np.array(
+                [val[("tpo", last, split, s)] - val[(other, last, split, s)] for s in seeds]
+            )
+            per = " / ".join(f"{x:+.1f}" for x in d)
+            print(f"TPO - {other} round {last} {split}: {d.mean():+.1f} ± {_se(d):.1f} ({per})")
+    for split in ("in-domain", "held-out"):
+        d = 100 * np.array(
+            [val[("tpo", last, split, s)] - val[("sft", 0, split, s)] for s in seeds]
+        )
+        print(f"TPO - SFT round {last} {split} per seed: " + " / ".join(f"{x:+.1f}" for x in d))
+
+
 def _se(x: np.ndarray) -> float:
     return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
@@ -104,7 +124,7 @@ def plot(curves: dict, rows: list[dict], path: str) -> None:
         ax.set_ylabel("success rate")
         ax.set_xticks(range(0, max(p[0] for p in curves[("tpo", split)]) + 1))
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"GRAPE on Meta-World: success per round, mean ± SE over {len(seeds)} seeds")
+    fig.suptitle(f"GRAPE on Meta-World: success per round, mean ± SE over seeds (n = {len(seeds)})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

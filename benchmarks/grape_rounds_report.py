@@ -38,6 +38,8 @@ def main() -> None:
     rows = collect_rows(args.runs, config=args.config)
     if args.jsonl:
         Path(args.jsonl).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    variants(rows)
+    rows = [r for r in rows if r["variant"] in ("-", "task")]  # the curves: the task cost
     curves = table(rows)
     contrasts(rows)
     if args.png:
@@ -72,6 +74,25 @@ def table(rows: list[dict]) -> dict:
             steps = np.mean([r["steps"] for r in by[(policy, rd, "in-domain")].values()])
             print(f"| {NAMES[policy]} | {rd} | " + " | ".join(cells) + f" | {steps:.1f} |")
     return curves
+
+
+def variants(rows: list[dict]) -> None:
+    """The cost variants' last round against SFT and task-cost TPO (in-domain, paired)."""
+    last = max(r["round"] for r in rows)
+    val = {(r["policy"], r["variant"], r["round"], r["split"], r["seed"]): r for r in rows}
+    for v in sorted({r["variant"] for r in rows} - {"-", "task"}):
+        seeds = sorted({k[4] for k in val if k[1] == v})
+        for ref, key in ((("sft", "-", 0), "SFT"), (("tpo", "task", last), "TPO task")):
+            got = [
+                (val[("tpo", v, last, "in-domain", s)], val[(*ref, "in-domain", s)]) for s in seeds
+            ]
+            ds = np.array([100 * (a["success"] - b["success"]) for a, b in got])
+            st = np.array([100 * (a["steps"] / b["steps"] - 1) for a, b in got])
+            co = np.array([100 * (a["contacts"] / b["contacts"] - 1) for a, b in got])
+            print(
+                f"TPO {v} round {last} vs {key} (seeds {seeds}): success {ds.mean():+.1f} points, "
+                f"steps {st.mean():+.1f} %, contacts {co.mean():+.1f} %"
+            )
 
 
 def contrasts(rows: list[dict]) -> None:

@@ -17,7 +17,9 @@ def _config(**overrides):
     base = {
         "tasks": ["reach-v3", "button-press-v3"],
         "task_specs": {
-            "reach-v3": {"stages": [{"name": "reach", "a": "hand", "b": "goal", "threshold": 0.05}]},
+            "reach-v3": {
+                "stages": [{"name": "reach", "a": "hand", "b": "goal", "threshold": 0.05}]
+            },
             "button-press-v3": {
                 "stages": [{"name": "reach", "a": "hand", "b": "obj1", "threshold": 0.05}]
             },
@@ -86,6 +88,10 @@ def test_rounds_roll_out_the_current_policy_and_more_sft_matches_tpo_steps(tmp_p
     assert ("sft", "-", 0, "in-domain") in keys
     assert result.report.order["policy"][:2] == ["sft", "tpo"]
     assert "more_sft" in result.report.order["policy"]
+    # where the time went: every part of a made run is counted
+    parts = result.summary["seconds_by_part"]
+    assert set(parts) == {"demos", "rollouts", "update", "eval"} and min(parts.values()) > 0
+    assert more[0]["seconds"]["rollouts"] == 0 and tpo[0]["seconds"]["rollouts"] > 0
 
 
 def test_chunked_evaluation_runs_every_episode_with_fewer_envs():

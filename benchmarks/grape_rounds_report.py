@@ -34,8 +34,14 @@ def main() -> None:
     ap.add_argument("--jsonl")
     ap.add_argument("--png")
     ap.add_argument("--config", default="robopref/configs/grape/rounds.yaml")
+    ap.add_argument(
+        "--variants", nargs="*", default=[], help="runs whose cost-variant rows are added"
+    )
     args = ap.parse_args()
     rows = collect_rows(args.runs, config=args.config)
+    rows += [r for r in collect_rows(args.variants, config=args.config) if r["variant"] != "task"]
+    rows = [r for r in rows if r["variant"] in ("-", "task") or r["policy"] == "tpo"]
+    rows = list({json.dumps(r, sort_keys=True): r for r in rows}.values())  # one SFT row each
     if args.jsonl:
         Path(args.jsonl).write_text("".join(json.dumps(r) + "\n" for r in rows))
     variants(rows)
@@ -101,6 +107,8 @@ def contrasts(rows: list[dict]) -> None:
     val = {(r["policy"], r["round"], r["split"], r["seed"]): r["success"] for r in rows}
     seeds = sorted({r["seed"] for r in rows})
     for other in ("rejection_sampling", "step_dpo", "more_sft"):
+        if not any(k[0] == other for k in val):
+            continue
         for split in ("in-domain", "held-out"):
             d = 100 * np.array(
                 [val[("tpo", last, split, s)] - val[(other, last, split, s)] for s in seeds]

@@ -23,7 +23,7 @@ from robopref.policies.vla import (
 )
 from robopref.policies.vla import Stage as CostStage
 
-Learner = Literal["tpo", "rejection_sampling", "step_dpo"]
+Learner = Literal["tpo", "rejection_sampling", "step_dpo", "more_sft"]
 
 
 class StageConfig(StrictModel):
@@ -243,6 +243,24 @@ class RejectionSamplingConfig(StrictModel):
     """Steps per batch."""
     lr: float = Field(1e-4, gt=0)
     """AdamW learning rate."""
+    actions: Literal["executed", "greedy"] = "executed"
+    """Imitate the executed (sampled) actions, or the policy's greedy action at each visited
+    state (the mode, not the sampling noise)."""
+    with_demos: bool = True
+    """Add the SFT demonstrations to each round's BC data (an SFT anchor). Without them the kept
+    rollouts are mostly of the easy tasks, and BC on them lowers the others' success
+    (docs/rooms/grape.md, "Why rejection sampling lowered success")."""
+
+
+class MoreSFTConfig(StrictModel):
+    """The "more SFT" control: each round, BC of the LoRA adapters on the SFT demonstrations for
+    as many optimizer steps as task-cost TPO made in that round (no rollouts): what the
+    preference learners gain beyond it is not just more training."""
+
+    batch_size: int = Field(256, ge=1)
+    """Steps per batch."""
+    lr: float = Field(3e-4, gt=0)
+    """AdamW learning rate."""
 
 
 class EvalConfig(StrictModel):
@@ -258,6 +276,9 @@ class EvalConfig(StrictModel):
     """Sampling temperature (decoding: sampled); None: tpo.temperature."""
     every_round: bool = True
     """False: evaluate the SFT policy and the last round only."""
+    chunk: int | None = Field(None, ge=1)
+    """Episodes per task run in lockstep at once (None: all); each holds a MuJoCo env, so this
+    bounds memory. The sampling stream depends on it, the same for every policy."""
 
 
 class GrapeConfig(StrictModel):
@@ -285,10 +306,15 @@ class GrapeConfig(StrictModel):
     """More cost variants for TPO by name, e.g. efficiency, safety."""
     tpo: TPOConfig = Field(default_factory=TPOConfig)
     """Rounds, rollouts, preference items and the TPO update."""
-    baselines: list[Literal["rejection_sampling", "step_dpo"]] = Field(default_factory=list)
-    """Learners run on the task cost beside TPO, on the same rollout seeds."""
+    baselines: list[Literal["rejection_sampling", "step_dpo", "more_sft"]] = Field(
+        default_factory=list
+    )
+    """Learners run on the task cost beside TPO, on the same rollout seeds (more_sft: on the
+    demonstrations, with task-cost TPO's number of update steps per round)."""
     rejection_sampling: RejectionSamplingConfig = Field(default_factory=RejectionSamplingConfig)
     """The rejection-sampling baseline."""
+    more_sft: MoreSFTConfig = Field(default_factory=MoreSFTConfig)
+    """The more-SFT control."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """The evaluation protocol."""
     seed: Seed = 0
@@ -341,6 +367,7 @@ class GrapeConfig(StrictModel):
             seed=e.seed,
             greedy=e.decoding == "greedy",
             temperature=e.temperature or self.tpo.temperature,
+            chunk=e.chunk,
         )
 
 

@@ -23,58 +23,39 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from robopref.config import ConfigError
-from robopref.data import Trajectory
 from robopref.methods.common import RunResult, Stage, start_run
 from robopref.methods.grape.config import GrapeConfig
 from robopref.methods.grape.results import eval_line, log_eval, run_result
+from robopref.methods.grape.rounds import (
+    LearnerPolicy,
+    Round,
+    RoundInputs,
+    evaluate_splits_of,
+    evaluated,
+    improve_and_evaluate,
+    read_info,
+    say,
+    seed_of,
+)
 from robopref.policies.vla import (
     EnvPool,
     PixelSettings,
     VLAPolicy,
-    apply_lora,
-    build_lists,
-    build_pairs,
     build_tiny_vla,
     check_tokenizer,
-    evaluate_splits,
-    guided_scores,
-    load_adapters,
     load_policy,
     load_pretrained_vla,
-    rollout,
     save_adapters,
     save_policy,
-    score_components,
     scripted_demos,
-    select_rejection_sampling,
     sft_train,
-    step_dpo_train,
-    summarize_rollouts,
-    tpo_train,
 )
-from robopref.progress import bar, is_quiet
 from robopref.utils import atomic_path, resolve_device
-
-
-@dataclass(frozen=True)
-class Round:
-    """Round ``index`` (from 0) of ``learner`` on cost ``variant``."""
-
-    learner: str
-    variant: str
-    index: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.learner}/{self.variant} round {self.index + 1}"
 
 
 def run(config: GrapeConfig, out_dir: str | Path) -> RunResult:
@@ -95,24 +76,33 @@ def run(config: GrapeConfig, out_dir: str | Path) -> RunResult:
             load=partial(_read_sft, config, device),
         )
         log_eval(writer, "sft", sft_info["eval"], 0)
-        _say(config, eval_line("sft", sft_info["eval"]))
-        learners = {}
+        say(config, eval_line("sft", sft_info["eval"]))
+        demos = _Demos(config, pool)
+        learners: dict[str, list[dict]] = {}
+        tpo_stages: dict[int, Stage] = {}  # task-cost TPO's rounds, matched by more_sft
         for learner, variant in config.learners():
             current = LearnerPolicy(config, sft.path, device)
             rounds, previous = [], sft
             for r in range(config.tpo.rounds):
                 rnd = Round(learner, variant, r)
-                stage = round_stage(config, ckpt, rnd, after=previous)
+                after = [previous]
+                inputs = RoundInputs(demos)
+                if learner == "more_sft":
+                    after.append(tpo_stages[r])
+                    inputs.matched_steps = learners["tpo/task"][r]["update_steps"]
+                stage = round_stage(config, ckpt, rnd, after=after)
                 _, info = stage.run(
-                    make=partial(improve_and_evaluate, config, current, pool, rnd, writer),
+                    make=partial(improve_and_evaluate, config, current, pool, rnd, writer, inputs),
                     save=partial(_save_checkpoint, save_adapters),
                     load=current.resume_from,
                 )
                 if info["eval"] is not None:
                     log_eval(writer, f"{learner}/{variant}", info["eval"], r + 1)
-                    _say(config, eval_line(rnd.label, info["eval"]))
+                    say(config, eval_line(rnd.label, info["eval"]))
                 rounds.append(info)
                 previous = stage
+                if (learner, variant) == ("tpo", "task"):
+                    tpo_stages[r] = stage
             learners[f"{learner}/{variant}"] = rounds
     finally:
         pool.close()
@@ -138,7 +128,7 @@ def sft_stage(config: GrapeConfig, ckpt: Path) -> Stage:
     return Stage("sft", ckpt / "sft.pt", key=key, resume=config.resume)
 
 
-def round_stage(config: GrapeConfig, ckpt: Path, rnd: Round, after: Stage) -> Stage:
+def round_stage(config: GrapeConfig, ckpt: Path, rnd: Round, after: list[Stage]) -> Stage:
     """``checkpoints/VARIANT/round_RR.pt`` (TPO; ``LEARNER-VARIANT/`` for a baseline): the
     round's adapters, with ``round_RR.json`` (rollouts, update history, evaluation)."""
     folder = rnd.variant if rnd.learner == "tpo" else f"{rnd.learner}-{rnd.variant}"
@@ -147,16 +137,14 @@ def round_stage(config: GrapeConfig, ckpt: Path, rnd: Round, after: Stage) -> St
         "lora": config.lora,
         "tpo": config.tpo.model_dump(mode="json", exclude={"rounds"}),
         "cost": config.cost_variants()[rnd.variant],
-        "evaluated": _evaluated(config, rnd.index),
+        "evaluated": evaluated(config, rnd.index),
     }
     if rnd.learner == "rejection_sampling":
         key["rejection_sampling"] = config.rejection_sampling
+    if rnd.learner == "more_sft":
+        key["more_sft"] = config.more_sft
     path = ckpt / folder / f"round_{rnd.index:02d}.pt"
-    return Stage(rnd.label, path, key=key, after=[after], resume=config.resume)
-
-
-def _evaluated(config: GrapeConfig, r: int) -> bool:
-    return config.eval.every_round or r == config.tpo.rounds - 1
+    return Stage(rnd.label, path, key=key, after=after, resume=config.resume)
 
 
 def _save_checkpoint(save_model: Any, made: tuple[VLAPolicy, dict], path: Path) -> None:
@@ -167,37 +155,49 @@ def _save_checkpoint(save_model: Any, made: tuple[VLAPolicy, dict], path: Path) 
         tmp.write_text(json.dumps(info, indent=2, default=float))
 
 
-def _read_info(path: Path) -> tuple[None, dict[str, Any]]:
-    """A stage's ``load``: the info beside a checkpoint (the model is loaded where needed)."""
-    return None, json.loads(path.with_suffix(".json").read_text())
-
-
 # ---- SFT ------------------------------------------------------------------------------------
+
+
+class _Demos:
+    """The SFT demonstrations, made on first use (a resumed run that needs none makes none)."""
+
+    def __init__(self, config: GrapeConfig, pool: EnvPool):
+        self.config, self.pool, self.demos = config, pool, None
+
+    def __call__(self) -> list:
+        if self.demos is None:
+            s = self.config.sft
+            self.demos = scripted_demos(
+                self.pool,
+                self.config.tasks,
+                s.demos_per_task,
+                s.action_noise,
+                s.successful_only,
+                lambda ti, i: seed_of(self.config, 1, ti, i),
+                label="demos" if self.config.progress else None,
+            )
+        return self.demos
 
 
 def train_sft(config: GrapeConfig, pool: EnvPool, device: Any, writer: Any) -> tuple:
     """The SFT policy on scripted demonstrations, and its evaluation: ``(policy, info)``."""
     policy = build_policy(config).to(device)
     s = config.sft
-    demos = scripted_demos(
-        pool,
-        config.tasks,
-        s.demos_per_task,
-        s.action_noise,
-        s.successful_only,
-        lambda ti, i: _seed(config, 1, ti, i),
-        label="demos" if config.progress else None,
-    )
+    t0 = time.perf_counter()
+    demos = _Demos(config, pool)()
+    t1 = time.perf_counter()
     history = sft_train(
         policy, demos, **s.train_options(), seed=config.seed, writer=writer,
         progress=config.progress, label="sft",
     )  # fmt: skip
+    t2 = time.perf_counter()
     info = {
         "demos": len(demos),
         "demo_steps": int(sum(len(d) for d in demos)),
         "history": history,
         "eval": evaluate_splits_of(config, policy, pool, "eval[sft]"),
     }
+    info["seconds"] = {"demos": t1 - t0, "update": t2 - t1, "eval": time.perf_counter() - t2}
     return policy, info
 
 
@@ -211,115 +211,8 @@ def _read_sft(config: GrapeConfig, device: Any, path: Path) -> tuple[None, dict[
         check_tokenizer(load_policy(path, device), names, str(path))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    _say(config, f"reusing {path}")
-    return _read_info(path)
-
-
-# ---- rounds ---------------------------------------------------------------------------------
-
-
-class LearnerPolicy:
-    """The policy a learner improves over its rounds: the SFT policy with LoRA adapters, built
-    at first need (rounds read back from their checkpoints need no model), then holding the
-    adapters of the last round read back."""
-
-    def __init__(self, config: GrapeConfig, sft_path: Path, device: Any):
-        self.config, self.sft_path, self.device = config, sft_path, device
-        self.adapters: Path | None = None
-        self.policy: VLAPolicy | None = None
-
-    def get(self) -> VLAPolicy:
-        if self.policy is None:
-            self.policy = load_policy(self.sft_path, self.device)
-            apply_lora(self.policy, **self.config.lora.model_dump())
-            if self.adapters is not None:
-                load_adapters(self.policy, self.adapters)
-        return self.policy
-
-    def resume_from(self, path: Path) -> tuple[None, dict[str, Any]]:
-        """A current round: its info; its adapters start the next round made."""
-        self.adapters = path
-        _say(self.config, f"reusing {path}")
-        return _read_info(path)
-
-
-def improve_and_evaluate(
-    config: GrapeConfig, current: LearnerPolicy, pool: EnvPool, rnd: Round, writer: Any
-) -> tuple[VLAPolicy, dict[str, Any]]:
-    """One round (:func:`improve_round`), then its evaluation when it is evaluated."""
-    policy = current.get()
-    info = improve_round(config, policy, pool, rnd, writer)
-    info["eval"] = None
-    if _evaluated(config, rnd.index):
-        info["eval"] = evaluate_splits_of(config, policy, pool, f"eval[{rnd.label}]")
-    return policy, info
-
-
-def improve_round(
-    config: GrapeConfig, policy: VLAPolicy, pool: EnvPool, rnd: Round, writer: Any = None
-) -> dict[str, Any]:
-    """One round: rollouts -> guided scores -> the learner's update. The rollout seeds and the
-    sampling stream depend only on ``(seed, variant, round)``, so every learner of a variant sees
-    the same episode configurations (and, in round 1, the very same rollouts)."""
-    import torch
-
-    tpo, cost = config.tpo, config.cost_variants()[rnd.variant]
-    vi, r = list(config.cost_variants()).index(rnd.variant), rnd.index
-    generator = torch.Generator().manual_seed(_seed(config, 3, vi, r))
-    rollouts: list[Trajectory] = []
-    n = tpo.rollouts_per_task
-    label = f"rollouts[{rnd.label}]"
-    with bar(len(config.tasks) * n, label, unit="ep", enabled=config.progress) as shown:
-        for ti, task in enumerate(config.tasks):
-            seeds = [_seed(config, 2, vi, r, ti, i) for i in range(n)]
-            rollouts += rollout(policy, pool, task, seeds, False, tpo.temperature, generator)
-            shown.update(n)
-    components = score_components(policy, rollouts, config.max_episode_steps, cost.stage_scale)
-    scores = guided_scores(components, cost.weights())
-    task_of = [t.task for t in rollouts]
-    seed = _seed(config, 4, vi, r)
-    info: dict[str, Any] = {
-        "rollouts": {**summarize_rollouts(rollouts), "mean_score": float(scores.mean())},
-        "rollouts_per_task": {
-            task: summarize_rollouts([t for t in rollouts if t.task == task])
-            for task in config.tasks
-        },
-    }
-    shown_update = dict(progress=config.progress, label=f"update[{rnd.label}]")
-
-    if rnd.learner == "rejection_sampling":
-        rs = config.rejection_sampling
-        successes = np.array([t.success for t in rollouts])
-        keep = select_rejection_sampling(scores, task_of, successes, rs.select, rs.top_k)
-        history = sft_train(
-            policy, [rollouts[i] for i in keep], epochs=rs.epochs, batch_size=rs.batch_size,
-            lr=rs.lr, seed=seed, fit_normalization=False, **shown_update,
-        )  # fmt: skip
-        return {**info, "preference_items": len(keep), "update": history[-1], "history": history}
-
-    if rnd.learner == "step_dpo" or tpo.pairs != "lists":
-        mode = "all" if tpo.pairs == "lists" else tpo.pairs
-        pairs = build_pairs(scores, task_of, mode, tpo.margin)
-    if rnd.learner == "step_dpo":
-        history = step_dpo_train(
-            policy, rollouts, pairs, **tpo.update_options(), seed=seed, **shown_update
-        )
-        n_items = len(pairs)
-    else:
-        if tpo.pairs == "lists":
-            lists = build_lists(scores, task_of, tpo.max_list_size)
-            groups = [(i.tolist(), y.tolist()) for i, y in lists]
-        else:
-            groups = [((w, lo), (1.0, 0.0)) for w, lo in pairs]
-        history = tpo_train(
-            policy, rollouts, groups, loss=tpo.loss, loss_options=tpo.loss_options,
-            **tpo.update_options(), seed=seed, normalize=tpo.normalize,
-            sft_weight=tpo.sft_weight, writer=writer, step_offset=r * 100_000,
-            log_prefix=f"tpo/{rnd.variant}", **shown_update,
-        )  # fmt: skip
-        n_items = len(groups)
-    update = history[-1] if history else None
-    return {**info, "preference_items": n_items, "update": update, "history": history}
+    say(config, f"reusing {path}")
+    return read_info(path)
 
 
 # ---- pieces ---------------------------------------------------------------------------------
@@ -359,16 +252,6 @@ def build_policy(config: GrapeConfig) -> VLAPolicy:
     )
 
 
-def evaluate_splits_of(
-    config: GrapeConfig, policy: VLAPolicy, pool: EnvPool, label: str | None = None
-) -> dict[str, Any]:
-    """The config's evaluation protocol on its in-domain and held-out tasks."""
-    return evaluate_splits(
-        policy, pool, config.tasks, config.held_out_tasks, config.eval_protocol(),
-        label=label, enabled=config.progress,
-    )  # fmt: skip
-
-
 def _choose_gl_backend(config: GrapeConfig, device: Any) -> None:
     if "image" not in config.model.obs_mode or "MUJOCO_GL" in os.environ:
         return
@@ -379,17 +262,6 @@ def _choose_gl_backend(config: GrapeConfig, device: Any) -> None:
             f"MUJOCO_GL={backend} in the environment before starting"
         )
     os.environ["MUJOCO_GL"] = backend
-
-
-def _seed(config: GrapeConfig, kind: int, *parts: int) -> int:
-    """Disjoint episode-seed ranges per use (1: demos, 2: rollouts, 3: sampling, 4: updates);
-    evaluation uses ``eval.seed + i``."""
-    return int(np.random.SeedSequence([config.seed, kind, *parts]).generate_state(1)[0] % 2**31)
-
-
-def _say(config: GrapeConfig, text: str) -> None:
-    if config.progress and not is_quiet():
-        print(text, file=sys.stderr, flush=True)
 
 
 def _writer(config: GrapeConfig, out_dir: Path) -> Any:

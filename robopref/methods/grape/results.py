@@ -104,7 +104,7 @@ def run_result(
             last = _flat(rounds[-1]["eval"])
             changes.append({"policy": policy, "variant": variant, **_change(last, table[0])})
     order = {
-        "policy": ["sft", "tpo", "rejection_sampling", "step_dpo"],
+        "policy": ["sft", "tpo", "rejection_sampling", "step_dpo", "more_sft"],
         "variant": ["-", *config.cost_variants()],
         "split": [s for s, _ in SPLITS],
     }
@@ -136,9 +136,20 @@ def run_result(
             "obs_mode": config.model.obs_mode,
             "sft_demos": sft["demos"],
             "seconds": seconds,
+            "seconds_by_part": time_split(sft, learners),
             "change_vs_sft": {f"{c['policy']}/{c['variant']}": c for c in changes},
         },
     )
+
+
+def time_split(sft: dict[str, Any], learners: dict[str, list[dict]]) -> dict[str, float]:
+    """Seconds spent on demonstrations, rollouts, updates (SFT and rounds) and evaluations, over
+    the stages made in this run (a resumed stage keeps the seconds of the run that made it)."""
+    out = {"demos": 0.0, "rollouts": 0.0, "update": 0.0, "eval": 0.0}
+    for info in [sft, *(i for rounds in learners.values() for i in rounds)]:
+        for part, value in info.get("seconds", {}).items():
+            out[part] += value
+    return out
 
 
 _CHANGE_NOTE = "Δ success in percentage points; Δ steps and contacts in % of SFT's."

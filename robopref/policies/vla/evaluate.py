@@ -19,12 +19,14 @@ from robopref.policies.vla.rollouts import EnvPool, rollout
 class EvalProtocol:
     """Episode ``i`` of every task is reset with seed ``seed + i`` for every policy; actions are
     decoded greedily or sampled at ``temperature`` (a generator seeded with ``seed`` per task,
-    so two policies see the same random stream)."""
+    so two policies see the same random stream). ``chunk``: episodes run in lockstep at once
+    (None: all of a task's), which bounds memory (one env each); the stream then depends on it."""
 
     episodes_per_task: int = 10
     seed: int = 10_000
     greedy: bool = True
     temperature: float = 1.0
+    chunk: int | None = None
 
 
 def binomial_se(p: float, n: int) -> float:
@@ -52,10 +54,16 @@ def evaluate(
     for task in tasks:
         generator = torch.Generator().manual_seed(protocol.seed)
         seeds = [protocol.seed + i for i in range(protocol.episodes_per_task)]
-        trajs = rollout(policy, pool, task, seeds, protocol.greedy, protocol.temperature, generator)
+        step = protocol.chunk or len(seeds)
+        trajs = []
+        for s in range(0, len(seeds), step):
+            chunk = seeds[s : s + step]
+            trajs += rollout(
+                policy, pool, task, chunk, protocol.greedy, protocol.temperature, generator
+            )
+            if progress is not None:
+                progress.update(len(chunk))
         per_task[task] = summarize_rollouts(trajs)
-        if progress is not None:
-            progress.update(len(seeds))
     if not tasks:
         return {"mean": {}, "per_task": per_task}
     keys = ("success_rate", "mean_length", "mean_collisions")

@@ -93,29 +93,41 @@ def sft_train(
     writer: Any = None,
     progress: bool = False,
     label: str = "sft",
+    steps: int | None = None,
 ) -> list[dict[str, float]]:
     """Behaviour cloning: minimise the cross-entropy of the demonstrated action tokens (under the
     constrained action-token distribution) over every step of ``trajectories``.
 
     Trains every parameter with ``requires_grad`` (the whole policy unless LoRA was applied).
     ``fit_normalization`` first sets the state standardisation from the demonstrations.
+    ``steps``: exactly this many optimizer steps (epochs as needed, the last one cut short)
+    instead of ``epochs``, e.g. to match another learner's number of updates.
 
     Returns:
-        Per-epoch ``{"epoch", "loss" (nats per token), "token_accuracy" (greedy bin = demo bin)}``.
+        Per-epoch ``{"epoch", "loss" (nats per token), "token_accuracy" (greedy bin = demo bin),
+        "steps" (optimizer steps so far)}``.
     """
+    if steps is not None and steps <= 0:
+        return []
     obs, instructions, tokens = flatten_steps(policy, trajectories)
     if fit_normalization:
         policy.fit_state_normalization(obs)
     updater = _Updater(policy, lr, weight_decay, max_grad_norm, "sft_train")
     rng = np.random.default_rng(seed)
     n = len(tokens)
+    if steps is not None:
+        epochs = -(-steps // -(-n // batch_size))
     history = []
+    done = 0
     policy.train()
     with _progress(epochs, label, progress) as progress_bar:
         for epoch in range(epochs):
             order = rng.permutation(n)
             total_loss = total_acc = 0.0
+            seen = 0
             for s in range(0, n, batch_size):
+                if steps is not None and done == steps:
+                    break
                 idx = order[s : s + batch_size]
                 batch_obs = policy.to_obs({k: v[idx] for k, v in obs.items()}, len(idx))
                 batch_tokens = tokens[idx].to(policy.device)
@@ -125,9 +137,16 @@ def sft_train(
                 bins = batch_tokens - policy.action_tokenizer.start
                 loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), bins.flatten())
                 updater.step(loss)
+                done += 1
+                seen += len(idx)
                 total_loss += loss.item() * len(idx)
                 total_acc += float((logits.argmax(-1) == bins).float().mean()) * len(idx)
-            row = {"epoch": epoch, "loss": total_loss / n, "token_accuracy": total_acc / n}
+            row = {
+                "epoch": epoch,
+                "loss": total_loss / seen,
+                "token_accuracy": total_acc / seen,
+                "steps": done,
+            }
             history.append(row)
             if writer is not None:
                 writer.add_scalar("sft/loss", row["loss"], epoch)

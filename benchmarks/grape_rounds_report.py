@@ -2,7 +2,7 @@
 of ``robopref/configs/grape/rounds.yaml`` (one per seed).
 
     python benchmarks/grape_rounds_report.py runs/rounds/s0 runs/rounds/s1 runs/rounds/s2 \
-        --jsonl docs/results/grape-rounds.jsonl --png docs/results/grape-rounds.png
+        --jsonl docs/results/grape.jsonl --png docs/results/grape-rounds.png
 
 Prints the table (success per policy and round: mean over seeds ± SE over seeds, and the paired
 difference to SFT on the same seeds ± its SE over seeds) and the time split of each run.
@@ -28,10 +28,24 @@ NAMES = {
 }
 
 
+def write_rows(path: Path, rows: list[dict], config: str) -> None:
+    """Replace the rows of ``config`` in the JSONL file ``path`` (other rows, e.g. of another
+    config's runs, stay as they are)."""
+    kept = []
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in kept if json.loads(line).get("config") != config]
+    path.write_text(
+        "".join(line + "\n" for line in kept) + "".join(json.dumps(r) + "\n" for r in rows)
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="+")
-    ap.add_argument("--jsonl")
+    ap.add_argument(
+        "--jsonl", help="rows file: its rows of --config are replaced, other rows are kept"
+    )
     ap.add_argument("--png")
     ap.add_argument("--config", default="robopref/configs/grape/rounds.yaml")
     ap.add_argument(
@@ -43,7 +57,7 @@ def main() -> None:
     rows = [r for r in rows if r["variant"] in ("-", "task") or r["policy"] == "tpo"]
     rows = list({json.dumps(r, sort_keys=True): r for r in rows}.values())  # one SFT row each
     if args.jsonl:
-        Path(args.jsonl).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_rows(Path(args.jsonl), rows, args.config)
     variants(rows)
     rows = [r for r in rows if r["variant"] in ("-", "task")]  # the curves: the task cost
     curves = table(rows)

@@ -147,12 +147,3 @@ class ActionTokenPolicy(nn.Module):
         disabled (and whatever else the policy swaps back, see :meth:`_reference_context`)."""
         with self._reference_context():
             yield self
-
-    @classmethod
-    def from_pretrained(cls, base: Any, adapters: Any = None, **options: Any) -> Any:
-        """A :class:`~robopref.policies.vla.VLMPolicy` on the local image-text-to-text model
-        folder ``base``, with the adapters saved in the folder ``adapters`` (peft format plus the
-        action-tokenizer settings beside them; see :func:`~robopref.policies.vla.load_vlm`)."""
-        from robopref.policies.vla.vlm import load_vlm
-
-        return load_vlm(base, adapters=adapters, **options)

@@ -33,6 +33,7 @@ from torch import nn
 
 from robopref.policies.vla.base import ActionTokenPolicy
 from robopref.policies.vla.tokenizer import ActionTokenizer, WordActionTokenizer
+from robopref.policies.vla.vlm import VLMPolicy, load_vlm
 from robopref.utils import atomic_path
 
 OBS_MODES = ("state", "image", "image+state")
@@ -139,6 +140,13 @@ class VLAPolicy(ActionTokenPolicy):
         prompt_template: text around the instruction (``{instruction}`` is replaced).
         spec: how to rebuild this policy from scratch (kept for :func:`save_policy`).
     """
+
+    @classmethod
+    def from_pretrained(cls, base: Any, adapters: Any = None, **options: Any) -> VLMPolicy:
+        """A :class:`~robopref.policies.vla.VLMPolicy` on the local image-text-to-text model
+        folder ``base``, with the adapters saved in the folder ``adapters`` (peft format plus the
+        action-tokenizer settings beside them; see :func:`~robopref.policies.vla.load_vlm`)."""
+        return load_vlm(base, adapters=adapters, **options)
 
     def __init__(
         self,

@@ -124,7 +124,9 @@ def check_output_path(
         )
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (this one, or another user's, counts): a temporary file
+    named after a process that is gone was left by a killed writer."""
     if pid == os.getpid():
         return True
     try:
@@ -152,7 +154,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         return removed
     for entry in entries:
         m = pattern.match(entry.name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))

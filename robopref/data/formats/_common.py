@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 
 from robopref.data.locks import writer_lock
 from robopref.data.trajectory import DataValidationError
-from robopref.utils import atomic_path
+from robopref.utils import OutputPathError, atomic_path, check_output_path, pid_alive
 
 PathLike = str | os.PathLike
 DEMO = re.compile(r"^demo_(\d+)$")
@@ -139,24 +138,12 @@ def arrow_to_numpy(col: Any, T: int, file: Path, key: str) -> np.ndarray:
 
 def check_output(path: PathLike, kind: str = "file") -> None:
     """Refuse an existing output that is not a ``kind`` ("file" or "folder"): a device node,
-    FIFO or socket must never be replaced by a rename."""
-    path = Path(path)
+    FIFO or socket must never be replaced by a rename (:func:`robopref.utils.check_output_path`,
+    as a :class:`DataValidationError`)."""
     try:
-        st = os.stat(path)  # follows a symlink: its target is what gets written
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise write_error(path, e) from e
-    ok = stat.S_ISDIR(st.st_mode) if kind == "folder" else stat.S_ISREG(st.st_mode)
-    if not ok:
-        found = (
-            "a directory"
-            if stat.S_ISDIR(st.st_mode)
-            else "a regular file"
-            if stat.S_ISREG(st.st_mode)
-            else "a special file (device, FIFO or socket)"
-        )
-        fail(path, "output", f"a regular {kind} or a new path", f"{found}; nothing was written")
+        check_output_path(path, expect=kind, flag="output", overwrite=True)
+    except OutputPathError as e:
+        raise DataValidationError(str(e)) from None
 
 
 def write_error(path: PathLike, e: OSError) -> DataValidationError:
@@ -193,18 +180,6 @@ def locked_output(path: PathLike, what: str) -> Iterator[None]:
         yield
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive, another user's
-        return True
-    return True
-
-
 def _remove(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
@@ -234,7 +209,7 @@ def remove_stale_temporaries(out: Path) -> list[str]:
         return removed
     for entry in entries:
         m = ours.match(entry.name) or nested.match(entry.name)
-        stale = bool(m) and not _pid_alive(int(m.group(1)))
+        stale = bool(m) and not pid_alive(int(m.group(1)))
         if not m and legacy.match(entry.name) and entry.is_dir(follow_symlinks=False):
             try:
                 stale = bool(os.listdir(entry.path)) and set(os.listdir(entry.path)) <= {

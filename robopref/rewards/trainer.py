@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 import robopref.losses as losses
 from robopref.config import Device, Seed, StrictModel
 from robopref.data import PreferenceQueries, TrajectoryDataset
-from robopref.progress import is_quiet
+from robopref.progress import bar as progress_bar
 from robopref.rewards.models import RewardModel, model_checkpoint, model_from_checkpoint
 from robopref.rewards.segments import SegmentTensors, gather_segments
 from robopref.utils import atomic_path, resolve_device
@@ -226,15 +226,14 @@ class RewardTrainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(cfg.log_dir)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            range(self._epoch, cfg.epochs),
-            disable=cfg.quiet or self._finished or is_quiet(),
-            desc=label or "reward",
-            leave=False,
+        bar = progress_bar(
+            cfg.epochs,
+            label or "reward",
+            unit="epoch",
+            initial=self._epoch,
+            enabled=not (cfg.quiet or self._finished),
         )
-        for epoch in bar:
+        for epoch in range(self._epoch, cfg.epochs):
             if self._finished:
                 break
             self.model.train()
@@ -259,6 +258,7 @@ class RewardTrainer:
                     if key != "epoch":
                         writer.add_scalar(key.replace("_", "/", 1), value, epoch)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "epoch"})
+            bar.update(1)
             if ckpt_path is not None:
                 self.save(ckpt_path)
         bar.close()

@@ -32,7 +32,7 @@ from torch import nn
 from robopref.config import Device, Seed, StrictModel
 from robopref.data import DataValidationError
 from robopref.policies.offline.buffer import TransitionBuffer
-from robopref.progress import is_quiet
+from robopref.progress import bar as progress_bar
 from robopref.utils import atomic_path, resolve_device, seed_everything
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -427,15 +427,10 @@ class OfflineLearner:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(cfg.log_dir, purge_step=self.step + 1 if self.step else None)
-        from tqdm.auto import tqdm
-
         self._before_training(max(steps - self.step, 0))
         stats: dict[str, torch.Tensor] = {}
-        bar = tqdm(
-            total=steps,
-            initial=min(self.step, steps),
-            desc=label or self.NAME,
-            disable=not progress or is_quiet(),
+        bar = progress_bar(
+            steps, label or self.NAME, initial=min(self.step, steps), enabled=progress
         )
         # Preallocated batch: the indices are drawn into one buffer and the rows gathered into
         # another (a third of the time of allocating both every step). Reusing the block is safe:

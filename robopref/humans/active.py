@@ -49,7 +49,10 @@ def _pool_json(pool: PreferenceQueries) -> dict[str, Any]:
     }
 
 
-def _pool_from_json(obj: Any, where: str) -> PreferenceQueries:
+def queries_from_json(obj: Any, where: str) -> PreferenceQueries:
+    """Unlabelled queries from their JSON form (``traj_index``, ``start``, ``length`` and
+    ``mask`` as ``[Q][K]`` lists), as a session state stores its plan and candidate pool;
+    ``where`` names the field in the error."""
     try:
         return PreferenceQueries(
             np.asarray(obj["traj_index"], dtype=np.int64),
@@ -59,9 +62,11 @@ def _pool_from_json(obj: Any, where: str) -> PreferenceQueries:
             label_kind="none",
         )
     except (KeyError, TypeError, ValueError) as e:
+        found = repr(obj)
+        found = found if len(found) <= 40 else found[:37] + "..."
         raise DataValidationError(
-            f"{where}['pool']: expected traj_index, start, length and mask as [Q][K] integer "
-            f"lists ({e})"
+            f"{where}: expected traj_index, start, length and mask as [Q][K] integer lists, "
+            f"found {found} ({e})"
         ) from None
 
 
@@ -121,7 +126,7 @@ class ActiveQueue:
                 f"{where}: expected the record of an active session ('active'), found none: "
                 "this file holds a session with a fixed list of queries (drop --select)"
             )
-        self.pool = _pool_from_json(rec.get("pool"), where)
+        self.pool = queries_from_json(rec.get("pool"), f"{where}['pool']")
         self.pool.validate(f"{where}['pool']", dataset)
         self.pool_index = [int(i) for i in rec.get("pool_index", [])]
         self.target = int(rec.get("target", self.target))

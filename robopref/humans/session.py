@@ -44,7 +44,7 @@ from robopref.data import (
     save_queries,
 )
 from robopref.data.locks import writer_lock
-from robopref.humans.active import ActiveQueue
+from robopref.humans.active import ActiveQueue, queries_from_json
 
 KEY = "human_labels"
 VERSION = 2
@@ -158,20 +158,7 @@ def plan_queries(queries: PreferenceQueries, source: str = "preferences") -> Pre
     if version == 1:
         plan = copy.deepcopy(queries)
     elif version == VERSION:
-        arrays = state.get("plan")
-        try:
-            plan = PreferenceQueries(
-                np.asarray(arrays["traj_index"], dtype=np.int64),
-                np.asarray(arrays["start"], dtype=np.int64),
-                np.asarray(arrays["length"], dtype=np.int64),
-                mask=np.asarray(arrays["mask"], dtype=bool),
-                label_kind="none",
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataValidationError(
-                f"{where}['plan']: expected traj_index, start, length and mask as [Q][K] integer "
-                f"lists, found {_short(arrays)} ({e})"
-            ) from None
+        plan = queries_from_json(state.get("plan"), f"{where}['plan']")
     else:
         raise DataValidationError(f"{where}['version']: expected 1 or {VERSION}, found {version!r}")
     Q, K = plan.traj_index.shape

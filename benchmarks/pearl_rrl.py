@@ -114,8 +114,12 @@ def teacher_for(spec: str, dataset, queries, seed: int) -> tuple[TeacherConfig, 
     raise SystemExit(f"--teachers: expected mistake|stochastic|myopic|oracle:LEVEL, found {spec!r}")
 
 
-def reward_specs(sweep: bool) -> list[tuple[str, float | None, float | None]]:
+def reward_specs(sweep: bool, extra: list[str]) -> list[tuple[str, float | None, float | None]]:
     specs = [("bt", None, None), ("gaussian_rrl", *PAPER)]
+    for e in extra:
+        s, w = map(float, e.split(":"))
+        if (s, w) != PAPER:
+            specs.append(("gaussian_rrl", s, w))
     if sweep:
         specs += [
             ("gaussian_rrl", s, w)
@@ -170,6 +174,10 @@ def main() -> None:
     ap.add_argument(
         "--sweep", action="store_true", help="also the 3 x 3 prior std x KL weight grid"
     )
+    ap.add_argument(
+        "--rrl", nargs="*", default=[], metavar="STD:W",
+        help="extra RRL settings (prior std : KL weight) beside the paper's",
+    )  # fmt: skip
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--budget-min", type=float, default=13.0)
     ap.add_argument("--report", action="store_true", help="print the tables of --out and exit")
@@ -187,7 +195,7 @@ def main() -> None:
             for r in map(json.loads, filter(str.strip, args.out.read_text().splitlines()))
             if r.get("study") == STUDY
         }
-    specs = reward_specs(args.sweep)
+    specs = reward_specs(args.sweep, args.rrl)
     oracle = make_teacher(TeacherConfig(name="oracle"))
     with args.out.open("a") as fh:
         for pi in args.pairs:
@@ -358,6 +366,14 @@ def _report_noise(rows) -> str:
     return "\n".join(out)
 
 
+def _margin(r: dict) -> float:
+    """Mean |difference of mean segment returns| of the RRL reward on its training pairs."""
+    acc = r["train_label_accuracy"]
+    if r.get("margin_wrong") is None:
+        return r["margin_right"]
+    return acc * r["margin_right"] + (1 - acc) * r["margin_wrong"]
+
+
 def _report_summary(rows) -> str:
     """One row per (condition, teacher): RRL - BT per pair (mean ± SE over seeds) and pooled
     over pairs and seeds (mean ± SE over the pair x seed runs)."""
@@ -367,13 +383,13 @@ def _report_summary(rows) -> str:
         "| condition | teacher | noisy label error | training label acc. | BT reward acc. "
         "| RRL reward acc. | "
         + " | ".join(f"RRL - BT {p.split('->')[0]}" for p in pairs)
-        + " | RRL - BT pooled | RRL sigma wrong / right |",
-        "|---|---|---|---|---|---|" + "---|" * len(pairs) + "---|---|",
+        + " | RRL - BT pooled | RRL sigma wrong / right | RRL margin |",
+        "|---|---|---|---|---|---|" + "---|" * len(pairs) + "---|---|---|",
     ]
     for cond in dict.fromkeys(r["condition"] for r in rows):
         crow = [r for r in rows if r["condition"] == cond]
         for teacher, level in _teachers(crow):
-            per_pair, b_all, g_all, err, tacc, sw, sr = [], [], [], [], [], [], []
+            per_pair, b_all, g_all, err, tacc, sw, sr, mg = [], [], [], [], [], [], [], []
             for pair in pairs:
                 seeds, b, g = _paired(rows, cond, pair, teacher, level, bt, rrl)
                 d = [g[s]["reward_accuracy"] - b[s]["reward_accuracy"] for s in seeds]
@@ -384,6 +400,7 @@ def _report_summary(rows) -> str:
                 tacc += [b[s]["train_label_accuracy"] for s in seeds]
                 sw += [g[s]["sigma_wrong"] for s in seeds if g[s].get("sigma_wrong") is not None]
                 sr += [g[s]["sigma_right"] for s in seeds]
+                mg += [_margin(g[s]) for s in seeds]
             if not b_all:
                 continue
             d_all = np.subtract(g_all, b_all)
@@ -392,7 +409,7 @@ def _report_summary(rows) -> str:
                 f"| {cond} | {teacher} {level:g} | {np.mean(err):.3f} | {np.mean(tacc):.3f} "
                 f"| {_mse(b_all)} | {_mse(g_all)} | "
                 + " | ".join(per_pair)
-                + f" | {_mse(d_all)} (n {len(d_all)}) | {sig} |"
+                + f" | {_mse(d_all)} (n {len(d_all)}) | {sig} | {np.mean(mg):.2f} |"
             )
     return "\n".join(out)
 

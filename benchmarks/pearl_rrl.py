@@ -297,7 +297,8 @@ def report(path: Path) -> str:
     out = [_report_first([r for r in rows if "study" not in r]), ""]
     rows = [r for r in rows if r.get("study") == STUDY]
     if rows:
-        out += [_report_summary(rows), "", _report_noise(rows), "", _report_sweep(rows)]
+        out += [_report_mapping(rows), "", _report_summary(rows), "", _report_sweep(rows), ""]
+        out += [_report_noise(rows)]
     return "\n".join(out)
 
 
@@ -363,6 +364,38 @@ def _report_noise(rows) -> str:
                     f"| {_mse([g[s]['reward_accuracy'] - b[s]['reward_accuracy'] for s in seeds])} "
                     f"| {sig_s} |"
                 )
+    return "\n".join(out)
+
+
+def _report_mapping(rows) -> str:
+    """Teacher level -> its parameter (range over pairs and seeds) and the label error it gave
+    on the labelled task (the source task for ``transfer``, the target for ``direct``)."""
+    out = [
+        "| teacher | parameter | range (source tasks) | error (source) "
+        "| range (target tasks) | error (target) |",
+        "|---|---|---|---|---|---|",
+    ]
+    param = {"mistake": "eps", "stochastic": "beta", "myopic": "gamma", "oracle": "-"}
+    for teacher, level in _teachers(rows):
+        cells = []
+        for cond in ("transfer", "direct"):
+            sel = [
+                r
+                for r in rows
+                if (r["condition"], r["teacher"], r["level"], r["reward"])
+                == (cond, teacher, level, "bt")
+            ]
+            if not sel:
+                cells += ["-", "-"]
+                continue
+            p = [r["teacher_param"] for r in sel]
+            cells += [
+                f"{min(p):.3g} - {max(p):.3g}",
+                f"{np.mean([r['noisy_label_error'] for r in sel]):.3f}",
+            ]
+        out.append(
+            f"| {teacher} {level:g} | {param.get(teacher, '-')} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(out)
 
 

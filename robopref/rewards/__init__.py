@@ -2,6 +2,8 @@
 
 * :class:`MLPReward`, :class:`EnsembleReward`, :class:`GaussianReward` (PEARL's robust reward):
   ``r(obs [..., obs_dim], act [..., act_dim]) -> [...]`` per step.
+* :class:`ImageReward`, :class:`ImageEnsembleReward`: the same on camera frames
+  ``[..., H, W, 3]`` (a small CNN, uint8 frames normalised inside).
 * :class:`RewardTrainer` / :class:`RewardTrainerConfig`: fit any of them to
   :class:`~robopref.data.PreferenceQueries` with a loss of :mod:`robopref.losses`.
 * :func:`load_reward` / :func:`save_reward`: checkpoints without pickled code.
@@ -18,6 +20,7 @@ from robopref.rewards.models import (
     register_reward_model,
     save_reward,
 )
+from robopref.rewards.image import ImageEnsembleReward, ImageReward
 from robopref.rewards.ot_reward import (
     OTReward,
     cosine_cost,
@@ -42,6 +45,8 @@ __all__ = [
     "REWARD_MODELS",
     "EnsembleReward",
     "GaussianReward",
+    "ImageEnsembleReward",
+    "ImageReward",
     "MLPReward",
     "RewardModel",
     "RewardTrainer",

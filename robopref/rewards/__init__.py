@@ -9,6 +9,7 @@
 * :func:`load_reward` / :func:`save_reward`: checkpoints without pickled code.
 """
 
+from robopref.rewards.image import ImageEnsembleReward, ImageReward
 from robopref.rewards.models import (
     REWARD_MODELS,
     EnsembleReward,
@@ -20,7 +21,6 @@ from robopref.rewards.models import (
     register_reward_model,
     save_reward,
 )
-from robopref.rewards.image import ImageEnsembleReward, ImageReward
 from robopref.rewards.ot_reward import (
     OTReward,
     cosine_cost,

@@ -305,7 +305,9 @@ class EnsembleReward(RewardModel):
         """
         from robopref.rewards.segments import gather_segments, query_batch
 
-        seg = gather_segments(dataset, queries, self.obs_dim, self.act_dim, obs_shape=self.obs_shape)
+        seg = gather_segments(
+            dataset, queries, self.obs_dim, self.act_dim, obs_shape=self.obs_shape
+        )
         was_training = self.training
         self.eval()
         out = []

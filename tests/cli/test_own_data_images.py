@@ -30,8 +30,10 @@ def pixel_dataset(n: int = 12, T: int = 20, size: int = 24, seed: int = 0) -> Tr
         frames[:, 6:18, 6:18, :] = (r * 255).astype(np.uint8)[:, None, None, None]
         trajs.append(
             Trajectory(
-                observations={"state": rng.normal(size=(T, 4)).astype(np.float32),
-                              "image": frames},  # fmt: skip
+                observations={
+                    "state": rng.normal(size=(T, 4)).astype(np.float32),
+                    "image": frames,
+                },  # fmt: skip
                 actions=rng.uniform(-1, 1, size=(T, 2)).astype(np.float32),
                 rewards=r,
                 task="pixels",

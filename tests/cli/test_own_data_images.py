@@ -67,7 +67,7 @@ def pixels(tmp_path_factory):
 
 def test_image_reward_learns_the_preference_from_pixels(pixels):
     row = json.loads((pixels / "img" / "results.json").read_text())["rows"][0]
-    assert row["obs_key"] == "image" and row["obs_shape"] == [24, 24, 3]
+    assert row["obs_key"] == "image" and row["obs_shape"] == [24, 24, 3] and row["model"] == "cnn"
     assert row["test_queries"] == 40
     # the state key is noise: only the pixels carry the preference (chance is 0.5)
     assert row["test_accuracy"] >= 0.8, row
@@ -161,7 +161,7 @@ def test_image_ensemble_on_the_lerobot_fixture(tmp_path):
                "trainer.epochs=2", "model.image.cnn_width=4"))  # fmt: skip
     card = json.loads((tmp_path / "r" / "reward.card.json").read_text())
     assert card["obs_key"] == "images.cam" and card["obs_shape"] == [64, 64, 3]
-    assert card["model"] == "ensemble"
+    assert card["model"] == "cnn-ensemble"
     model = load_reward(tmp_path / "r" / "reward.pt")
     assert type(model).__name__ == "ImageEnsembleReward" and model.n_members == 2
     data = load_dataset(tmp_path / "a.h5")

@@ -120,8 +120,11 @@ def run(config: TrainRewardConfig, out_dir: str | Path) -> RunResult:
     scorer = RewardTrainer(model, trainer_config.model_copy(update={"log_dir": None}))
     test_acc = float(scorer.accuracy(view, test_q))
     train_acc = float(scorer.accuracy(view, train_q))
+    kind = config.model.kind
     row = {
-        "model": config.model.kind,
+        "model": kind
+        if len(obs_shape) == 1
+        else "cnn" + ("-ensemble" if kind == "ensemble" else ""),
         "loss": config.trainer.loss,
         "k": int(queries.k),
         "obs_key": config.obs_key,
@@ -141,7 +144,7 @@ def run(config: TrainRewardConfig, out_dir: str | Path) -> RunResult:
         "obs_shape": list(obs_shape),
         "obs_dim": int(obs_shape[0]) if len(obs_shape) == 1 else None,
         "act_dim": int(act_dim if config.model.use_actions else 0),
-        "model": config.model.kind,
+        "model": row["model"],
         "data": {
             "path": str(Path(config.data).resolve()),
             "sha256": data_hash,

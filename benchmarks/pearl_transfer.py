@@ -108,7 +108,7 @@ def run_cell(cache: Path, pair: tuple[str, str], seed: int, config: TransferConf
 
 
 def run_family_cell(
-    cache: Path, pair: tuple[str, str, str], seed: int, config: TransferConfig
+    cache: Path, pair: tuple[str, str, str], seed: int, config: TransferConfig, dump=None
 ) -> list[dict]:
     source = get_dataset(cache, pair[0], seed)
     target = get_dataset(cache, pair[1], 100 + seed)
@@ -130,6 +130,9 @@ def run_family_cell(
     t0 = time.time()
     si, ti = unique_items(source_q), unique_items(target_q)
     labels, scores = candidates(source, si, pair_labels(source_q), target, ti, config)
+    if dump is not None:  # every candidate's labels, to score combinations without rerunning
+        dump.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(dump / f"{base['pair']}-s{seed}.npz", truth=truth_y, **labels)
     for name, y in labels.items():
         rows.append({**base, "method": name, "label_accuracy": _pair_accuracy(y, truth_y),
                      **scores.get(name, {})})  # fmt: skip
@@ -183,6 +186,7 @@ def main() -> None:
     ap.add_argument("--suite", default="old", help="old (default), families or final")
     ap.add_argument("--pairs", type=int, nargs="*", help="indices into the suite's pairs")
     ap.add_argument("--seeds", type=int, nargs="*", default=SEEDS)
+    ap.add_argument("--dump", type=Path, help="families: save every candidate's labels here")
     ap.add_argument("--report", action="store_true", help="print the table of --out and exit")
     args = ap.parse_args()
     if args.suite != "old" and args.out == ap.get_default("out"):
@@ -204,7 +208,7 @@ def main() -> None:
                     if (f"{pair[0][:-3]}->{pair[1][:-3]}", seed) in done:
                         continue
                     t0 = time.time()
-                    rows = run_family_cell(args.cache, pair, seed, config)
+                    rows = run_family_cell(args.cache, pair, seed, config, args.dump)
                     fh.write("".join(json.dumps(r) + "\n" for r in rows))
                     fh.flush()
                     acc = {r["method"]: round(r["label_accuracy"], 3) for r in rows}

@@ -11,8 +11,8 @@ Candidates (names as in the rows of ``docs/results/pearl-families.jsonl``):
   current ``half_source``), ``round`` (the split round trip: source half A -> target -> half B
   through one coupling), ``mass``.
 * ``ens:<grid>``: the mean transferred label over every setting of the grid (no selection).
-* ``bt:<feature>``: a Bradley-Terry model, linear in the cross feature, fitted on the source
-  labels and applied to the target segments.
+* ``bt:<feature>`` (``bt2``: with the squares too): a Bradley-Terry model, linear in the cross
+  feature, fitted on the source labels and applied to the target segments.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ def _split(n, src_pairs, seed=0):
     remap[ia], remap[ib] = np.arange(len(ia)), np.arange(len(ib))
     in_a, in_b = half[src_pairs].all(1), (~half[src_pairs]).all(1)
     return ia, ib, in_a, in_b, remap[src_pairs[in_a]], remap[src_pairs[in_b]]
+
+
+def _sq(x):
+    return np.concatenate([x, x**2 - 1.0], axis=1)
 
 
 def fit_bt(x, pairs, y, l2=1e-2, iters=300, lr=0.5):
@@ -94,11 +98,11 @@ def candidates(source, si, src_y, target, ti, config) -> tuple[dict, dict]:
                     "round": _pair_accuracy(y_b, src_y[in_b]),
                     "mass": float(np.mean(mass * np.abs(2 * y - 1))),
                 }
-        # linear BT on the cross feature, fitted on the source labels
-        w = fit_bt(ms, sp, src_y)
-        labels[f"bt:{f}"] = _bt_labels(w, mt, tp)
-        wa = fit_bt(ms[ia], pa, src_y[in_a])
-        scores[f"bt:{f}"] = {"half": _pair_accuracy(_bt_labels(wa, ms[ib], pb), src_y[in_b])}
+        # BT models on the cross feature (linear; linear + squares), fitted on the source labels
+        for name, (fs, ft) in ((f"bt:{f}", (ms, mt)), (f"bt2:{f}", (_sq(ms), _sq(mt)))):
+            labels[name] = _bt_labels(fit_bt(fs, sp, src_y), ft, tp)
+            wa = fit_bt(fs[ia], pa, src_y[in_a])
+            scores[name] = {"half": _pair_accuracy(_bt_labels(wa, fs[ib], pb), src_y[in_b])}
     grids = {
         "old": [f"grid:{f}:{a}:{e}" for f, a, e in OLD_GRID],
         "wide": [k for k in labels if k.startswith("grid:") and ":slow:" not in k],

@@ -6,7 +6,8 @@ transferred target pair probabilities, so the study scores them all against one 
 Candidates (names as in the rows of ``docs/results/pearl-families.jsonl``):
 
 * ``grid:<feature>:<alpha>:<eps>``: fused GW with that cross feature (``progress``, ``motion``,
-  ``slow``: the label-free temporal encoder of :func:`robopref.transfer.slow_features`).
+  ``slow``: the label-free temporal encoder of :func:`robopref.transfer.slow_features`,
+  ``progress+slow``: both).
 * ``sel:<criterion>:<grid>``: the grid setting chosen by a label-free criterion: ``half`` (the
   current ``half_source``), ``round`` (the split round trip: source half A -> target -> half B
   through one coupling), ``mass``.
@@ -76,6 +77,9 @@ def candidates(source, si, src_y, target, ti, config) -> tuple[dict, dict]:
         for f in ("progress", "motion")
     }
     cross["slow"] = slow_features(source, si, target, ti, include_actions=config.include_actions)
+    cross["progress+slow"] = tuple(
+        np.concatenate([cross["progress"][i], cross["slow"][i]], axis=1) for i in (0, 1)
+    )
     ia, ib, in_a, in_b, pa, pb = _split(len(xs), sp)
     labels, scores = {}, {}
     for f, (ms, mt) in cross.items():
@@ -105,9 +109,10 @@ def candidates(source, si, src_y, target, ti, config) -> tuple[dict, dict]:
             scores[name] = {"half": _pair_accuracy(_bt_labels(wa, fs[ib], pb), src_y[in_b])}
     grids = {
         "old": [f"grid:{f}:{a}:{e}" for f, a, e in OLD_GRID],
-        "wide": [k for k in labels if k.startswith("grid:") and ":slow:" not in k],
+        "wide": [k for k in labels if k.startswith("grid:") and "slow" not in k],
         "all": [k for k in labels if k.startswith("grid:")],
         "slow": [k for k in labels if k.startswith("grid:slow:")],
+        "strong": [k for k in labels if k.startswith("grid:") and float(k.split(":")[2]) >= 0.8],
     }
     for g, names in grids.items():
         for crit in ("half", "round", "mass"):

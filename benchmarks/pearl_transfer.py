@@ -9,7 +9,8 @@ cached). Writes one JSON row per (pair, seed, method, setting) to ``--out``.
     python benchmarks/pearl_transfer.py --out docs/results/pearl-transfer.jsonl
 
 ``--suite families`` / ``final``: the pairs of robopref/configs/bench/pearl-families(-final).yaml;
-per (pair, seed) the similarity baseline, plain GW, ``auto`` and every candidate of
+per (pair, seed) the similarity baseline, plain GW, ``auto`` (``auto.mode: select``, the default
+before), ``auto_blend`` (the default ``auto`` now) and every candidate of
 ``pearl_transfer_candidates.py``. Resumable: (pair, seed) cells already in ``--out`` are skipped.
 
     python benchmarks/pearl_transfer.py --suite families --seeds 0
@@ -120,11 +121,18 @@ def run_family_cell(
     truth_y = truth.pair_probability()
     base = {"pair": f"{pair[0][:-3]}->{pair[1][:-3]}", "family": pair[2], "seed": seed}
     rows = []
-    for method, extra in (("sim", {}), ("gw", {"epsilon": 0.02}), ("auto", {})):
+    select = {"method": "auto", "auto": config.auto.model_copy(update={"mode": "select"})}
+    runs = (("sim", {"method": "sim"}), ("gw", {"method": "gw", "epsilon": 0.02}),
+            ("auto", select), ("auto_blend", {"method": "auto"}))  # fmt: skip
+    for method, extra in runs:  # "auto": the grid selection (the default before the blend)
         t0 = time.time()
-        cfg = config.model_copy(update={"method": method, **extra})
+        cfg = config.model_copy(update=extra)
         labels, info = transfer_labels(source, source_q, target, target_q, cfg)
-        chosen = {k: info[k] for k in info if k.startswith("auto_") and k != "auto_grid"}
+        chosen = {
+            k: v
+            for k, v in info.items()
+            if k.startswith("auto_") and k[5:] not in ("grid", "members")
+        }
         rows.append({**base, "method": method, "label_accuracy": label_accuracy(labels, truth),
                      "wall_s": round(time.time() - t0, 2), **chosen})  # fmt: skip
     t0 = time.time()

@@ -3,6 +3,7 @@
 from robopref.transfer.cpa import (
     FEATURES,
     AutoConfig,
+    BlendMember,
     Candidate,
     ObsLayout,
     TransferConfig,
@@ -21,6 +22,7 @@ from robopref.transfer.slow import SlowEncoder, fit_slow_encoder, slow_features
 __all__ = [
     "FEATURES",
     "AutoConfig",
+    "BlendMember",
     "Candidate",
     "SlowEncoder",
     "ObsLayout",

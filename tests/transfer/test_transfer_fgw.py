@@ -106,7 +106,7 @@ def test_auto_criteria_never_read_target_labels():
         cfg = TransferConfig(
             include_actions=False,
             layout=LAYOUT,
-            auto={"criterion": crit, "alphas": [0.5, 1.0], "epsilons": [0.02]},
+            auto={"mode": "select", "criterion": crit, "alphas": [0.5, 1.0], "epsilons": [0.02]},
         )
         a, info_a = transfer_labels(source, src_q, target, tgt_q, cfg)
         # the same unlabelled target queries carrying (wrong) labels change nothing

@@ -22,7 +22,8 @@ with the random arm's.
                                   [--jsonl docs/results/own-data.jsonl]
 
 Each seed's steps are skipped when their outputs exist (rerun to resume). Rows (one per arm,
-policy, seed and shuffled permutation, each with the commit it ran at) replace the JSONL file's;
+policy, seed and shuffled permutation, each with the commit it ran at) replace the JSONL file's
+own (rows of other studies, which carry a ``study`` field, are kept);
 a markdown table of mean ± SE over seeds is printed at the end (a seed's shuffled value is the
 mean of its permutations, as in the PEARL suite).
 """
@@ -238,7 +239,8 @@ def table(rows: list[dict]) -> str:
 
 def from_jsonl(path: str) -> None:
     """Print the table of rows written before (``--table-only``)."""
-    print(table([json.loads(line) for line in Path(path).read_text().splitlines() if line]))
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    print(table([r for r in rows if not r.get("study")]))
 
 
 def main() -> None:
@@ -256,7 +258,13 @@ def main() -> None:
     for seed in args.seeds:
         rows += one_seed(seed, Path(args.out), at)
     if args.jsonl:
+        # rows of other studies in the same file (a "study" field) are kept
+        path = Path(args.jsonl)
+        lines = path.read_text().splitlines() if path.exists() else []
+        other = [line for line in lines if line and json.loads(line).get("study")]
         with open(args.jsonl, "w") as f:
+            for line in other:
+                f.write(line + "\n")
             for row in rows:
                 f.write(json.dumps(row) + "\n")
     print(table(rows))

@@ -5,7 +5,7 @@ oracle-labelled target pairs.
 Two conditions:
 
 * ``transfer``: the source task's pairs are labelled by a noisy teacher and moved to the target
-  with ``transfer.method: auto`` (PEARL's pipeline);
+  with ``transfer.method: auto`` in its ``select`` mode (PEARL's pipeline);
 * ``direct``: the same target pairs are labelled by the noisy teacher on the target itself (the
   setting the robustness claim is about: noisy labels reach the reward untouched).
 
@@ -69,6 +69,8 @@ from robopref.transfer import (  # noqa: E402
 from robopref.utils import seed_everything  # noqa: E402
 
 STUDY = "rrl-noise"
+# The study ran with ``auto``'s grid selection (then the default); pinned so reruns match the rows.
+SELECT = TransferConfig(auto={"mode": "select"})
 PAPER = (0.1, 1.0)  # prior std, KL weight: the library's defaults (the paper gives no numbers)
 
 _couplings: dict[str, np.ndarray] = {}
@@ -235,9 +237,7 @@ def main() -> None:
                         tcfg, param = teacher_for(spec, source, src_pairs, seed)
                         noisy = make_teacher(tcfg).label(source, src_pairs)
                         src_err = 1.0 - label_accuracy(noisy, src_truth)
-                        labels, info = transfer_labels(
-                            source, noisy, target, target_q, TransferConfig()
-                        )
+                        labels, info = transfer_labels(source, noisy, target, target_q, SELECT)
                     else:
                         tcfg, param = teacher_for(spec, target, target_q, seed)
                         labels = make_teacher(tcfg).label(target, target_q)

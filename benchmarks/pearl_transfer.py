@@ -7,6 +7,14 @@ against the oracle. Datasets: ``benchmarks/pearl_transfer_data.py`` (50 episodes
 cached). Writes one JSON row per (pair, seed, method, setting) to ``--out``.
 
     python benchmarks/pearl_transfer.py --out docs/results/pearl-transfer.jsonl
+
+``--suite families`` / ``final``: the pairs of robopref/configs/bench/pearl-families(-final).yaml;
+per (pair, seed) the similarity baseline, plain GW, ``auto`` (``auto.mode: select``, the default
+before), ``auto_blend`` (the default ``auto`` now) and every candidate of
+``pearl_transfer_candidates.py``. Resumable: (pair, seed) cells already in ``--out`` are skipped.
+
+    python benchmarks/pearl_transfer.py --suite families --seeds 0
+    python benchmarks/pearl_transfer.py --suite families --report-families
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pearl_transfer_data import DEFAULT_CACHE, PAIRS, SEEDS, get_dataset  # noqa: E402
+from pearl_transfer_candidates import candidates  # noqa: E402
+from pearl_transfer_data import DEFAULT_CACHE, PAIRS, SEEDS, get_dataset, suite_pairs  # noqa: E402
 
 from robopref.teachers import TeacherConfig, make_teacher  # noqa: E402
 from robopref.transfer import TransferConfig, label_accuracy, sample_pool_pairs  # noqa: E402
@@ -99,6 +108,46 @@ def run_cell(cache: Path, pair: tuple[str, str], seed: int, config: TransferConf
     return rows
 
 
+def run_family_cell(
+    cache: Path, pair: tuple[str, str, str], seed: int, config: TransferConfig, dump=None
+) -> list[dict]:
+    source = get_dataset(cache, pair[0], seed)
+    target = get_dataset(cache, pair[1], 100 + seed)
+    rng = np.random.default_rng(seed)
+    oracle = make_teacher(TeacherConfig(name="oracle"))
+    source_q = oracle.label(source, sample_pool_pairs(source, 300, 3000, 25, rng))
+    target_q = sample_pool_pairs(target, 300, 2000, 25, rng)
+    truth = oracle.label(target, target_q)
+    truth_y = truth.pair_probability()
+    base = {"pair": f"{pair[0][:-3]}->{pair[1][:-3]}", "family": pair[2], "seed": seed}
+    rows = []
+    select = {"method": "auto", "auto": config.auto.model_copy(update={"mode": "select"})}
+    runs = (("sim", {"method": "sim"}), ("gw", {"method": "gw", "epsilon": 0.02}),
+            ("auto", select), ("auto_blend", {"method": "auto"}))  # fmt: skip
+    for method, extra in runs:  # "auto": the grid selection (the default before the blend)
+        t0 = time.time()
+        cfg = config.model_copy(update=extra)
+        labels, info = transfer_labels(source, source_q, target, target_q, cfg)
+        chosen = {
+            k: v
+            for k, v in info.items()
+            if k.startswith("auto_") and k[5:] not in ("grid", "members")
+        }
+        rows.append({**base, "method": method, "label_accuracy": label_accuracy(labels, truth),
+                     "wall_s": round(time.time() - t0, 2), **chosen})  # fmt: skip
+    t0 = time.time()
+    si, ti = unique_items(source_q), unique_items(target_q)
+    labels, scores = candidates(source, si, pair_labels(source_q), target, ti, config)
+    if dump is not None:  # every candidate's labels, to score combinations without rerunning
+        dump.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(dump / f"{base['pair']}-s{seed}.npz", truth=truth_y, **labels)
+    for name, y in labels.items():
+        rows.append({**base, "method": name, "label_accuracy": _pair_accuracy(y, truth_y),
+                     **scores.get(name, {})})  # fmt: skip
+    rows[-1]["wall_candidates_s"] = round(time.time() - t0, 1)
+    return rows
+
+
 def report(path: Path) -> str:
     """Markdown table (mean ± std over seeds) from the JSON rows at ``path``."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -142,14 +191,39 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--out", type=Path, default=Path("docs/results/pearl-transfer.jsonl"))
-    ap.add_argument("--pairs", type=int, nargs="*", default=list(range(len(PAIRS))))
+    ap.add_argument("--suite", default="old", help="old (default), families or final")
+    ap.add_argument("--pairs", type=int, nargs="*", help="indices into the suite's pairs")
     ap.add_argument("--seeds", type=int, nargs="*", default=SEEDS)
+    ap.add_argument("--dump", type=Path, help="families: save every candidate's labels here")
     ap.add_argument("--report", action="store_true", help="print the table of --out and exit")
     args = ap.parse_args()
+    if args.suite != "old" and args.out == ap.get_default("out"):
+        suffix = "-final" if args.suite == "final" else ""
+        args.out = Path(f"docs/results/pearl-families{suffix}.jsonl")
     if args.report:
         print(report(args.out))
         return
     config = TransferConfig()
+    if args.suite != "old":
+        pairs = suite_pairs(args.suite)
+        pairs = [pairs[i] for i in args.pairs] if args.pairs is not None else pairs
+        done = set()
+        if args.out.exists():
+            done = {(r["pair"], r["seed"]) for r in map(json.loads, args.out.open()) if r}
+        with args.out.open("a") as fh:
+            for seed in args.seeds:
+                for pair in pairs:
+                    if (f"{pair[0][:-3]}->{pair[1][:-3]}", seed) in done:
+                        continue
+                    t0 = time.time()
+                    rows = run_family_cell(args.cache, pair, seed, config, args.dump)
+                    fh.write("".join(json.dumps(r) + "\n" for r in rows))
+                    fh.flush()
+                    acc = {r["method"]: round(r["label_accuracy"], 3) for r in rows}
+                    print(f"{rows[0]['pair']} seed {seed}: sim {acc['sim']} gw {acc['gw']} "
+                          f"auto {acc['auto']} ({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
+        return
+    args.pairs = list(range(len(PAIRS))) if args.pairs is None else args.pairs
     with args.out.open("a") as fh:
         for seed in args.seeds:
             for i in args.pairs:

@@ -223,7 +223,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         model = load_reward_checkpoint(args.reward)
     dataset = load_dataset(args.dataset)
     if model is not None:
-        dataset = relabel_dataset(dataset, model, args.reward)
+        # the reward reads the key it was trained on (its card; 'state' without one)
+        from robopref.methods.own_data.data import card_path
+
+        card = card_path(args.reward)
+        obs_key = (
+            json.loads(card.read_text()).get("obs_key", "state") if card.is_file() else "state"
+        )
+        dataset = relabel_dataset(dataset, model, args.reward, obs_key)
     if args.format == "lerobot":
         export_lerobot(dataset, args.out, fps=args.fps, robot_type=args.robot_type)
     else:

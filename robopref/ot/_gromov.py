@@ -47,6 +47,7 @@ from robopref.ot._loop import (
     stopping_rule,
     warn_inner,
 )
+from robopref.ot._lowrank import product as lowrank_product
 from robopref.ot._numba import numba_kernels
 from robopref.ot._sinkhorn import _BOUND, _PARALLEL_MIN_SIZE, batch_kernel
 
@@ -82,6 +83,11 @@ def entropic_fgw_numpy(
     if symmetric is None:
         symmetric = _is_symmetric(C1) and _is_symmetric(C2)
     pairs, fC = gradient_pairs(C1, C2, p, q, loss, symmetric, np.ascontiguousarray)
+    # exact low-rank structure (e.g. squared-Euclidean costs): products in O(n m r)
+    fast = None
+    if nb == 1 and n * m >= _F32_MIN_SIZE:
+        fast = {(id(hA), id(hB)): lowrank_product(hA[0], hB[0]) for _, hA, hB in pairs}
+        fast = {key: fn for key, (fn, low) in fast.items() if low} or None
     if T0 is None:
         T = p[:, :, None] * q[:, None, :]
     else:
@@ -113,12 +119,17 @@ def entropic_fgw_numpy(
     if tol is None and alpha > 0.0:  # the default rule
         res, gw, obj = _accelerated_loop(
             solve, pairs, alpha, feat, T, T0 is None, p, q, max_iter, obj_tol, check_every,
-            itol_floor, fC=fC, mixed=n * m >= _F32_MIN_SIZE, single=single, name=name,
+            itol_floor, fC=fC, mixed=n * m >= _F32_MIN_SIZE and fast is None, single=single,
+            name=name, fast=fast,
         )  # fmt: skip
         res.obj_hist = [value(o) for o in res.obj_hist]
     else:
         ops = EngineOps(
-            product=_product(single), solve=solve, step=_step, host=value, isfinite=np.isfinite
+            product=_product(single, fast),
+            solve=solve,
+            step=_step,
+            host=value,
+            isfinite=np.isfinite,
         )
         stop = _Stop(tol, obj_tol, check_every, max_iter)
         res = plain_loop(ops, pairs, alpha, feat, T, stop, itol_floor, log=log, name=name)
@@ -134,9 +145,18 @@ def entropic_fgw_numpy(
     return T_out, loop_log(res, gw, obj, value, fused=M is not None, f=f, g=g)
 
 
-def _product(single: bool):
+def _product(single: bool, fast=None):
     """``A @ T @ B`` per problem: 2-D BLAS calls for one problem (numpy's stacked matmul was
-    ~30 % slower at n = 512)."""
+    ~30 % slower at n = 512). ``fast``: ``{(id(A), id(B)): T -> A @ T @ B}`` for operands
+    with exact low-rank factors (:mod:`._lowrank`)."""
+    if fast:
+        dense = _product(single)
+
+        def prod(A, T, B):
+            fn = fast.get((id(A), id(B)))
+            return dense(A, T, B) if fn is None else fn(T[0])[None]
+
+        return prod
     if single:
         return lambda A, T, B: (A[0] @ T[0] @ B[0])[None]
     return lambda A, T, B: A @ T @ B
@@ -153,13 +173,17 @@ def _step(T_new, T) -> tuple[float, float]:
 # Anderson acceleration of the outer map (default rule; docs/rooms/ot.md item 13)
 _AA_MEMORY = 5  # past residuals kept
 _AA_START = 3  # plain steps with a shrinking residual before mixing starts (and after a reset)
+# mixing starts only once a plain step contracted the residual by less than this factor: where
+# the plain map contracts fast (eps 0.05: residual x 0.02-0.3 per step), an Anderson step (its
+# history writes and least squares cost ~2 inner Sinkhorns at n = 512) gains no step
+_AA_SLOW = 0.35
 _AA_BUDGET = 256 * 2**20  # bytes of history at most (memory shrinks, or no mixing, above)
 _ANCHOR_AT = 1e-5  # relative objective change at which mixed precision takes its exact anchor
 
 
 def _accelerated_loop(
     solve, pairs, alpha, feat, T, rank_one, p, q, max_iter, obj_tol, check_every, itol_floor,
-    *, fC, mixed, single, name,
+    *, fC, mixed, single, name, fast=None,
 ):  # fmt: skip
     """Default-rule outer loop of the numpy engine: the same map ``T <- Sinkhorn(grad(T))`` as
     POT, with three changes that leave the fixed point alone.
@@ -198,7 +222,7 @@ def _accelerated_loop(
     nm, s = n * m, len(pairs)
     k = numba_kernels()
     scale = alpha * (2.0 if s == 1 else 1.0)
-    prod = _product(single)
+    prod = _product(single, fast)
     # mixed precision (large problems): P(T_k) = P(T_{k-1}) + float32 product of T_k - T_{k-1},
     # from an exact start; one exact float64 product ("anchor") once the objective settles
     # clears the rounding of the large early moves; later differences are small, and so is
@@ -236,6 +260,7 @@ def _accelerated_loop(
     # plain contracting steps in a row, last residual norm; shared: ring position, previous
     # (r, T, P)
     cnt, ndec, rn_prev = np.zeros(nb, np.int64), np.zeros(nb, np.int64), np.full(nb, np.inf)
+    slow = np.zeros(nb, bool)  # a contracting plain step was slow since the last reset
     head, last = 0, None
     # objective of each output [nb]; once anchored: relative change and residual per step [nb]
     objs, changes, rns = [], [], []
@@ -307,7 +332,8 @@ def _accelerated_loop(
         if dF is not None:
             dec = rn_b < rn_prev  # not contracting: that problem's history restarts
             ndec = np.where(dec, ndec + 1, 0)
-            if last is not None:
+            slow = np.where(dec, slow | (rn_b >= _AA_SLOW * rn_prev), False)
+            if last is not None and slow.any():
                 np.subtract(r, last[0], out=dF[:, head], casting="same_kind")
                 np.subtract(T_new, last[1], out=dZ[:, head, :nm], casting="same_kind")
                 for j in range(s):
@@ -317,8 +343,10 @@ def _accelerated_loop(
                     )  # fmt: skip
                 head = (head + 1) % mem
                 cnt = np.where(dec, np.minimum(cnt + 1, mem), 0)
+            else:
+                cnt = np.where(dec, cnt, 0)
             last = (r, T_new, P_new)
-            mix = (ndec >= _AA_START) & (cnt >= 1)
+            mix = (ndec >= _AA_START) & (cnt >= 1) & slow
             if mix.any():
                 x, P = _anderson(dF, dZ, r, T_new, P_new, cnt * mix, head)
         rn_prev = rn_b

@@ -2,11 +2,14 @@
 
 * :class:`MLPReward`, :class:`EnsembleReward`, :class:`GaussianReward` (PEARL's robust reward):
   ``r(obs [..., obs_dim], act [..., act_dim]) -> [...]`` per step.
+* :class:`ImageReward`, :class:`ImageEnsembleReward`: the same on camera frames
+  ``[..., H, W, 3]`` (a small CNN, uint8 frames normalised inside).
 * :class:`RewardTrainer` / :class:`RewardTrainerConfig`: fit any of them to
   :class:`~robopref.data.PreferenceQueries` with a loss of :mod:`robopref.losses`.
 * :func:`load_reward` / :func:`save_reward`: checkpoints without pickled code.
 """
 
+from robopref.rewards.image import ImageEnsembleReward, ImageReward
 from robopref.rewards.models import (
     REWARD_MODELS,
     EnsembleReward,
@@ -42,6 +45,8 @@ __all__ = [
     "REWARD_MODELS",
     "EnsembleReward",
     "GaussianReward",
+    "ImageEnsembleReward",
+    "ImageReward",
     "MLPReward",
     "RewardModel",
     "RewardTrainer",

@@ -45,12 +45,14 @@ def member_probabilities(
     with ``segment_scores`` (M = 1). Probabilities are softmaxes of the segment returns over
     the valid items (Bradley-Terry for K = 2); padding items get 0.
     """
-    from robopref.rewards.segments import gather_segments
+    from robopref.rewards.segments import gather_segments, query_batch
 
-    seg = gather_segments(dataset, queries, model.obs_dim, model.act_dim)
+    shape = getattr(model, "obs_shape", None)
+    seg = gather_segments(dataset, queries, model.obs_dim, model.act_dim, obs_shape=shape)
     was_training = model.training
     model.eval()
     out = []
+    batch_size = query_batch(model, seg, batch_size)
     for i in range(0, len(seg), batch_size):
         b = seg[i : i + batch_size].to(model.device)
         if hasattr(model, "member_probabilities"):

@@ -94,9 +94,22 @@ class RewardModel(nn.Module):
             **kwargs,
         }
 
+    # Steps per forward pass when scoring without gradients (predict, segment scores); None:
+    # no limit. Image rewards set one so that a batch's activations stay small.
+    max_batch_steps: int | None = None
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """Per-step observation shape the model reads: ``(obs_dim,)``, or ``(H, W, 3)`` frames."""
+        return (self.obs_dim,)
+
+    def obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        """numpy observations -> the tensor ``forward`` takes (float32 vectors by default)."""
+        return torch.as_tensor(obs, dtype=torch.float32)
 
     def inputs(self, obs: torch.Tensor, act: torch.Tensor | None) -> torch.Tensor:
         """Check shapes and return the network input ``[..., obs_dim + act_dim]``."""
@@ -121,26 +134,46 @@ class RewardModel(nn.Module):
     def predict(
         self, obs: np.ndarray, act: np.ndarray | None = None, batch_size: int = 65536
     ) -> np.ndarray:
-        """Rewards ``[...]`` (float32 numpy) of numpy ``obs [..., obs_dim]``, ``act [..., act_dim]``.
+        """Rewards ``[...]`` (float32 numpy) of numpy ``obs [..., *obs_shape]``,
+        ``act [..., act_dim]``.
 
-        Runs without gradients in chunks of ``batch_size`` steps, in eval mode.
+        Runs without gradients in chunks of ``batch_size`` steps (at most
+        :attr:`max_batch_steps`), in eval mode; each chunk is converted on its own, so image
+        observations are never turned into one float array.
         """
         was_training = self.training
         self.eval()
-        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
-        act_t = None if act is None else torch.as_tensor(np.asarray(act), dtype=torch.float32)
-        self.inputs(obs_t, act_t)  # shape check before flattening
-        lead = obs_t.shape[:-1]
-        obs_t = obs_t.reshape(-1, self.obs_dim)
-        act_t = None if act_t is None or self.act_dim == 0 else act_t.reshape(-1, self.act_dim)
+        obs = np.asarray(obs)
+        nd = len(self.obs_shape)
+        if obs.ndim < nd or tuple(obs.shape[obs.ndim - nd :]) != self.obs_shape:
+            want = ", ".join(map(str, self.obs_shape))
+            raise ValueError(f"obs: expected shape [..., {want}], found {tuple(obs.shape)}")
+        lead = obs.shape[: obs.ndim - nd]
+        flat = obs.reshape(-1, *self.obs_shape)
+        act_flat = None
+        if act is not None and self.act_dim:
+            act = np.asarray(act)
+            if act.shape != tuple(lead) + (self.act_dim,):
+                raise ValueError(
+                    f"act: expected shape {tuple(lead) + (self.act_dim,)} (obs's leading dims), "
+                    f"found {act.shape}"
+                )
+            act_flat = act.reshape(-1, self.act_dim)
+        elif self.act_dim:
+            raise ValueError(f"act: expected shape [..., {self.act_dim}], found None")
+        if self.max_batch_steps is not None:
+            batch_size = min(batch_size, self.max_batch_steps)
         out = []
-        for i in range(0, obs_t.shape[0], batch_size):
-            o = obs_t[i : i + batch_size].to(self.device)
-            a = None if act_t is None else act_t[i : i + batch_size].to(self.device)
+        for i in range(0, len(flat), batch_size):
+            o = self.obs_tensor(flat[i : i + batch_size]).to(self.device)
+            a = None
+            if act_flat is not None:
+                a = torch.as_tensor(act_flat[i : i + batch_size], dtype=torch.float32)
+                a = a.to(self.device)
             out.append(self(o, a).float().cpu())
         self.train(was_training)
-        flat = torch.cat(out) if out else torch.zeros(0)
-        return flat.reshape(lead).numpy()
+        result = torch.cat(out) if out else torch.zeros(0)
+        return result.reshape(lead).numpy()
 
     def segment_scores(
         self, obs: torch.Tensor, act: torch.Tensor | None, step_mask: torch.Tensor | None
@@ -270,12 +303,15 @@ class EnsembleReward(RewardModel):
         of each item's softmax (top-1) probability, which equals the pair value for K = 2.
         Population standard deviation (``unbiased=False``).
         """
-        from robopref.rewards.segments import gather_segments
+        from robopref.rewards.segments import gather_segments, query_batch
 
-        seg = gather_segments(dataset, queries, self.obs_dim, self.act_dim)
+        seg = gather_segments(
+            dataset, queries, self.obs_dim, self.act_dim, obs_shape=self.obs_shape
+        )
         was_training = self.training
         self.eval()
         out = []
+        batch_size = query_batch(self, seg, batch_size)
         for i in range(0, len(seg), batch_size):
             b = seg[i : i + batch_size].to(self.device)
             p = self.member_probabilities(b.obs, b.act, b.step_mask, b.item_mask)  # [M, B, K]

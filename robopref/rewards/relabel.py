@@ -47,7 +47,8 @@ def relabel_dataset(
 ) -> TrajectoryDataset:
     """A copy of ``dataset`` with the per-step rewards of ``model`` (see the module docstring).
 
-    The model reads each trajectory's ``obs_key`` observation (``[T, obs_dim]``) and, unless
+    The model reads each trajectory's ``obs_key`` observation (``[T, obs_dim]``, or frames
+    ``[T, H, W, 3]`` for an image reward, scored in batches) and, unless
     it is a state-only reward, its ``actions``. With ``normalise`` the rewards are z-scored
     over every step of the data set (``(raw - mean) / std``, the raw ones kept as
     ``extras["learned_reward_raw"]``, mean and std in ``metadata["reward_source"]``), so that
@@ -80,6 +81,7 @@ def relabel_dataset(
         "model_class": type(model).__name__,
         "obs_key": obs_key,
         "obs_dim": model.obs_dim,
+        "obs_shape": list(getattr(model, "obs_shape", (model.obs_dim,))),
         "act_dim": model.act_dim,
         "normalisation": {"mean": mean, "std": scale} if normalise else None,
     }
@@ -114,9 +116,11 @@ def _learned(t, i: int, model: RewardModel, obs_key: str, where: str, batch_size
             "found array observations ('state')"
         )
     obs = np.asarray(obs)
-    if obs.ndim != 2 or obs.shape[1] != model.obs_dim:
+    want = tuple(getattr(model, "obs_shape", (model.obs_dim,)))
+    if tuple(obs.shape[1:]) != want:
+        size = f"of size {want[0]}" if len(want) == 1 else f"of per-step shape {want}"
         raise DataValidationError(
-            f"{where}: expected observations {obs_key!r} of size {model.obs_dim} (the reward "
+            f"{where}: expected observations {obs_key!r} {size} (the reward "
             f"model's), found shape {obs.shape[1:]} in trajectory {i}"
         )
     if model.act_dim and t.actions.shape[1] != model.act_dim:

@@ -31,7 +31,7 @@ from robopref.config import Device, Seed, StrictModel
 from robopref.data import PreferenceQueries, TrajectoryDataset
 from robopref.progress import bar as progress_bar
 from robopref.rewards.models import RewardModel, model_checkpoint, model_from_checkpoint
-from robopref.rewards.segments import SegmentTensors, gather_segments
+from robopref.rewards.segments import SegmentTensors, gather_segments, query_batch
 from robopref.utils import atomic_path, resolve_device
 
 
@@ -136,10 +136,14 @@ class RewardTrainer:
             raise ValueError(
                 f"{field}: soft pair labels need loss 'bt' (soft cross-entropy), found loss {self.config.loss!r}"
             )
-        seg = gather_segments(dataset, queries, self.model.obs_dim, self.model.act_dim)
+        seg = self._gather(dataset, queries)
         if not self.config.use_confidence:
             seg.confidence = torch.ones_like(seg.confidence)
         return seg
+
+    def _gather(self, dataset: TrajectoryDataset, queries: PreferenceQueries) -> SegmentTensors:
+        m = self.model
+        return gather_segments(dataset, queries, m.obs_dim, m.act_dim, obs_shape=m.obs_shape)
 
     def _loss(
         self, scores: torch.Tensor, labels: torch.Tensor, item_mask: torch.Tensor, soft: bool
@@ -292,6 +296,7 @@ class RewardTrainer:
         was_training = self.model.training
         self.model.eval()
         out = []
+        batch_size = query_batch(self.model, seg, batch_size)
         for i in range(0, len(seg), batch_size):
             b = seg[i : i + batch_size].to(self.device)
             out.append(self.model.segment_scores(b.obs, b.act, b.step_mask))
@@ -308,7 +313,7 @@ class RewardTrainer:
 
     def scores(self, dataset: TrajectoryDataset, queries: PreferenceQueries) -> np.ndarray:
         """``[Q, K]`` segment returns under the model's mean reward (padding items: NaN)."""
-        seg = gather_segments(dataset, queries, self.model.obs_dim, self.model.act_dim)
+        seg = self._gather(dataset, queries)
         s = self._scores(seg).cpu().numpy().astype(np.float64)
         return np.where(queries.mask, s, np.nan)
 
@@ -318,7 +323,7 @@ class RewardTrainer:
         A query is tied when its top label is shared by two valid items (graded labels) or
         ``y = 0.5`` (soft pairs); NaN when every query is tied.
         """
-        seg = gather_segments(dataset, queries, self.model.obs_dim, self.model.act_dim)
+        seg = self._gather(dataset, queries)
         soft = queries.label_kind == "soft_pair"
         correct, counted = (
             int(x) for x in _top1(self._scores(seg).cpu(), seg.labels, seg.item_mask, soft)

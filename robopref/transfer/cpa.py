@@ -18,8 +18,10 @@ target item]`` on *shared, direction-invariant* features (``cross_feature``, def
 ``progress``: hand-object and object-goal distances and speeds of the Meta-World observation),
 weighted ``1 - alpha``. Pure GW is invariant to isometries of the structure, so it cannot tell
 "open" from "close"; the feature term decides the orientation (``docs/decisions.md``).
-``method: auto`` (the default) picks ``alpha``, ``epsilon`` and the cross feature without
-target labels (:func:`select_config`).
+``method: auto`` (the default) averages fixed label-free transfers (``auto.mode: blend``,
+``robopref.transfer.blend``: a Bradley-Terry utility on ``progress`` and fused GW on
+``progress`` and ``slow`` features), or picks ``alpha``, ``epsilon`` and the cross feature
+without target labels (``auto.mode: select``, :func:`select_config`).
 
 Baselines from the paper's table (our reading, see ``docs/decisions.md``):
 ``sim`` (PT+Sim) copies the label of the nearest labelled source pair in a shared feature
@@ -43,6 +45,8 @@ from robopref.ot import entropic_fused_gromov_wasserstein, entropic_gromov_wasse
 TransferMethod = Literal["auto", "gw", "fgw", "sim", "dis"]
 Feature = Literal["flat", "mean_std", "resampled", "motion", "progress", "reward"]
 FEATURES: tuple[str, ...] = ("flat", "mean_std", "resampled", "motion", "progress", "reward")
+# cross-task features may also be ``slow``: a temporal encoder fitted on both tasks (slow.py)
+CrossFeature = Literal["flat", "mean_std", "resampled", "motion", "progress", "reward", "slow"]
 # An embedding of segments by the source reward model: (dataset, items) -> [N, F]. Built by the
 # caller (robopref.methods.pearl), since transfer may not import rewards.
 Embedder = Callable[[TrajectoryDataset, "Items"], np.ndarray]
@@ -63,8 +67,37 @@ class ObsLayout(StrictModel):
     """Goal position (xyz; None: not in the state)."""
 
 
+class BlendMember(StrictModel):
+    """One member of the ``auto`` blend: ``bt`` (a linear Bradley-Terry utility on the cross
+    feature, fitted on the source labels) or ``fgw`` (fused GW at this alpha and epsilon)."""
+
+    kind: Literal["bt", "fgw"]
+    """``bt`` or ``fgw``."""
+    cross_feature: CrossFeature = "progress"
+    """The shared cross-task feature (``slow``: the label-free temporal encoder)."""
+    alpha: float = Field(0.8, ge=0.0, le=1.0)
+    """``fgw``: weight of the structure term."""
+    epsilon: float = Field(0.05, gt=0.0)
+    """``fgw``: entropic regularisation."""
+
+
+def _default_members() -> list[BlendMember]:
+    return [
+        BlendMember(kind="bt", cross_feature="progress"),
+        BlendMember(kind="fgw", cross_feature="progress", alpha=0.8, epsilon=0.05),
+        BlendMember(kind="fgw", cross_feature="slow", alpha=0.8, epsilon=0.05),
+    ]
+
+
 class AutoConfig(StrictModel):
-    """The grid of ``method: auto`` (label-free selection, :func:`select_config`)."""
+    """``method: auto``: the mean of fixed label-free transfers (``mode: blend``, the default),
+    or one fused-GW setting of a grid chosen without target labels (``mode: select``,
+    :func:`select_config`)."""
+
+    mode: Literal["blend", "select"] = "blend"
+    """``blend`` (mean of ``members``) or ``select`` (the grid below and ``criterion``)."""
+    members: list[BlendMember] = Field(default_factory=_default_members, min_length=1)
+    """``blend``: the transfers averaged (defaults chosen on the PEARL families study)."""
 
     alphas: list[float] = Field(default_factory=lambda: [0.5, 0.8, 0.95])
     """Values of ``alpha`` tried."""
@@ -91,7 +124,7 @@ class TransferConfig(StrictModel):
     """
 
     method: TransferMethod = "auto"
-    """How the labels move (``auto`` picks the fused-GW setting without target labels)."""
+    """How the labels move (``auto``: label-free, see :class:`AutoConfig`)."""
     feature: Feature = "mean_std"
     """Feature of the intra-task structures (C1, C2)."""
     cross_feature: Feature = "progress"
@@ -273,16 +306,23 @@ def transfer_through_coupling(
         ``(y [Qt], mass [Qt])``: transferred P(i > j) and the coupling mass on labelled pairs,
         as a fraction of the total mass ``q_i q_j`` of the two target items.
     """
-    a_i = coupling[src_pairs[:, 0]][:, tgt_pairs[:, 0]]  # T_ki  [Qs, Qt]
-    b_j = coupling[src_pairs[:, 1]][:, tgt_pairs[:, 1]]  # T_lj
-    b_i = coupling[src_pairs[:, 1]][:, tgt_pairs[:, 0]]  # T_li
-    a_j = coupling[src_pairs[:, 0]][:, tgt_pairs[:, 1]]  # T_kj
-    forward, backward = a_i * b_j, b_i * a_j
-    y = src_y[:, None]
-    num = (y * forward + (1.0 - y) * backward).sum(0)
-    den = (forward + backward).sum(0)
+    # The sums over labelled pairs factor through two source-item matrices, so the rule costs
+    # O(n_src^2 n_tgt) instead of O(Qs Qt) memory and time:
+    #   num_ij = sum_p y_p T_kp,i T_lp,j + (1 - y_p) T_lp,i T_kp,j = (T^T W T)_ij
+    # with W[k, l] += y_p and W[l, k] += 1 - y_p; den likewise with the pair counts.
+    n = coupling.shape[0]
+    ka, kb = src_pairs[:, 0], src_pairs[:, 1]
+    w = np.zeros((n, n))
+    np.add.at(w, (ka, kb), src_y)
+    np.add.at(w, (kb, ka), 1.0 - src_y)
+    c = np.zeros((n, n))
+    np.add.at(c, (ka, kb), 1.0)
+    c = c + c.T
+    ti, tj = tgt_pairs[:, 0], tgt_pairs[:, 1]
+    num = ((w @ coupling[:, tj]) * coupling[:, ti]).sum(0)
+    den = ((c @ coupling[:, tj]) * coupling[:, ti]).sum(0)
     col = coupling.sum(0)
-    total = col[tgt_pairs[:, 0]] * col[tgt_pairs[:, 1]]
+    total = col[ti] * col[tj]
     labels = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.5)
     return labels, den / np.where(total > 0, total, 1.0)
 
@@ -320,6 +360,20 @@ def _joint_standardize(xs: np.ndarray, xt: np.ndarray) -> tuple[np.ndarray, np.n
         )
     z = standardize(np.concatenate([xs, xt]))
     return z[: len(xs)], z[len(xs) :]
+
+
+def _cross_features(source, src_items, target, tgt_items, feature, config, embedder):
+    """Jointly standardised cross-task features of the source and target items."""
+    if feature == "slow":
+        from robopref.transfer.slow import slow_features
+
+        return slow_features(
+            source, src_items, target, tgt_items, include_actions=config.include_actions
+        )
+    return _joint_standardize(
+        _task_features(source, src_items, feature, config, embedder),
+        _task_features(target, tgt_items, feature, config, embedder),
+    )
 
 
 def coupling_for(
@@ -467,16 +521,22 @@ def transfer_labels(
     src_pairs, tgt_pairs = src_items.inverse, tgt_items.inverse
     info: dict = {"n_source_items": len(xs), "n_target_items": len(xt), "method": config.method}
 
-    if config.method in ("gw", "fgw", "auto"):
+    if config.method == "auto" and config.auto.mode == "blend":
+        from robopref.transfer.blend import blend_labels
+
+        cross = {}
+        for f in dict.fromkeys(m.cross_feature for m in config.auto.members):
+            cross[f] = _cross_features(source, src_items, target, tgt_items, f, config, embedder)
+        y, mass, _ = blend_labels(xs, xt, cross, src_pairs, src_y, tgt_pairs, config)
+        info["auto_members"] = [m.model_dump() for m in config.auto.members]
+    elif config.method in ("gw", "fgw", "auto"):
         method, alpha, eps, M = config.method, config.alpha, config.epsilon, None
         feats = [config.cross_feature] if method == "fgw" else []
         if method == "auto":
             feats = list(dict.fromkeys(config.auto.cross_features))
         cross = {}
         for f in feats:
-            ms = _task_features(source, src_items, f, config, embedder)
-            mt = _task_features(target, tgt_items, f, config, embedder)
-            cross[f] = _joint_standardize(ms, mt)
+            cross[f] = _cross_features(source, src_items, target, tgt_items, f, config, embedder)
         if method == "auto":
             best, cands = select_config(xs, xt, cross, src_pairs, src_y, tgt_pairs, config)
             info["auto_grid"] = [vars(c) for c in cands]
@@ -516,7 +576,7 @@ def transfer_labels(
     confidence = mass / mass.max() if mass.max() > 0 else np.ones_like(mass)
     info["mean_mass"] = float(mass.mean())
     labels = np.stack([y, 1.0 - y], axis=1).clip(0.0, 1.0)
-    meta_info = {k: v for k, v in info.items() if k not in ("method", "auto_grid")}
+    meta_info = {k: v for k, v in info.items() if k not in ("method", "auto_grid", "auto_members")}
     out = PreferenceQueries(
         target_queries.traj_index,
         target_queries.start,

@@ -216,10 +216,10 @@ def test_relabel_onto_source_and_foreign_checkpoints(chain, tmp_path):
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "y.h5").exists()
 
 
-def test_image_observations_are_refused(chain, tmp_path):
-    res = run_cli("train-reward", chain / "a.h5", "obs_key=images.cam", "--out", tmp_path / "r")
-    assert_one_line_error(res, "images.cam", "image observations are not supported")
-    assert not (tmp_path / "r").exists()
+def test_offline_policies_refuse_image_observations(chain, tmp_path):
+    res = run_cli("train-policy", chain / "rel.h5", "obs_key=images.cam", "--out", tmp_path / "p")
+    assert_one_line_error(res, "images.cam", "found images 64x64x3", "state vectors only")
+    assert not (tmp_path / "p").exists()
 
 
 @pytest.mark.parametrize("name", ["train-reward", "relabel", "train-policy"])

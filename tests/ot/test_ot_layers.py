@@ -15,7 +15,7 @@ import robopref.ot as rot
 
 OT_DIR = Path(rot.__file__).parent
 BOTTOM = {"_common", "_loop"}
-NUMPY_ENGINE = {"_numba", "_numba_kernels", "_sinkhorn", "_gromov"}
+NUMPY_ENGINE = {"_numba", "_numba_kernels", "_sinkhorn", "_gromov", "_lowrank"}
 TORCH_ENGINE = {"_torch_engine"}
 TOP = {"_dispatch", "__init__"}
 

@@ -125,3 +125,21 @@ def test_rejects_lists_and_unlabelled_sources():
     unlabelled = sample_pool_pairs(ds, 10, 20, 5, rng)
     with pytest.raises(ValueError, match="labels"):
         transfer_labels(ds, unlabelled, ds, unlabelled, TransferConfig())
+
+
+def test_label_rule_matches_the_pairwise_sum():
+    # the factored rule equals the sum over every (labelled source pair, target pair), self-pairs
+    # and repeated pairs included
+    rng = np.random.default_rng(3)
+    T = rng.random((7, 5)) * (rng.random((7, 5)) > 0.3)
+    src_pairs = np.vstack([rng.integers(0, 7, size=(40, 2)), [[2, 2], [1, 4], [1, 4]]])
+    src_y = rng.random(len(src_pairs))
+    tgt_pairs = np.vstack([rng.integers(0, 5, size=(30, 2)), [[3, 3]]])
+    y, mass = transfer_through_coupling(T, src_pairs, src_y, tgt_pairs)
+    for q, (i, j) in enumerate(tgt_pairs):
+        fwd = T[src_pairs[:, 0], i] * T[src_pairs[:, 1], j]
+        bwd = T[src_pairs[:, 1], i] * T[src_pairs[:, 0], j]
+        den = (fwd + bwd).sum()
+        want = (src_y * fwd + (1 - src_y) * bwd).sum() / den if den > 0 else 0.5
+        assert y[q] == pytest.approx(want, rel=1e-10)
+        assert mass[q] == pytest.approx(den / (T[:, i].sum() * T[:, j].sum()), rel=1e-10)

@@ -89,12 +89,24 @@ def test_fgw_orients_a_mirrored_task_and_auto_finds_it():
     sim = TransferConfig(method="sim", **base)
     labels, _ = transfer_labels(source, src_q, target, tgt_q, sim)
     assert label_accuracy(labels, truth) <= 0.35
-    auto = TransferConfig(method="auto", **base)
-    labels, info = transfer_labels(source, src_q, target, tgt_q, auto)
+    select = TransferConfig(method="auto", auto={"mode": "select"}, **base)
+    labels, info = transfer_labels(source, src_q, target, tgt_q, select)
     assert label_accuracy(labels, truth) >= 0.9
     assert info["auto_cross_feature"] in ("progress", "motion")
     assert len(info["auto_grid"]) == 12 and all(np.isfinite(c["score"]) for c in info["auto_grid"])
     assert labels.metadata["auto_alpha"] == info["auto_alpha"]
+
+
+def test_default_auto_blend_orients_a_mirrored_task():
+    rng = np.random.default_rng(0)
+    source, target = _mirror_tasks(rng, sign=1.0), _mirror_tasks(rng, sign=-1.0)
+    src_q = _oracle(source, sample_pool_pairs(source, 40, 400, 8, rng))
+    tgt_q = sample_pool_pairs(target, 40, 300, 8, rng)
+    cfg = TransferConfig(include_actions=False, layout=LAYOUT)
+    labels, info = transfer_labels(source, src_q, target, tgt_q, cfg)
+    assert [m["kind"] for m in info["auto_members"]] == ["bt", "fgw", "fgw"]
+    # similarity on raw states reads <= 0.35 here (the test above): the blend is oriented
+    assert label_accuracy(labels, _oracle(target, tgt_q)) >= 0.95
 
 
 def test_auto_criteria_never_read_target_labels():
@@ -106,7 +118,7 @@ def test_auto_criteria_never_read_target_labels():
         cfg = TransferConfig(
             include_actions=False,
             layout=LAYOUT,
-            auto={"criterion": crit, "alphas": [0.5, 1.0], "epsilons": [0.02]},
+            auto={"mode": "select", "criterion": crit, "alphas": [0.5, 1.0], "epsilons": [0.02]},
         )
         a, info_a = transfer_labels(source, src_q, target, tgt_q, cfg)
         # the same unlabelled target queries carrying (wrong) labels change nothing

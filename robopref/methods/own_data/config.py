@@ -16,14 +16,31 @@ from robopref.policies.offline import PolicyConfig
 from robopref.rewards import RewardTrainerConfig
 
 
+class ImageRewardConfig(StrictModel):
+    """The frame encoder of the image reward (used when ``obs_key`` names RGB frames
+    ``[T, H, W, 3]``; frames are read at their stored size)."""
+
+    cnn_width: int = Field(16, ge=1)
+    """Channels of the small CNN's first convolution (the two later ones have twice as many);
+    compute grows with its square and with the frames' pixels."""
+    embed_dim: int = Field(64, ge=1)
+    """Size of the frame embedding the reward's MLP reads (with the action)."""
+    shift: int = Field(4, ge=0)
+    """Random-shift augmentation while training: each frame padded by this many pixels (edges
+    replicated) and cropped back at a random offset; 0 turns it off."""
+
+
 class RewardModelConfig(StrictModel):
     """Which reward model ``train-reward`` fits."""
 
     kind: Literal["mlp", "ensemble", "gaussian"] = "mlp"
     """``mlp`` (Bradley-Terry MLP), ``ensemble`` (several MLPs, their mean) or ``gaussian``
-    (the robust reward: a mean and a variance per step, PEARL's RRL)."""
+    (the robust reward: a mean and a variance per step, PEARL's RRL; state keys only). On an
+    image key, ``mlp`` is one CNN reward and ``ensemble`` several."""
     hidden: tuple[int, ...] = (256, 256)
-    """Hidden layer widths."""
+    """Hidden layer widths (on an image key: of the MLP after the frame embedding)."""
+    image: ImageRewardConfig = Field(default_factory=ImageRewardConfig)
+    """The CNN of the image reward (ignored on a state key)."""
     members: int = Field(3, ge=1)
     """Ensemble members (``kind: ensemble``)."""
     prior_std: float = Field(0.1, gt=0)
@@ -42,7 +59,8 @@ class TrainRewardConfig(StrictModel):
     """The robopref HDF5 file with labelled preference queries (``robopref label`` or
     ``label-ui``)."""
     obs_key: str = "state"
-    """Observation key the reward reads (a vector per step; ``state`` for array observations)."""
+    """Observation key the reward reads: a vector per step (``state`` for array observations)
+    or RGB frames ``[T, H, W, 3]`` (an image key: the reward is a small CNN on the frames)."""
     model: RewardModelConfig = Field(default_factory=RewardModelConfig)
     trainer: RewardTrainerConfig = Field(
         default_factory=lambda: RewardTrainerConfig(epochs=50, batch_size=64)
@@ -88,7 +106,8 @@ class TrainPolicyConfig(StrictModel):
     data: str
     """The robopref HDF5 file (relabelled by ``robopref relabel``, or with recorded rewards)."""
     obs_key: str = "state"
-    """Observation key the policy reads (a vector per step)."""
+    """Observation key the policy reads: a vector per step (offline policies are state-only;
+    an image key is refused)."""
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     holdout: float = Field(0.1, ge=0, lt=1)
     """Share of the episodes held out for the action error and the implicit reward's

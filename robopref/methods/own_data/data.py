@@ -30,8 +30,8 @@ def read_dataset(path: str | Path) -> TrajectoryDataset:
     return load_dataset(p)
 
 
-def vectors(traj: Trajectory, obs_key: str, source: str) -> np.ndarray:
-    """The ``[T, D]`` observation vectors of ``obs_key`` (``state``: array observations too)."""
+def observation(traj: Trajectory, obs_key: str, source: str) -> np.ndarray:
+    """The ``[T, ...]`` observations of ``obs_key`` (``state``: array observations too)."""
     obs = traj.observations
     if isinstance(obs, dict):
         if obs_key not in obs:
@@ -39,28 +39,60 @@ def vectors(traj: Trajectory, obs_key: str, source: str) -> np.ndarray:
                 f"{source}: field 'obs_key': expected one of the observation keys "
                 f"{sorted(obs)}, found {obs_key!r}"
             )
-        arr = obs[obs_key]
-    elif obs_key == "state":
-        arr = obs
-    else:
+        return obs[obs_key]
+    if obs_key == "state":
+        return obs
+    raise DataValidationError(
+        f"{source}: field 'obs_key': expected 'state' (the file has array observations), "
+        f"found {obs_key!r}"
+    )
+
+
+def is_image(arr: np.ndarray) -> bool:
+    """Whether ``arr`` holds RGB frames ``[T, H, W, 3]``."""
+    return arr.ndim == 4 and arr.shape[-1] == 3
+
+
+def describe(shape: tuple[int, ...]) -> str:
+    """``(64, 64, 3)`` -> ``images 64x64x3``; ``(39,)`` -> ``vectors of size 39``."""
+    if len(shape) == 3:
+        return "images " + "x".join(map(str, shape))
+    return f"vectors of size {shape[0]}" if len(shape) == 1 else f"per-step shape {shape}"
+
+
+def reward_observations(traj: Trajectory, obs_key: str, source: str) -> np.ndarray:
+    """What a reward model reads: vectors ``[T, D]`` or RGB frames ``[T, H, W, 3]``."""
+    arr = observation(traj, obs_key, source)
+    if arr.ndim != 2 and not is_image(arr):
         raise DataValidationError(
-            f"{source}: field 'obs_key': expected 'state' (the file has array observations), "
-            f"found {obs_key!r}"
-        )
-    if arr.ndim != 2:
-        raise DataValidationError(
-            f"{source}: observation {obs_key!r}: expected vectors [T, D], found per-step shape "
-            f"{tuple(arr.shape[1:])}; image observations are not supported by the reward "
-            "models and offline policies yet: pick a state key (obs_key=...)"
+            f"{source}: observation {obs_key!r}: expected vectors [T, D] or RGB images "
+            f"[T, H, W, 3], found per-step shape {tuple(arr.shape[1:])}"
         )
     return arr
 
 
-def vector_view(dataset: TrajectoryDataset, obs_key: str, source: str) -> TrajectoryDataset:
-    """The dataset with ``obs_key``'s vectors as its (array) observations; same queries."""
+def vectors(traj: Trajectory, obs_key: str, source: str) -> np.ndarray:
+    """The ``[T, D]`` observation vectors of ``obs_key`` (what an offline policy reads)."""
+    arr = observation(traj, obs_key, source)
+    if arr.ndim != 2:
+        kind = describe(tuple(arr.shape[1:]))
+        raise DataValidationError(
+            f"{source}: observation {obs_key!r}: expected state vectors [T, D], found {kind}; "
+            "offline policies read state vectors only: pick a state key (obs_key=...); an "
+            "image reward can still relabel the file for them (robopref relabel)"
+        )
+    return arr
+
+
+def observation_view(
+    dataset: TrajectoryDataset, obs_key: str, source: str, images: bool = True
+) -> TrajectoryDataset:
+    """The dataset with ``obs_key``'s arrays as its (array) observations; same queries. Frames
+    are kept as they are (no copy); ``images=False`` accepts vectors only."""
+    read = reward_observations if images else vectors
     trajs = [
         Trajectory(
-            observations=vectors(t, obs_key, source),
+            observations=read(t, obs_key, source),
             actions=t.actions,
             rewards=t.rewards,
             successes=t.successes,
@@ -72,6 +104,11 @@ def vector_view(dataset: TrajectoryDataset, obs_key: str, source: str) -> Trajec
         for t in dataset
     ]
     return TrajectoryDataset(trajs, dataset.queries, dataset.metadata)
+
+
+def vector_view(dataset: TrajectoryDataset, obs_key: str, source: str) -> TrajectoryDataset:
+    """The dataset with ``obs_key``'s vectors as its (array) observations; same queries."""
+    return observation_view(dataset, obs_key, source, images=False)
 
 
 def require_labels(dataset: TrajectoryDataset, source: str, step: str) -> None:
@@ -117,8 +154,8 @@ def load_reward_checkpoint(path: str | Path) -> tuple[Any, dict]:
 
 def check_reward_fits(model: Any, card: dict, dataset: TrajectoryDataset, ckpt: str, data: str):
     """The observation key of the reward (its card; ``state`` without one) must exist in the
-    data with the reward's observation size, and the actions must have its action size.
-    Returns the key."""
+    data with the reward's per-step shape (vector size, or image size), and the actions must
+    have its action size. Returns the key."""
     obs_key = card.get("obs_key", "state")
     t0 = dataset[0]
     keys = sorted(t0.observations) if isinstance(t0.observations, dict) else ["state"]
@@ -127,11 +164,16 @@ def check_reward_fits(model: Any, card: dict, dataset: TrajectoryDataset, ckpt: 
             f"{ckpt}: reward reads observation {obs_key!r}, but {data} has observation keys "
             f"{keys}; expected a reward trained on this kind of data"
         )
-    arr = vectors(t0, obs_key, data)
-    if arr.shape[1] != model.obs_dim:
+    found = tuple(observation(t0, obs_key, data).shape[1:])
+    want = tuple(model.obs_shape)
+    if found != want:
+        if len(want) == len(found) == 1:
+            what = f"of size {want[0]}, found size {found[0]}"
+        else:
+            what = f"as {describe(want)}, found {describe(found)}"
         raise DataValidationError(
-            f"{ckpt}: reward reads {obs_key!r} of size {model.obs_dim}, found size "
-            f"{arr.shape[1]} in {data}; expected a reward trained on this kind of data"
+            f"{ckpt}: reward reads {obs_key!r} {what} in {data}; expected a reward trained on "
+            "this kind of data"
         )
     if model.act_dim and t0.actions.shape[1] != model.act_dim:
         raise DataValidationError(

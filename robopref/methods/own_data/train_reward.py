@@ -1,11 +1,12 @@
 """Step ``train-reward``: a reward model fitted to a file's preference labels.
 
     read DATA (labelled queries) -> hold out ``test_fraction`` of the queries -> fit the reward
-    (any loss of the core; MLP, ensemble or Gaussian) -> held-out preference accuracy ± SE
+    (any loss of the core; MLP, ensemble or Gaussian on vectors; a CNN or an ensemble of CNNs
+    on camera frames) -> held-out preference accuracy ± SE
     -> ``reward.pt`` plus its card ``reward.card.json`` (config, data hash, metrics)
 
-The card is what ``score`` and ``relabel`` read to find the observation key and to record where
-a learned reward came from.
+The card is what ``score`` and ``relabel`` read to find the observation key and its per-step
+shape (``obs_shape``: ``[D]`` or ``[H, W, 3]``) and to record where a learned reward came from.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from pathlib import Path
 
 from robopref.methods.common import RunResult, Stage, file_fingerprint, start_run
 from robopref.methods.own_data.config import RewardModelConfig, TrainRewardConfig
-from robopref.methods.own_data.data import card_path, read_dataset, require_labels, vector_view
+from robopref.methods.own_data.data import (
+    card_path,
+    describe,
+    observation_view,
+    read_dataset,
+    require_labels,
+)
 from robopref.methods.own_data.results import reward_result
 from robopref.progress import is_quiet
 from robopref.utils import atomic_path
@@ -25,10 +32,26 @@ Config = TrainRewardConfig
 CARD_FORMAT = "robopref.reward_card/1"
 
 
-def make_reward_model(config: RewardModelConfig, obs_dim: int, act_dim: int):
-    from robopref.rewards import EnsembleReward, GaussianReward, MLPReward
+def make_reward_model(config: RewardModelConfig, obs_shape: tuple[int, ...], act_dim: int):
+    """The reward ``config`` names for observations of per-step shape ``obs_shape``: vectors
+    ``(D,)`` or frames ``(H, W, 3)`` (a CNN reward)."""
+    from robopref.rewards import (
+        EnsembleReward,
+        GaussianReward,
+        ImageEnsembleReward,
+        ImageReward,
+        MLPReward,
+    )
 
     act_dim = act_dim if config.use_actions else 0
+    if len(obs_shape) == 3:
+        image = config.image.model_dump()
+        if config.kind == "ensemble":
+            return ImageEnsembleReward(
+                obs_shape, act_dim, n_members=config.members, hidden=config.hidden, **image
+            )
+        return ImageReward(obs_shape, act_dim, hidden=config.hidden, **image)
+    obs_dim = obs_shape[0]
     if config.kind == "ensemble":
         return EnsembleReward(obs_dim, act_dim, n_members=config.members, hidden=config.hidden)
     if config.kind == "gaussian":
@@ -49,7 +72,13 @@ def run(config: TrainRewardConfig, out_dir: str | Path) -> RunResult:
     # every check on the input before the run folder exists: bad input writes nothing
     dataset = read_dataset(config.data)
     require_labels(dataset, config.data, "train-reward")
-    view = vector_view(dataset, config.obs_key, config.data)
+    view = observation_view(dataset, config.obs_key, config.data)
+    obs_shape = tuple(int(x) for x in view[0].observations.shape[1:])
+    if len(obs_shape) == 3 and config.model.kind == "gaussian":
+        raise DataValidationError(
+            f"{config.data}: model.kind: expected mlp or ensemble for the image key "
+            f"{config.obs_key!r} ({describe(obs_shape)}), found gaussian (state keys only)"
+        )
     queries = view.queries
     if queries.label_kind == "soft_pair" and not config.trainer.soft_capable:
         raise DataValidationError(
@@ -66,7 +95,7 @@ def run(config: TrainRewardConfig, out_dir: str | Path) -> RunResult:
     out_dir, rng = start_run(config, out_dir)
     order = rng.permutation(n)
     test_q, train_q = queries.subset(order[:n_test]), queries.subset(order[n_test:])
-    obs_dim, act_dim = view[0].observations.shape[1], view[0].actions.shape[1]
+    act_dim = view[0].actions.shape[1]
     data_hash = file_fingerprint(config.data)
 
     trainer_config = config.trainer.model_copy(
@@ -77,7 +106,7 @@ def run(config: TrainRewardConfig, out_dir: str | Path) -> RunResult:
             "quiet": is_quiet() or config.trainer.quiet,
         }
     )
-    model = make_reward_model(config.model, obs_dim, act_dim)
+    model = make_reward_model(config.model, obs_shape, act_dim)
     history: list[dict] = []
 
     def fit():
@@ -91,11 +120,15 @@ def run(config: TrainRewardConfig, out_dir: str | Path) -> RunResult:
     scorer = RewardTrainer(model, trainer_config.model_copy(update={"log_dir": None}))
     test_acc = float(scorer.accuracy(view, test_q))
     train_acc = float(scorer.accuracy(view, train_q))
+    kind = config.model.kind
     row = {
-        "model": config.model.kind,
+        "model": kind
+        if len(obs_shape) == 1
+        else "cnn" + ("-ensemble" if kind == "ensemble" else ""),
         "loss": config.trainer.loss,
         "k": int(queries.k),
         "obs_key": config.obs_key,
+        "obs_shape": list(obs_shape),
         "seed": config.seed,
         "train_queries": int(len(train_q)),
         "test_queries": int(n_test),
@@ -107,9 +140,11 @@ def run(config: TrainRewardConfig, out_dir: str | Path) -> RunResult:
     card = {
         "format": CARD_FORMAT,
         "obs_key": config.obs_key,
-        "obs_dim": int(obs_dim),
+        "obs_kind": "image" if len(obs_shape) == 3 else "state",
+        "obs_shape": list(obs_shape),
+        "obs_dim": int(obs_shape[0]) if len(obs_shape) == 1 else None,
         "act_dim": int(act_dim if config.model.use_actions else 0),
-        "model": config.model.kind,
+        "model": row["model"],
         "data": {
             "path": str(Path(config.data).resolve()),
             "sha256": data_hash,

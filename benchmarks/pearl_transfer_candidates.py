@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from robopref.transfer.blend import fit_bt
 from robopref.transfer.cpa import (
     _joint_standardize,
     _pair_accuracy,
@@ -48,16 +49,6 @@ def _split(n, src_pairs, seed=0):
 
 def _sq(x):
     return np.concatenate([x, x**2 - 1.0], axis=1)
-
-
-def fit_bt(x, pairs, y, l2=1e-2, iters=300, lr=0.5):
-    """Linear Bradley-Terry utility ``x @ w`` fitted to soft pair labels (full-batch GD)."""
-    w = np.zeros(x.shape[1])
-    d = x[pairs[:, 0]] - x[pairs[:, 1]]
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(d @ w)))
-        w -= lr * (d.T @ (p - y) / len(y) + l2 * w)
-    return w
 
 
 def _bt_labels(w, x, pairs):
